@@ -1,0 +1,10 @@
+//! Accounts: users, password hashing and the login throttle. Knows nothing of
+//! pages or cookies.
+
+pub mod password;
+pub mod throttle;
+pub mod users;
+
+pub use password::{HashError, Hasher};
+pub use throttle::Throttle;
+pub use users::{User, UserError};

@@ -1,0 +1,126 @@
+//! The `users` table.
+
+use sqlx::{FromRow, SqlitePool};
+
+#[derive(Debug, Clone, FromRow)]
+pub struct User {
+    pub id: i64,
+    pub username: String,
+    pub password_hash: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    #[error("user {0:?} already exists")]
+    Exists(String),
+    #[error("no user {0:?}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(&'static str),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// Why a user name is refused, in words for the person choosing it.
+pub fn check_username(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.chars().count() > 64 {
+        return Err("User name must be 1 to 64 characters.");
+    }
+    if !name.chars().all(|c| c.is_alphanumeric() || "._@-".contains(c)) {
+        return Err("User name may hold only letters, digits and . _ @ -");
+    }
+    Ok(())
+}
+
+fn map_unique(name: &str, e: sqlx::Error) -> UserError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => UserError::Exists(name.to_owned()),
+        _ => UserError::Db(e),
+    }
+}
+
+pub async fn create(writer: &SqlitePool, name: &str, hash: &str) -> Result<i64, UserError> {
+    check_username(name).map_err(UserError::Invalid)?;
+    let id = sqlx::query_scalar(
+        "INSERT INTO users (username, password_hash, created_at) VALUES (?, ?, ?) RETURNING id",
+    )
+    .bind(name)
+    .bind(hash)
+    .bind(crate::session::now())
+    .fetch_one(writer)
+    .await
+    .map_err(|e| map_unique(name, e))?;
+    Ok(id)
+}
+
+/// Creates the first account, only while there is none: `None` if another
+/// account exists by now.
+pub async fn create_first(writer: &SqlitePool, name: &str, hash: &str) -> Result<Option<i64>, UserError> {
+    check_username(name).map_err(UserError::Invalid)?;
+    let id = sqlx::query_scalar(
+        "INSERT INTO users (username, password_hash, created_at) \
+         SELECT ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM users) RETURNING id",
+    )
+    .bind(name)
+    .bind(hash)
+    .bind(crate::session::now())
+    .fetch_optional(writer)
+    .await
+    .map_err(|e| map_unique(name, e))?;
+    Ok(id)
+}
+
+pub async fn count(reader: &SqlitePool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(reader).await
+}
+
+pub async fn by_name(reader: &SqlitePool, name: &str) -> Result<Option<User>, sqlx::Error> {
+    sqlx::query_as("SELECT id, username, password_hash, created_at FROM users WHERE username = ?")
+        .bind(name)
+        .fetch_optional(reader)
+        .await
+}
+
+pub async fn by_id(reader: &SqlitePool, id: i64) -> Result<Option<User>, sqlx::Error> {
+    sqlx::query_as("SELECT id, username, password_hash, created_at FROM users WHERE id = ?")
+        .bind(id)
+        .fetch_optional(reader)
+        .await
+}
+
+pub async fn list(reader: &SqlitePool) -> Result<Vec<User>, sqlx::Error> {
+    sqlx::query_as("SELECT id, username, password_hash, created_at FROM users ORDER BY username")
+        .fetch_all(reader)
+        .await
+}
+
+/// Sets a new password and, in the same transaction, ends every session of
+/// the account; returns how many sessions ended.
+pub async fn set_password(writer: &SqlitePool, name: &str, hash: &str) -> Result<u64, UserError> {
+    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+    let id: Option<i64> =
+        sqlx::query_scalar("UPDATE users SET password_hash = ? WHERE username = ? RETURNING id")
+            .bind(hash)
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(id) = id else { return Err(UserError::NotFound(name.to_owned())) };
+    let ended = sqlx::query("DELETE FROM sessions WHERE user_id = ?").bind(id).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(ended.rows_affected())
+}
+
+/// Removes the account and, in the same transaction, every session it has;
+/// returns how many sessions ended.
+pub async fn remove(writer: &SqlitePool, name: &str) -> Result<u64, UserError> {
+    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+    let id: Option<i64> = sqlx::query_scalar("DELETE FROM users WHERE username = ? RETURNING id")
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(id) = id else { return Err(UserError::NotFound(name.to_owned())) };
+    let ended = sqlx::query("DELETE FROM sessions WHERE user_id = ?").bind(id).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(ended.rows_affected())
+}

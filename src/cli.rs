@@ -1,0 +1,199 @@
+//! The command line: `sesija [serve]` runs the server; the other commands
+//! administer the same data directory, read from the same configuration.
+//! Errors come back as one line for `main` to print.
+
+use std::ffi::OsString;
+use std::io::BufRead;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::auth::password::check_new_password;
+use crate::auth::users::{self, check_username, UserError};
+use crate::auth::Hasher;
+use crate::config;
+use crate::db::Db;
+use crate::session::{purge_expired, SqliteStore};
+use crate::startup;
+
+#[derive(Parser)]
+#[command(name = "sesija", version, about = "Persistent server-side login sessions on SQLite")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Manage accounts.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Manage sessions.
+    Sessions {
+        #[command(subcommand)]
+        command: SessionsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create an account.
+    Add {
+        name: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a new password; ends every session of the account.
+    Passwd {
+        name: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List accounts.
+    List,
+    /// Remove an account and end its sessions.
+    Remove { name: String },
+}
+
+#[derive(Subcommand)]
+enum SessionsCommand {
+    /// Delete expired sessions now and print how many.
+    Purge,
+}
+
+/// Runs the command line; `Err` is one line for the operator.
+pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<ExitCode, String> {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return Ok(if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS });
+        }
+    };
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(),
+        Command::User { command } => admin(user(command)),
+        Command::Sessions { command: SessionsCommand::Purge } => admin(purge()),
+    }
+}
+
+fn serve() -> Result<ExitCode, String> {
+    rocket::execute(async {
+        let rocket = startup::app(config::figment()).await.map_err(|e| e.to_string())?;
+        match rocket.launch().await {
+            Ok(_) => Ok(ExitCode::SUCCESS),
+            Err(e) => Err(match e.kind() {
+                rocket::error::ErrorKind::Config(e) => format!("configuration: {e}"),
+                kind => kind.to_string(),
+            }),
+        }
+    })
+}
+
+fn admin(job: impl std::future::Future<Output = Result<(), String>>) -> Result<ExitCode, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start: {e}"))?;
+    runtime.block_on(job)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn open() -> Result<Db, String> {
+    let (_, db) = startup::open(&config::figment()).await.map_err(|e| e.to_string())?;
+    Ok(db)
+}
+
+fn read_password(name: &str, from_stdin: bool) -> Result<String, String> {
+    let password = if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read standard input: {e}"))?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    } else {
+        let prompt = |p: &str| {
+            rpassword::prompt_password(p)
+                .map_err(|e| format!("cannot read the password ({e}); use --password-stdin"))
+        };
+        let first = prompt(&format!("New password for {name}: "))?;
+        if prompt("Repeat it: ")? != first {
+            return Err("the passwords do not match".into());
+        }
+        first
+    };
+    check_new_password(name, &password).map_err(|e| e.trim_end_matches('.').to_lowercase())?;
+    Ok(password)
+}
+
+fn user_error(e: UserError) -> String {
+    match e {
+        UserError::Invalid(why) => why.trim_end_matches('.').to_lowercase(),
+        e => e.to_string(),
+    }
+}
+
+async fn user(command: UserCommand) -> Result<(), String> {
+    match command {
+        UserCommand::Add { name, password_stdin } => {
+            check_username(&name).map_err(|e| e.trim_end_matches('.').to_lowercase())?;
+            let db = open().await?;
+            if users::by_name(&db.reader, &name).await.map_err(|e| e.to_string())?.is_some() {
+                return Err(user_error(UserError::Exists(name)));
+            }
+            let password = read_password(&name, password_stdin)?;
+            let hash = Hasher::default().hash(password).await.map_err(|e| e.to_string())?;
+            users::create(&db.writer, &name, &hash).await.map_err(user_error)?;
+            println!("created user {name}");
+            db.close().await;
+        }
+        UserCommand::Passwd { name, password_stdin } => {
+            let db = open().await?;
+            if users::by_name(&db.reader, &name).await.map_err(|e| e.to_string())?.is_none() {
+                return Err(user_error(UserError::NotFound(name)));
+            }
+            let password = read_password(&name, password_stdin)?;
+            let hash = Hasher::default().hash(password).await.map_err(|e| e.to_string())?;
+            let ended = users::set_password(&db.writer, &name, &hash).await.map_err(user_error)?;
+            println!("changed the password of {name}; ended {ended} sessions");
+            db.close().await;
+        }
+        UserCommand::List => {
+            let db = open().await?;
+            let list = users::list(&db.reader).await.map_err(|e| e.to_string())?;
+            for user in &list {
+                let created = chrono::DateTime::from_timestamp(user.created_at, 0)
+                    .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+                    .unwrap_or_default();
+                println!("{}\tcreated {created}", user.username);
+            }
+            if list.is_empty() {
+                eprintln!("no users yet");
+            }
+            db.close().await;
+        }
+        UserCommand::Remove { name } => {
+            let db = open().await?;
+            let ended = users::remove(&db.writer, &name).await.map_err(user_error)?;
+            println!("removed user {name}; ended {ended} sessions");
+            db.close().await;
+        }
+    }
+    Ok(())
+}
+
+async fn purge() -> Result<(), String> {
+    let db = open().await?;
+    let store = SqliteStore::new(db.reader.clone(), db.writer.clone());
+    let report = purge_expired(&store, crate::session::now()).await.map_err(|e| e.to_string())?;
+    println!("purged {} expired sessions", report.removed);
+    db.close().await;
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! Typed settings read through Rocket's own configuration: `Rocket.toml`
+//! profiles plus `ROCKET_*` environment variables, flat keys only.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rocket::figment::providers::{Env, Format, Serialized, Toml};
+use rocket::figment::{Figment, Profile};
+use serde::{Deserialize, Serialize};
+
+use crate::session::SessionConfig;
+
+/// Name of the session cookie (pinned: operators' checks look for it).
+pub const COOKIE_NAME: &str = "sesija";
+
+/// sesija's own keys, with the seed tutorial's 5-day idle lifetime as default.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Settings {
+    /// Holds `sesija.db` and `secret.key`.
+    pub data_dir: PathBuf,
+    pub session_idle_timeout: i64,
+    pub session_absolute_timeout: i64,
+    pub session_touch_interval: i64,
+    pub session_purge_interval: i64,
+    pub cookie_secure: bool,
+    pub login_max_failures: i64,
+    pub login_lockout: i64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            data_dir: "data".into(),
+            session_idle_timeout: 432_000,
+            session_absolute_timeout: 2_592_000,
+            session_touch_interval: 60,
+            session_purge_interval: 300,
+            cookie_secure: false,
+            login_max_failures: 5,
+            login_lockout: 900,
+        }
+    }
+}
+
+/// A configuration value that cannot be used, naming its key.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// Rocket's figment with sesija's defaults beneath it. Unlike Rocket's own
+/// default, the client IP comes from the socket unless the operator names a
+/// proxy header (`ip_header`), so nobody dodges the login throttle with a
+/// forged `X-Real-IP`.
+pub fn figment() -> Figment {
+    Figment::from(rocket::Config::default())
+        .merge(Serialized::defaults(Settings::default()))
+        .merge(("ip_header", false))
+        .merge(Toml::file(Env::var_or("ROCKET_CONFIG", "Rocket.toml")).nested())
+        .merge(Env::prefixed("ROCKET_").ignore(&["PROFILE"]).global())
+        .select(Profile::from_env_or("ROCKET_PROFILE", rocket::Config::DEFAULT_PROFILE))
+}
+
+impl Settings {
+    /// Reads and checks the settings. Any unusable value is an error that
+    /// names its key.
+    pub fn from_figment(figment: &Figment) -> Result<Settings, ConfigError> {
+        let settings: Settings = figment.extract().map_err(|e| {
+            let e = e.into_iter().next().expect("figment errors are never empty");
+            match e.path.last() {
+                Some(key) => ConfigError(format!("`{key}`: {}", e.kind)),
+                None => ConfigError(e.to_string()),
+            }
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("session_idle_timeout", self.session_idle_timeout),
+            ("session_absolute_timeout", self.session_absolute_timeout),
+            ("session_purge_interval", self.session_purge_interval),
+            ("login_max_failures", self.login_max_failures),
+            ("login_lockout", self.login_lockout),
+        ];
+        for (key, value) in positive {
+            if value <= 0 {
+                return Err(ConfigError(format!("`{key}` must be greater than 0 (got {value})")));
+            }
+        }
+        if self.session_touch_interval < 0 {
+            return Err(ConfigError(format!(
+                "`session_touch_interval` must not be negative (got {})",
+                self.session_touch_interval
+            )));
+        }
+        if self.session_idle_timeout > self.session_absolute_timeout {
+            return Err(ConfigError(format!(
+                "`session_idle_timeout` ({}) must not exceed `session_absolute_timeout` ({})",
+                self.session_idle_timeout, self.session_absolute_timeout
+            )));
+        }
+        if self.session_touch_interval >= self.session_idle_timeout {
+            return Err(ConfigError(format!(
+                "`session_touch_interval` ({}) must be shorter than `session_idle_timeout` ({})",
+                self.session_touch_interval, self.session_idle_timeout
+            )));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError("`data_dir` must not be empty".into()));
+        }
+        Ok(())
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("sesija.db")
+    }
+
+    pub fn key_path(&self) -> PathBuf {
+        self.data_dir.join("secret.key")
+    }
+
+    pub fn session_config(&self) -> SessionConfig {
+        SessionConfig {
+            cookie_name: COOKIE_NAME.into(),
+            idle_timeout: self.session_idle_timeout,
+            absolute_timeout: self.session_absolute_timeout,
+            touch_interval: self.session_touch_interval,
+            purge_interval: Duration::from_secs(self.session_purge_interval as u64),
+            secure: self.cookie_secure,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(key: &str, value: impl Serialize) -> Result<Settings, ConfigError> {
+        Settings::from_figment(&Figment::from(Serialized::defaults(Settings::default())).merge((key, value)))
+    }
+
+    #[test]
+    fn defaults_are_the_seed_lifetime() {
+        let s = Settings::from_figment(&Figment::new()).unwrap();
+        assert_eq!(s.session_idle_timeout, 5 * 24 * 3600);
+        assert_eq!(s.data_dir, PathBuf::from("data"));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (key, value) in [
+            ("session_idle_timeout", -1),
+            ("session_idle_timeout", 0),
+            ("session_absolute_timeout", 0),
+            ("session_purge_interval", 0),
+            ("session_touch_interval", -5),
+            ("login_max_failures", 0),
+            ("login_lockout", -3),
+        ] {
+            let err = with(key, value).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
+        let err = with("session_idle_timeout", 3_000_000).unwrap_err().to_string();
+        assert!(err.contains("session_idle_timeout") && err.contains("session_absolute_timeout"), "{err}");
+        let err = with("session_touch_interval", "soon").unwrap_err().to_string();
+        assert!(err.contains("session_touch_interval"), "{err}");
+        let err = with("cookie_secure", "maybe").unwrap_err().to_string();
+        assert!(err.contains("cookie_secure"), "{err}");
+    }
+}

@@ -1,0 +1,19 @@
+//! sesija: a self-hosted login server whose sessions live in SQLite and
+//! survive restarts, crashes and upgrades.
+//!
+//! * [`session`]: the reusable session layer (store, cookie, guards, purge).
+//! * [`auth`]: accounts, password hashing, login throttling.
+//! * [`web`]: the pages and forms.
+//! * [`config`], [`secret`], [`db`]: settings, the cookie key, the database.
+//! * [`startup`]: wires them into one Rocket app; [`cli`]: the command line.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod secret;
+pub mod session;
+pub mod startup;
+pub mod web;
+
+pub use startup::{app, StartupError};

@@ -1,0 +1,346 @@
+//! The Rocket side of the layer: the fairing, the request guards and the cookie.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rocket::fairing::{self, Fairing, Info, Kind};
+use rocket::http::{Cookie, CookieJar, SameSite, Status};
+use rocket::request::{FromRequest, Outcome, Request};
+use rocket::{async_trait, Build, Orbit, Rocket};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tokio::task::JoinHandle;
+
+use super::store::{Record, SessionStore, StoreError};
+use super::token::{new_handle, Token, TokenHash};
+use super::{now, purge, SessionConfig, SessionManager};
+
+/// What a session operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The session was ended (logout elsewhere, revocation, expiry) while this
+    /// request was using it; nothing was written.
+    #[error("the session has ended")]
+    Ended,
+    #[error("session value cannot be encoded: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("SessionLayer is not attached")]
+    NotAttached,
+}
+
+/// Fairing that makes sessions available and runs the purge task from
+/// liftoff until shutdown.
+pub struct SessionLayer {
+    manager: Arc<SessionManager>,
+    purge: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl SessionLayer {
+    pub fn new(store: impl SessionStore, config: SessionConfig) -> SessionLayer {
+        SessionLayer::from_manager(Arc::new(SessionManager::new(store, config)))
+    }
+
+    pub fn from_manager(manager: Arc<SessionManager>) -> SessionLayer {
+        SessionLayer { manager, purge: Mutex::new(None) }
+    }
+}
+
+#[async_trait]
+impl Fairing for SessionLayer {
+    fn info(&self) -> Info {
+        Info { name: "sessions", kind: Kind::Ignite | Kind::Liftoff | Kind::Shutdown }
+    }
+
+    async fn on_ignite(&self, rocket: Rocket<Build>) -> fairing::Result {
+        Ok(rocket.manage(self.manager.clone()))
+    }
+
+    async fn on_liftoff(&self, rocket: &Rocket<Orbit>) {
+        let task = tokio::spawn(purge::run(self.manager.clone(), rocket.shutdown()));
+        *self.purge.lock().unwrap() = Some(task);
+    }
+
+    async fn on_shutdown(&self, _: &Rocket<Orbit>) {
+        let task = self.purge.lock().unwrap().take();
+        if let Some(task) = task {
+            if tokio::time::timeout(Duration::from_secs(5), task).await.is_err() {
+                log::warn!("session purge did not stop within 5 s");
+            }
+        }
+    }
+}
+
+/// A loaded session, shared by every guard of one request.
+struct Live {
+    token_hash: Mutex<TokenHash>,
+    record: Record,
+    data: Mutex<Map<String, Value>>,
+}
+
+/// The result of the (at most one) session look-up of a request.
+struct Loaded(Result<Option<Arc<Live>>, String>);
+
+fn manager<'r>(req: &'r Request<'_>) -> Option<&'r SessionManager> {
+    req.rocket().state::<Arc<SessionManager>>().map(|m| &**m)
+}
+
+impl SessionManager {
+    fn cookie(&self, token: &Token, persistent: bool, expires_at: i64, now: i64) -> Cookie<'static> {
+        let builder = Cookie::build((self.config.cookie_name.clone(), token.encode()))
+            .path("/")
+            .http_only(true)
+            .same_site(SameSite::Lax)
+            .secure(self.config.secure);
+        if persistent {
+            let left = rocket::time::Duration::seconds((expires_at - now).max(0));
+            builder.max_age(left).expires(rocket::time::OffsetDateTime::now_utc() + left).build()
+        } else {
+            builder.expires(None).build()
+        }
+    }
+
+    fn removal(&self) -> Cookie<'static> {
+        Cookie::build(self.config.cookie_name.clone())
+            .path("/")
+            .http_only(true)
+            .same_site(SameSite::Lax)
+            .secure(self.config.secure)
+            .build()
+    }
+
+    /// The token the request's cookie holds, if it opens and is well formed.
+    /// A cookie that is present but unusable is removed.
+    fn token(&self, jar: &CookieJar<'_>) -> Option<Token> {
+        jar.get(&self.config.cookie_name)?;
+        let token = jar.get_private(&self.config.cookie_name).and_then(|c| Token::decode(c.value()));
+        if token.is_none() {
+            log::warn!("unreadable session cookie ignored");
+            jar.remove_private(self.removal());
+        }
+        token
+    }
+
+    async fn load(&self, jar: &CookieJar<'_>) -> Result<Option<Arc<Live>>, StoreError> {
+        let Some(token) = self.token(jar) else { return Ok(None) };
+        let hash = token.hash();
+        let now = now();
+        let Some(mut record) = self.store.load(&hash, now).await? else {
+            jar.remove_private(self.removal());
+            return Ok(None);
+        };
+
+        if now - record.last_seen_at >= self.config.touch_interval && now > record.last_seen_at {
+            let expires_at = self.deadline(record.created_at, now);
+            if !self.store.touch(&hash, now, expires_at, now).await? {
+                jar.remove_private(self.removal());
+                return Ok(None);
+            }
+            if record.persistent && expires_at != record.expires_at {
+                jar.add_private(self.cookie(&token, true, expires_at, now));
+            }
+            record.last_seen_at = now;
+            record.expires_at = expires_at;
+        }
+
+        let data = match serde_json::from_str::<Map<String, Value>>(&record.data) {
+            Ok(data) => data,
+            Err(e) => {
+                log::warn!("session {}: undecodable data dropped: {e}", record.handle);
+                Map::new()
+            }
+        };
+        Ok(Some(Arc::new(Live { token_hash: Mutex::new(hash), record, data: Mutex::new(data) })))
+    }
+}
+
+/// The live session of the current request.
+///
+/// As a guard it costs one indexed read per request (cached for the rest of
+/// the request), forwards with 401 when the request has no live session and
+/// fails with 503 when the store is unavailable.
+pub struct Session<'r> {
+    manager: &'r SessionManager,
+    jar: &'r CookieJar<'r>,
+    live: Arc<Live>,
+}
+
+#[async_trait]
+impl<'r> FromRequest<'r> for Session<'r> {
+    type Error = SessionError;
+
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
+        let Some(manager) = manager(req) else {
+            return Outcome::Error((Status::InternalServerError, SessionError::NotAttached));
+        };
+        let loaded = req
+            .local_cache_async(async { Loaded(manager.load(req.cookies()).await.map_err(|e| e.to_string())) })
+            .await;
+        match &loaded.0 {
+            Ok(Some(live)) => Outcome::Success(Session { manager, jar: req.cookies(), live: live.clone() }),
+            Ok(None) => Outcome::Forward(Status::Unauthorized),
+            Err(e) => {
+                log::error!("{e}");
+                Outcome::Error((Status::ServiceUnavailable, StoreError::Unavailable(e.clone()).into()))
+            }
+        }
+    }
+}
+
+impl<'r> Session<'r> {
+    pub fn user_id(&self) -> i64 {
+        self.live.record.user_id
+    }
+
+    /// Public id of this session (safe to show; never a credential).
+    pub fn handle(&self) -> &str {
+        &self.live.record.handle
+    }
+
+    /// The stored row as loaded (deadlines as moved by this request).
+    pub fn record(&self) -> &Record {
+        &self.live.record
+    }
+
+    /// A value, if present and of type `T`. A value of another shape is `None`.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
+        let data = self.live.data.lock().unwrap();
+        serde_json::from_value(data.get(key)?.clone()).ok()
+    }
+
+    /// Stores a value; written at once, and only if it changed.
+    ///
+    /// # Errors
+    /// [`SessionError::Ended`] when the session was ended meanwhile.
+    pub async fn insert<T: Serialize>(&self, key: &str, value: T) -> Result<(), SessionError> {
+        let value = serde_json::to_value(value)?;
+        let text = {
+            let mut data = self.live.data.lock().unwrap();
+            if data.get(key) == Some(&value) {
+                return Ok(());
+            }
+            data.insert(key.to_owned(), value);
+            serde_json::to_string(&*data)?
+        };
+        self.save(&text).await
+    }
+
+    /// Removes a value and returns it; writes only if it was there.
+    pub async fn remove(&self, key: &str) -> Result<Option<Value>, SessionError> {
+        let (old, text) = {
+            let mut data = self.live.data.lock().unwrap();
+            let Some(old) = data.remove(key) else { return Ok(None) };
+            (old, serde_json::to_string(&*data)?)
+        };
+        self.save(&text).await?;
+        Ok(Some(old))
+    }
+
+    async fn save(&self, text: &str) -> Result<(), SessionError> {
+        let hash = *self.live.token_hash.lock().unwrap();
+        match self.manager.store.save_data(&hash, text, now()).await? {
+            true => Ok(()),
+            false => Err(SessionError::Ended),
+        }
+    }
+
+    /// Gives this session a new token (and the client a new cookie); the old
+    /// token stops working at once. Data and deadlines are kept.
+    pub async fn rotate(&self) -> Result<(), SessionError> {
+        let old = *self.live.token_hash.lock().unwrap();
+        let token = Token::generate();
+        let now = now();
+        if !self.manager.store.rotate(&old, &token.hash(), now).await? {
+            return Err(SessionError::Ended);
+        }
+        *self.live.token_hash.lock().unwrap() = token.hash();
+        let r = &self.live.record;
+        self.jar.add_private(self.manager.cookie(&token, r.persistent, r.expires_at, now));
+        Ok(())
+    }
+
+    /// Ends this session: deletes the row and expires the cookie.
+    pub async fn destroy(self) -> Result<(), SessionError> {
+        let hash = *self.live.token_hash.lock().unwrap();
+        self.manager.store.delete(&hash).await?;
+        self.jar.remove_private(self.manager.removal());
+        Ok(())
+    }
+
+    pub fn manager(&self) -> &'r SessionManager {
+        self.manager
+    }
+}
+
+/// Access to the session layer for this request, whether or not it has a
+/// session: use it to start one.
+pub struct Sessions<'r> {
+    manager: &'r SessionManager,
+    jar: &'r CookieJar<'r>,
+    user_agent: Option<String>,
+    ip: Option<String>,
+}
+
+#[async_trait]
+impl<'r> FromRequest<'r> for Sessions<'r> {
+    type Error = SessionError;
+
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
+        let Some(manager) = manager(req) else {
+            return Outcome::Error((Status::InternalServerError, SessionError::NotAttached));
+        };
+        let user_agent = req.headers().get_one("User-Agent").map(|ua| ua.chars().take(512).collect());
+        Outcome::Success(Sessions {
+            manager,
+            jar: req.cookies(),
+            user_agent,
+            ip: req.client_ip().map(|ip| ip.to_string()),
+        })
+    }
+}
+
+impl<'r> Sessions<'r> {
+    /// Starts a new session for `user_id` with a fresh token and sets its
+    /// cookie. A session the client held before is deleted in the same
+    /// transaction, so a login always rotates.
+    ///
+    /// `persistent` makes the cookie outlive the browser session.
+    pub async fn start(
+        &self,
+        user_id: i64,
+        persistent: bool,
+        data: Map<String, Value>,
+    ) -> Result<Session<'r>, SessionError> {
+        let replaces = self.manager.token(self.jar).map(|t| t.hash());
+        let token = Token::generate();
+        let now = now();
+        let record = Record {
+            handle: new_handle(),
+            user_id,
+            data: serde_json::to_string(&data)?,
+            created_at: now,
+            last_seen_at: now,
+            expires_at: self.manager.deadline(now, now),
+            persistent,
+            user_agent: self.user_agent.clone(),
+            ip: self.ip.clone(),
+        };
+        let hash = token.hash();
+        self.manager.store.create(&hash, &record, replaces.as_ref()).await?;
+        self.jar.add_private(self.manager.cookie(&token, persistent, record.expires_at, now));
+        let live = Live { token_hash: Mutex::new(hash), record, data: Mutex::new(data) };
+        Ok(Session { manager: self.manager, jar: self.jar, live: Arc::new(live) })
+    }
+
+    /// Whether the request carried a session cookie at all (live or not):
+    /// tells "your session expired" apart from "you never logged in".
+    pub fn cookie_sent(&self) -> bool {
+        self.jar.get(&self.manager.config.cookie_name).is_some()
+    }
+
+    pub fn manager(&self) -> &'r SessionManager {
+        self.manager
+    }
+}

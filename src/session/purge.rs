@@ -1,0 +1,54 @@
+//! Removal of expired sessions, on demand and as a background task.
+
+use std::sync::Arc;
+
+use super::store::{SessionStore, StoreError};
+use super::SessionManager;
+
+/// Most rows one purge statement deletes, so readers and other writers never
+/// wait long behind it.
+pub const PURGE_BATCH: u32 = 1000;
+
+/// What one purge run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PurgeReport {
+    /// Rows removed.
+    pub removed: u64,
+    /// Statements issued.
+    pub batches: u32,
+}
+
+/// Deletes every session with `expires_at <= now`, [`PURGE_BATCH`] rows at a
+/// time, yielding between batches.
+pub async fn purge_expired(store: &dyn SessionStore, now: i64) -> Result<PurgeReport, StoreError> {
+    let mut report = PurgeReport::default();
+    loop {
+        let removed = store.delete_expired(now, PURGE_BATCH).await?;
+        report.removed += removed;
+        report.batches += 1;
+        if removed < u64::from(PURGE_BATCH) {
+            return Ok(report);
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Purges at once, then every `purge_interval`, until `shutdown` resolves. An
+/// error is logged and the next round tries again: the task never dies of it.
+pub(crate) async fn run(manager: Arc<SessionManager>, shutdown: rocket::Shutdown) {
+    tokio::pin!(shutdown);
+    let interval = manager.config().purge_interval;
+    loop {
+        match purge_expired(manager.store(), super::now()).await {
+            Ok(report) if report.removed > 0 => {
+                log::info!("session purge removed {} expired sessions", report.removed)
+            }
+            Ok(_) => log::debug!("session purge found no expired sessions"),
+            Err(e) => log::error!("session purge failed, will retry next round: {e}"),
+        }
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}

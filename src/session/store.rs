@@ -1,0 +1,78 @@
+//! The storage seam: what the session layer needs from a database, and nothing more.
+
+use rocket::async_trait;
+
+use super::token::TokenHash;
+
+/// One stored session, as the store returns it. Times are unix seconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Public id of the row (never a credential).
+    pub handle: String,
+    /// Whoever the application says owns this session.
+    pub user_id: i64,
+    /// JSON object text with the application's values.
+    pub data: String,
+    pub created_at: i64,
+    pub last_seen_at: i64,
+    /// The earlier of the idle and the absolute deadline.
+    pub expires_at: i64,
+    /// "Remember me": the cookie outlives the browser session.
+    pub persistent: bool,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
+/// Everything a store can fail with, independent of the backend.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database is locked, full, read-only or unreachable. Worth retrying later.
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where sessions live. Every method does one job in one statement or one
+/// short write transaction, and every write after a load is conditional on the
+/// row still being live, so a request in flight can never bring back a
+/// session that was ended meanwhile.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Inserts a new session; in the same transaction deletes the session
+    /// `replaces` (the one the client held before logging in), if any.
+    async fn create(
+        &self,
+        token_hash: &TokenHash,
+        record: &Record,
+        replaces: Option<&TokenHash>,
+    ) -> Result<(), StoreError>;
+
+    /// The session for `token_hash` if it is live at `now` (`expires_at > now`).
+    async fn load(&self, token_hash: &TokenHash, now: i64) -> Result<Option<Record>, StoreError>;
+
+    /// Moves the deadlines forward. `false` means the session had ended.
+    async fn touch(
+        &self,
+        token_hash: &TokenHash,
+        last_seen_at: i64,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Replaces the data of a live session. `false` means it had ended.
+    async fn save_data(&self, token_hash: &TokenHash, data: &str, now: i64) -> Result<bool, StoreError>;
+
+    /// Gives a live session a new token. `false` means it had ended.
+    async fn rotate(&self, old: &TokenHash, new: &TokenHash, now: i64) -> Result<bool, StoreError>;
+
+    /// Ends one session. `false` means there was nothing to end.
+    async fn delete(&self, token_hash: &TokenHash) -> Result<bool, StoreError>;
+
+    /// Deletes at most `limit` sessions with `expires_at <= now`; returns how many.
+    async fn delete_expired(&self, now: i64, limit: u32) -> Result<u64, StoreError>;
+
+    /// Live sessions of one owner, most recently active first.
+    async fn list_for_user(&self, user_id: i64, now: i64) -> Result<Vec<Record>, StoreError>;
+
+    /// Ends every session of one owner, except the one with handle `keep`.
+    async fn delete_for_user(&self, user_id: i64, keep: Option<&str>) -> Result<u64, StoreError>;
+}

@@ -1,0 +1,119 @@
+//! Session tokens: what the browser holds, and the digest the database holds.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+/// 256 random bits handed to the browser inside an encrypted cookie.
+///
+/// A token is minted fresh at every login and never stored server-side: the
+/// store only ever sees its [`TokenHash`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token([u8; 32]);
+
+impl Token {
+    /// Mints a new token from the thread-local CSPRNG (ChaCha12 seeded by the OS).
+    pub fn generate() -> Token {
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        Token(bytes)
+    }
+
+    /// The cookie form: 43 characters of unpadded URL-safe base64.
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.0)
+    }
+
+    /// Parses the cookie form; anything but exactly 32 encoded bytes is `None`.
+    pub fn decode(value: &str) -> Option<Token> {
+        if value.len() != 43 {
+            return None;
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(value).ok()?;
+        Some(Token(bytes.try_into().ok()?))
+    }
+
+    /// SHA-256 of the raw token bytes: the only form the store keeps.
+    pub fn hash(&self) -> TokenHash {
+        TokenHash(Sha256::digest(self.0).into())
+    }
+
+    /// The raw bytes (for tests and stores that need them).
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token([redacted])")
+    }
+}
+
+/// SHA-256 of a [`Token`]; the key a store looks sessions up by.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenHash(pub [u8; 32]);
+
+impl TokenHash {
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenHash([redacted])")
+    }
+}
+
+/// A public, random identifier for one session row: safe to show on a page,
+/// in a log line or in an operator's listing, since it cannot log anyone in.
+pub fn new_handle() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_are_distinct() {
+        let a = Token::generate();
+        let b = Token::generate();
+        assert_ne!(a, b);
+        assert_eq!(Token::decode(&a.encode()), Some(a.clone()));
+        assert_eq!(a.encode().len(), 43);
+        assert_ne!(a.hash(), b.hash());
+    }
+
+    #[test]
+    fn malformed_tokens_are_rejected() {
+        let good = Token::generate().encode();
+        assert!(Token::decode("").is_none());
+        assert!(Token::decode(&good[..42]).is_none());
+        assert!(Token::decode(&format!("{good}A")).is_none());
+        assert!(Token::decode(&"!".repeat(43)).is_none());
+    }
+
+    #[test]
+    fn hash_is_sha256_of_the_raw_bytes() {
+        let t = Token::generate();
+        let expected: [u8; 32] = Sha256::digest(t.as_bytes()).into();
+        assert_eq!(t.hash().0, expected);
+    }
+
+    #[test]
+    fn constant_time_eq_compares() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

@@ -1,0 +1,81 @@
+//! Wiring: configuration, secret key, database, sessions and the web app
+//! into one Rocket instance. Used by `sesija serve` and by the tests.
+
+use std::time::Duration;
+
+use rocket::fairing::AdHoc;
+use rocket::figment::Figment;
+use rocket::{Build, Rocket};
+
+use crate::auth::{users, Hasher, Throttle};
+use crate::config::Settings;
+use crate::db::Db;
+use crate::secret::{self, KeySource};
+use crate::session::{SessionLayer, SqliteStore};
+use crate::web::{self, App, SetupToken};
+
+/// Why sesija cannot start: one line for the operator.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartupError(pub String);
+
+/// Reads the settings in `figment` and opens the database they name.
+pub async fn open(figment: &Figment) -> Result<(Settings, Db), StartupError> {
+    let settings = Settings::from_figment(figment).map_err(|e| StartupError(e.to_string()))?;
+    let db = Db::open(&settings.data_dir).await.map_err(|e| StartupError(e.to_string()))?;
+    Ok((settings, db))
+}
+
+/// Builds the whole app from a configuration (see [`crate::config::figment`]).
+pub async fn app(figment: Figment) -> Result<Rocket<Build>, StartupError> {
+    let (settings, db) = open(&figment).await?;
+    let (figment, source) = secret::provide(figment, &settings.key_path()).map_err(StartupError)?;
+    match source {
+        KeySource::Generated => {
+            println!("sesija: generated a new secret key at {}", settings.key_path().display())
+        }
+        KeySource::File | KeySource::Configured => {}
+    }
+
+    let setup = match users::count(&db.reader).await {
+        Ok(0) => SetupToken::new(),
+        Ok(_) => SetupToken::default(),
+        Err(e) => return Err(StartupError(format!("cannot read {}: {e}", db.path.display()))),
+    };
+    let sessions =
+        SessionLayer::new(SqliteStore::new(db.reader.clone(), db.writer.clone()), settings.session_config());
+    let app = App {
+        throttle: Throttle::new(
+            settings.login_max_failures.try_into().unwrap_or(u32::MAX),
+            Duration::from_secs(settings.login_lockout as u64),
+        ),
+        hasher: Hasher::default(),
+        setup,
+        db: db.clone(),
+        settings,
+    };
+
+    let rocket = rocket::custom(figment)
+        .manage(app)
+        .attach(sessions)
+        .attach(AdHoc::on_liftoff("setup link", |rocket| {
+            Box::pin(async move {
+                let Some(app) = rocket.state::<App>() else { return };
+                if let Some(token) = app.setup.get() {
+                    let config = rocket.config();
+                    println!(
+                        "sesija: no account exists yet; create the first one at http://{}:{}/setup?token={token}",
+                        config.address, config.port
+                    );
+                }
+            })
+        }))
+        .attach(AdHoc::on_shutdown("close database", |rocket| {
+            Box::pin(async move {
+                if let Some(app) = rocket.state::<App>() {
+                    app.db.close().await;
+                }
+            })
+        }));
+    Ok(web::stage(rocket))
+}

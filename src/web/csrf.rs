@@ -1,0 +1,68 @@
+//! Anti-CSRF tokens.
+//!
+//! Anonymous forms (login, setup) carry a token that also sits in a private,
+//! HttpOnly cookie: anonymous visitors get no database row. Logged-in forms
+//! carry a token kept in the session's data, so it dies with the session and
+//! a login replaces it.
+
+use rocket::http::{Cookie, CookieJar, SameSite};
+
+use crate::session::{constant_time_eq, Session, Token};
+
+pub const COOKIE: &str = "sesija_csrf";
+const SESSION_KEY: &str = "csrf";
+
+/// The anonymous token of this browser, set as a cookie if it has none yet.
+pub fn anonymous(jar: &CookieJar<'_>, secure: bool) -> String {
+    if let Some(token) = jar.get_private(COOKIE).filter(|c| Token::decode(c.value()).is_some()) {
+        return token.value().to_owned();
+    }
+    let token = Token::generate().encode();
+    jar.add_private(
+        Cookie::build((COOKIE, token.clone()))
+            .path("/")
+            .http_only(true)
+            .same_site(SameSite::Lax)
+            .secure(secure)
+            .expires(None),
+    );
+    token
+}
+
+pub fn anonymous_ok(jar: &CookieJar<'_>, submitted: &str) -> bool {
+    jar.get_private(COOKIE).is_some_and(|c| {
+        !submitted.is_empty() && constant_time_eq(c.value().as_bytes(), submitted.as_bytes())
+    })
+}
+
+/// Drops the anonymous token once the browser has a session.
+pub fn forget_anonymous(jar: &CookieJar<'_>, secure: bool) {
+    if jar.get(COOKIE).is_some() {
+        jar.remove_private(
+            Cookie::build(COOKIE).path("/").http_only(true).same_site(SameSite::Lax).secure(secure),
+        );
+    }
+}
+
+/// A fresh token for a new session's data.
+pub fn new_session_token() -> serde_json::Map<String, serde_json::Value> {
+    let mut data = serde_json::Map::new();
+    data.insert(SESSION_KEY.into(), Token::generate().encode().into());
+    data
+}
+
+/// The session's token (one is created for a session that lacks it).
+pub async fn of_session(session: &Session<'_>) -> Result<String, crate::session::SessionError> {
+    if let Some(token) = session.get::<String>(SESSION_KEY) {
+        return Ok(token);
+    }
+    let token = Token::generate().encode();
+    session.insert(SESSION_KEY, &token).await?;
+    Ok(token)
+}
+
+pub fn session_ok(session: &Session<'_>, submitted: &str) -> bool {
+    session
+        .get::<String>(SESSION_KEY)
+        .is_some_and(|t| !submitted.is_empty() && constant_time_eq(t.as_bytes(), submitted.as_bytes()))
+}

@@ -1,0 +1,29 @@
+//! `/healthz` and the stylesheet.
+
+use rocket::http::{ContentType, Header, Status};
+use rocket::{get, Responder, State};
+
+use super::{pages, App};
+
+#[get("/healthz")]
+pub async fn healthz(app: &State<App>) -> (Status, &'static str) {
+    if app.db.ping().await {
+        (Status::Ok, "ok")
+    } else {
+        (Status::ServiceUnavailable, "database unavailable")
+    }
+}
+
+#[derive(Responder)]
+pub struct Css {
+    body: (ContentType, &'static str),
+    cache: Header<'static>,
+}
+
+#[get("/style.css")]
+pub fn stylesheet() -> Css {
+    Css {
+        body: (ContentType::CSS, pages::STYLESHEET),
+        cache: Header::new("Cache-Control", "public, max-age=3600"),
+    }
+}

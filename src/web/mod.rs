@@ -1,0 +1,140 @@
+//! The web app: pages, forms and their rules. Everything a browser sees.
+
+mod csrf;
+mod health;
+mod login;
+mod pages;
+mod setup;
+mod user;
+
+use rocket::fairing::AdHoc;
+use rocket::http::{Header, Status};
+use rocket::request::FlashMessage;
+use rocket::response::{content::RawHtml, Flash, Redirect, Responder};
+use rocket::{catch, catchers, routes, Build, Request, Rocket, Route};
+
+use crate::auth::{Hasher, Throttle};
+use crate::config::Settings;
+use crate::db::Db;
+
+pub use setup::SetupToken;
+
+/// Shared state of the web app.
+pub struct App {
+    pub db: Db,
+    pub settings: Settings,
+    pub hasher: Hasher,
+    pub throttle: Throttle,
+    pub setup: SetupToken,
+}
+
+pub fn routes() -> Vec<Route> {
+    routes![
+        login::index,
+        login::index_anonymous,
+        login::login_form,
+        login::login_form_anonymous,
+        login::login,
+        login::logout_page,
+        login::logout_page_anonymous,
+        login::logout,
+        login::logout_anonymous,
+        user::user,
+        user::user_anonymous,
+        setup::setup_form,
+        setup::setup,
+        health::healthz,
+        health::stylesheet,
+    ]
+}
+
+/// Mounts the app on `rocket`: routes, error pages and response headers.
+pub fn stage(rocket: Rocket<Build>) -> Rocket<Build> {
+    let secure = rocket.state::<App>().is_some_and(|a| a.settings.cookie_secure);
+    rocket.mount("/", routes()).register("/", catchers![default_catcher]).attach(AdHoc::on_response(
+        "security headers",
+        move |_, res| {
+            Box::pin(async move {
+                let set = |res: &mut rocket::Response<'_>, name: &'static str, value: &'static str| {
+                    if !res.headers().contains(name) {
+                        res.set_header(Header::new(name, value));
+                    }
+                };
+                set(res, "Cache-Control", "no-store");
+                set(res, "Vary", "Cookie");
+                set(res, "Referrer-Policy", "no-referrer");
+                set(
+                    res,
+                    "Content-Security-Policy",
+                    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+                     frame-ancestors 'none'; base-uri 'none'",
+                );
+                if secure {
+                    set(res, "Strict-Transport-Security", "max-age=31536000");
+                }
+            })
+        },
+    ))
+}
+
+/// Every kind of answer a handler gives.
+#[derive(Responder)]
+pub enum Reply {
+    Page((Status, RawHtml<String>)),
+    Redirect(Redirect),
+    Flash(Flash<Redirect>),
+    Throttled(Throttled),
+}
+
+/// 429 with the seconds to wait.
+#[derive(Responder)]
+#[response(status = 429)]
+pub struct Throttled {
+    page: RawHtml<String>,
+    retry_after: Header<'static>,
+}
+
+impl Reply {
+    pub fn page(status: Status, html: String) -> Reply {
+        Reply::Page((status, RawHtml(html)))
+    }
+
+    pub fn to(uri: &'static str) -> Reply {
+        Reply::Redirect(Redirect::to(uri))
+    }
+
+    pub fn error(status: Status, message: &str) -> Reply {
+        Reply::page(status, pages::error(status, message, None))
+    }
+
+    pub fn unavailable() -> Reply {
+        Reply::error(Status::ServiceUnavailable, UNAVAILABLE)
+    }
+}
+
+const UNAVAILABLE: &str = "sesija cannot reach its database right now. Try again in a moment.";
+
+/// A flash message as the templates show it.
+pub struct Notice {
+    pub kind: String,
+    pub message: String,
+}
+
+impl Notice {
+    pub fn from_flash(flash: Option<FlashMessage<'_>>) -> Option<Notice> {
+        flash.map(|f| Notice { kind: f.kind().to_owned(), message: f.message().to_owned() })
+    }
+}
+
+#[catch(default)]
+fn default_catcher(status: Status, _: &Request<'_>) -> (Status, RawHtml<String>) {
+    let message = match status.code {
+        400 | 422 => "The request could not be understood.",
+        403 => "This request is not allowed.",
+        404 => "There is nothing here.",
+        413 => "The request is too large.",
+        503 => UNAVAILABLE,
+        _ => "Something went wrong on our side.",
+    };
+    (status, RawHtml(pages::error(status, message, None)))
+}

@@ -1,0 +1,65 @@
+//! Page templates, compiled into the binary.
+
+use askama::Template;
+use rocket::http::Status;
+
+use super::Notice;
+
+#[derive(Template)]
+#[template(path = "login.html")]
+pub struct Login<'a> {
+    pub notice: Option<Notice>,
+    pub error: Option<&'a str>,
+    pub csrf_token: &'a str,
+    pub username: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "setup.html")]
+pub struct Setup<'a> {
+    pub notice: Option<Notice>,
+    pub error: Option<&'a str>,
+    pub csrf_token: &'a str,
+    pub token: &'a str,
+    pub username: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "user.html")]
+pub struct User<'a> {
+    pub notice: Option<Notice>,
+    pub username: &'a str,
+    pub csrf_token: &'a str,
+    pub persistent: bool,
+}
+
+#[derive(Template)]
+#[template(path = "logout.html")]
+pub struct Logout<'a> {
+    pub notice: Option<Notice>,
+    pub username: &'a str,
+    pub csrf_token: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct Error<'a> {
+    notice: Option<Notice>,
+    code: u16,
+    reason: &'a str,
+    message: &'a str,
+}
+
+pub const STYLESHEET: &str = include_str!("../../templates/style.css");
+
+/// Renders a page; a template that fails to render is a bug, shown as text.
+pub fn render(page: impl Template) -> String {
+    page.render().unwrap_or_else(|e| {
+        log::error!("template failed: {e}");
+        "<!doctype html><title>sesija</title><p>This page could not be shown.</p>".into()
+    })
+}
+
+pub fn error(status: Status, message: &str, notice: Option<Notice>) -> String {
+    render(Error { notice, code: status.code, reason: status.reason().unwrap_or(""), message })
+}

@@ -1,0 +1,133 @@
+//! `/setup`: the first account, reachable only through a one-time link
+//! printed at start-up while no account exists.
+
+use std::sync::Mutex;
+
+use rocket::form::{Form, FromForm};
+use rocket::http::{CookieJar, Status};
+use rocket::{get, post, State};
+
+use super::{csrf, pages, App, Reply};
+use crate::auth::password::check_new_password;
+use crate::auth::users::{self, check_username};
+use crate::session::{constant_time_eq, Sessions, Token};
+
+/// The one-time setup token; `None` once an account exists.
+#[derive(Default)]
+pub struct SetupToken(Mutex<Option<String>>);
+
+impl SetupToken {
+    pub fn new() -> SetupToken {
+        SetupToken(Mutex::new(Some(Token::generate().encode())))
+    }
+
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    fn matches(&self, submitted: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap()
+            .as_deref()
+            .is_some_and(|t| constant_time_eq(t.as_bytes(), submitted.as_bytes()))
+    }
+
+    fn clear(&self) {
+        *self.0.lock().unwrap() = None;
+    }
+}
+
+/// The setup page is open only with the right token and while no user exists.
+async fn open(app: &App, token: &str) -> Result<(), Status> {
+    if !app.setup.matches(token) {
+        return Err(Status::NotFound);
+    }
+    match users::count(&app.db.reader).await {
+        Ok(0) => Ok(()),
+        Ok(_) => {
+            app.setup.clear();
+            Err(Status::NotFound)
+        }
+        Err(_) => Err(Status::ServiceUnavailable),
+    }
+}
+
+fn form_page(
+    status: Status,
+    jar: &CookieJar<'_>,
+    app: &App,
+    token: &str,
+    username: &str,
+    error: Option<&str>,
+) -> Reply {
+    let csrf_token = csrf::anonymous(jar, app.settings.cookie_secure);
+    let page = pages::Setup { notice: None, error, csrf_token: &csrf_token, token, username };
+    Reply::page(status, pages::render(page))
+}
+
+#[get("/setup?<token>")]
+pub async fn setup_form(token: Option<&str>, jar: &CookieJar<'_>, app: &State<App>) -> Result<Reply, Status> {
+    let token = token.unwrap_or_default();
+    open(app, token).await?;
+    Ok(form_page(Status::Ok, jar, app, token, "", None))
+}
+
+#[derive(FromForm)]
+pub struct SetupForm {
+    #[field(default = String::new())]
+    token: String,
+    #[field(default = String::new())]
+    username: String,
+    #[field(default = String::new())]
+    password: String,
+    #[field(default = String::new())]
+    csrf_token: String,
+}
+
+#[post("/setup", data = "<form>")]
+pub async fn setup(
+    form: Form<SetupForm>,
+    jar: &CookieJar<'_>,
+    sessions: Sessions<'_>,
+    app: &State<App>,
+) -> Result<Reply, Status> {
+    open(app, &form.token).await?;
+    if !csrf::anonymous_ok(jar, &form.csrf_token) {
+        let error = Some("This form has expired. Please try again.");
+        return Ok(form_page(Status::Forbidden, jar, app, &form.token, &form.username, error));
+    }
+    if let Err(error) =
+        check_username(&form.username).and_then(|_| check_new_password(&form.username, &form.password))
+    {
+        return Ok(form_page(
+            Status::UnprocessableEntity,
+            jar,
+            app,
+            &form.token,
+            &form.username,
+            Some(error),
+        ));
+    }
+    let hash = app.hasher.hash(form.password.clone()).await.map_err(|_| Status::ServiceUnavailable)?;
+    let id = match users::create_first(&app.db.writer, &form.username, &hash).await {
+        Ok(Some(id)) => id,
+        Ok(None) => {
+            app.setup.clear();
+            return Err(Status::NotFound);
+        }
+        Err(e) => {
+            log::error!("setup: {e}");
+            return Err(Status::ServiceUnavailable);
+        }
+    };
+    app.setup.clear();
+    println!("sesija: created the first account, {:?}", form.username);
+    let session = sessions.start(id, false, csrf::new_session_token()).await.map_err(|e| {
+        log::error!("setup: {e}");
+        Status::ServiceUnavailable
+    })?;
+    log::info!("setup: user {:?}, session {}", form.username, session.handle());
+    csrf::forget_anonymous(jar, app.settings.cookie_secure);
+    Ok(Reply::to("/user"))
+}

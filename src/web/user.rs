@@ -1,0 +1,45 @@
+//! `/user`: the page a logged-in person lands on.
+
+use rocket::http::Status;
+use rocket::request::FlashMessage;
+use rocket::response::{Flash, Redirect};
+use rocket::{get, State};
+
+use super::{csrf, pages, App, Notice, Reply};
+use crate::auth::users;
+use crate::session::{Session, Sessions};
+
+#[get("/user")]
+pub async fn user(session: Session<'_>, app: &State<App>, flash: Option<FlashMessage<'_>>) -> Reply {
+    let user = match users::by_id(&app.db.reader, session.user_id()).await {
+        Ok(Some(user)) => user,
+        Ok(None) => {
+            // The account is gone: so is this session.
+            let _ = session.destroy().await;
+            return Reply::to("/login");
+        }
+        Err(e) => {
+            log::error!("user page: {e}");
+            return Reply::unavailable();
+        }
+    };
+    let Ok(csrf_token) = csrf::of_session(&session).await else { return Reply::unavailable() };
+    let page = pages::User {
+        notice: Notice::from_flash(flash),
+        username: &user.username,
+        csrf_token: &csrf_token,
+        persistent: session.record().persistent,
+    };
+    Reply::page(Status::Ok, pages::render(page))
+}
+
+/// Not logged in. A session cookie that no longer opens a live session means
+/// the session expired (or was ended elsewhere): say so.
+#[get("/user", rank = 2)]
+pub fn user_anonymous(sessions: Sessions<'_>) -> Reply {
+    if sessions.cookie_sent() {
+        Reply::Flash(Flash::warning(Redirect::to("/login"), "Your session has expired. Please log in again."))
+    } else {
+        Reply::to("/login")
+    }
+}
