@@ -31,11 +31,24 @@ pub enum SessionError {
     NotAttached,
 }
 
+/// A failed session operation answers 503 when the store is unavailable,
+/// 401 when the session ended meanwhile, and 500 otherwise.
+impl<'r> rocket::response::Responder<'r, 'static> for SessionError {
+    fn respond_to(self, _: &'r Request<'_>) -> rocket::response::Result<'static> {
+        log::warn!("{self}");
+        Err(match self {
+            SessionError::Store(_) => Status::ServiceUnavailable,
+            SessionError::Ended => Status::Unauthorized,
+            SessionError::Encode(_) | SessionError::NotAttached => Status::InternalServerError,
+        })
+    }
+}
+
 /// Fairing that makes sessions available and runs the purge task from
 /// liftoff until shutdown.
 pub struct SessionLayer {
     manager: Arc<SessionManager>,
-    purge: Mutex<Option<JoinHandle<()>>>,
+    purge: Mutex<Option<JoinHandle<u64>>>,
 }
 
 impl SessionLayer {

@@ -35,10 +35,13 @@ pub async fn purge_expired(store: &dyn SessionStore, now: i64) -> Result<PurgeRe
 
 /// Purges at once, then every `purge_interval`, until `shutdown` resolves. An
 /// error is logged and the next round tries again: the task never dies of it.
-pub(crate) async fn run(manager: Arc<SessionManager>, shutdown: rocket::Shutdown) {
+/// Returns the number of rounds run.
+pub async fn run(manager: Arc<SessionManager>, shutdown: impl std::future::Future<Output = ()>) -> u64 {
     tokio::pin!(shutdown);
     let interval = manager.config().purge_interval;
+    let mut rounds = 0;
     loop {
+        rounds += 1;
         match purge_expired(manager.store(), super::now()).await {
             Ok(report) if report.removed > 0 => {
                 log::info!("session purge removed {} expired sessions", report.removed)
@@ -47,7 +50,7 @@ pub(crate) async fn run(manager: Arc<SessionManager>, shutdown: rocket::Shutdown
             Err(e) => log::error!("session purge failed, will retry next round: {e}"),
         }
         tokio::select! {
-            _ = &mut shutdown => return,
+            _ = &mut shutdown => return rounds,
             _ = tokio::time::sleep(interval) => {}
         }
     }

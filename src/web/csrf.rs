@@ -35,15 +35,6 @@ pub fn anonymous_ok(jar: &CookieJar<'_>, submitted: &str) -> bool {
     })
 }
 
-/// Drops the anonymous token once the browser has a session.
-pub fn forget_anonymous(jar: &CookieJar<'_>, secure: bool) {
-    if jar.get(COOKIE).is_some() {
-        jar.remove_private(
-            Cookie::build(COOKIE).path("/").http_only(true).same_site(SameSite::Lax).secure(secure),
-        );
-    }
-}
-
 /// A fresh token for a new session's data.
 pub fn new_session_token() -> serde_json::Map<String, serde_json::Value> {
     let mut data = serde_json::Map::new();

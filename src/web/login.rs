@@ -120,7 +120,6 @@ pub async fn login(
     match sessions.start(user.id, form.remember, csrf::new_session_token()).await {
         Ok(session) => {
             log::info!("login: user {:?}, ip {ip:?}, session {}", user.username, session.handle());
-            csrf::forget_anonymous(jar, secure);
             Reply::to("/user")
         }
         Err(e) => {

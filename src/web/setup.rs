@@ -128,6 +128,5 @@ pub async fn setup(
         Status::ServiceUnavailable
     })?;
     log::info!("setup: user {:?}, session {}", form.username, session.handle());
-    csrf::forget_anonymous(jar, app.settings.cookie_secure);
     Ok(Reply::to("/user"))
 }

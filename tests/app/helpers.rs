@@ -1,0 +1,173 @@
+//! Shared set-up: an app per test in its own temp data dir, and helpers to
+//! log in and look inside the database.
+
+use std::path::{Path, PathBuf};
+
+use rocket::figment::Figment;
+use rocket::http::{ContentType, Cookie, Status};
+use rocket::local::asynchronous::{Client, LocalResponse};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sqlx::{Connection, SqliteConnection, SqlitePool};
+use tempfile::TempDir;
+
+use sesija::auth::{users, Hasher};
+
+pub const PASSWORD: &str = "correct horse battery";
+
+pub struct TestApp {
+    pub dir: TempDir,
+    pub client: Client,
+}
+
+/// The configuration every test starts from: a temp data dir, no purge
+/// during the test unless asked, quiet logs.
+pub fn figment(data_dir: &Path) -> Figment {
+    sesija::config::figment()
+        .merge(("data_dir", data_dir))
+        .merge(("log_level", "off"))
+        .merge(("session_purge_interval", 3600))
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|f| f).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(Figment) -> Figment) -> TestApp {
+    let dir = TempDir::new().unwrap();
+    let figment = configure(figment(&dir.path().join("data")));
+    let rocket = sesija::app(figment).await.expect("app starts");
+    let client = Client::tracked(rocket).await.expect("valid rocket");
+    TestApp { dir, client }
+}
+
+impl TestApp {
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Another browser with an empty cookie jar: a second app on the same
+    /// data dir and key.
+    pub async fn other_browser(&self) -> Client {
+        let rocket = sesija::app(figment(&self.data_dir())).await.unwrap();
+        Client::tracked(rocket).await.unwrap()
+    }
+
+    /// A connection of the test's own to the app's database file.
+    pub async fn db(&self) -> SqlitePool {
+        let options = SqliteConnectOptions::new().filename(self.data_dir().join("sesija.db"));
+        SqlitePoolOptions::new().max_connections(1).connect_with(options).await.unwrap()
+    }
+
+    pub async fn conn(&self) -> SqliteConnection {
+        let options = SqliteConnectOptions::new().filename(self.data_dir().join("sesija.db"));
+        SqliteConnection::connect_with(&options).await.unwrap()
+    }
+
+    pub async fn add_user(&self, name: &str) -> i64 {
+        let hash = Hasher::default().hash(PASSWORD.into()).await.unwrap();
+        users::create(&self.db().await, name, &hash).await.unwrap()
+    }
+
+    pub async fn session_rows(&self) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(&self.db().await).await.unwrap()
+    }
+}
+
+/// The `csrf_token` value of the first form in `html`.
+pub fn csrf_in(html: &str) -> String {
+    let at = html.find(r#"name="csrf_token" value=""#).expect("form has a csrf_token");
+    let rest = &html[at + r#"name="csrf_token" value=""#.len()..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}
+
+/// Fetches the login form with `client`'s cookies and returns its token. A
+/// logged-in client is redirected away from the form, but still holds the
+/// token of the form it logged in with.
+pub async fn login_token(client: &Client) -> String {
+    let page = client.get("/login").dispatch().await;
+    if page.status() == Status::SeeOther {
+        return client
+            .cookies()
+            .get_private("sesija_csrf")
+            .expect("token of an earlier form")
+            .value()
+            .to_owned();
+    }
+    assert_eq!(page.status(), Status::Ok);
+    csrf_in(&page.into_string().await.unwrap())
+}
+
+pub fn form(pairs: &[(&str, &str)]) -> String {
+    pairs.iter().map(|(k, v)| format!("{k}={}", urlencode(v))).collect::<Vec<_>>().join("&")
+}
+
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Posts the login form (with a fresh token from the same client).
+pub async fn login<'c>(client: &'c Client, name: &str, password: &str, remember: bool) -> LocalResponse<'c> {
+    let token = login_token(client).await;
+    let mut fields = vec![("username", name), ("password", password), ("csrf_token", token.as_str())];
+    if remember {
+        fields.push(("remember", "on"));
+    }
+    client.post("/login").header(ContentType::Form).body(form(&fields)).dispatch().await
+}
+
+/// Logs in and checks it worked.
+pub async fn logged_in(client: &Client, name: &str, remember: bool) -> String {
+    let res = login(client, name, PASSWORD, remember).await;
+    assert_eq!(res.status(), Status::SeeOther);
+    assert_eq!(res.headers().get_one("Location"), Some("/user"));
+    set_cookie(&res, "sesija").expect("login sets the session cookie")
+}
+
+/// The raw `Set-Cookie` header for `name`, if the response sets one.
+pub fn set_cookie(res: &LocalResponse<'_>, name: &str) -> Option<String> {
+    res.headers().get("Set-Cookie").find(|h| h.starts_with(&format!("{name}="))).map(str::to_owned)
+}
+
+/// The (sealed) value of a raw `Set-Cookie` header.
+pub fn sealed(header: &str) -> String {
+    let value = header.split(';').next().unwrap().split_once('=').unwrap().1;
+    percent_decode(value)
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// Sends `GET /user` carrying exactly this session cookie value.
+pub async fn user_page_with<'c>(client: &'c Client, sealed_value: &str) -> LocalResponse<'c> {
+    client.get("/user").cookie(Cookie::new("sesija", sealed_value.to_owned())).dispatch().await
+}
+
+/// Asserts a 303 to `/login`.
+pub fn assert_to_login(res: &LocalResponse<'_>) {
+    assert_eq!(res.status(), Status::SeeOther);
+    assert_eq!(res.headers().get_one("Location"), Some("/login"));
+}
+
+/// SQLite's change counter, as seen from `conn`: changes when another
+/// connection commits.
+pub async fn data_version(conn: &mut SqliteConnection) -> i64 {
+    sqlx::query_scalar("PRAGMA data_version").fetch_one(conn).await.unwrap()
+}

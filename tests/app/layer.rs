@@ -1,0 +1,491 @@
+//! The session layer: storage, cookies, expiry, touch, purge.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use rocket::async_trait;
+use rocket::http::Status;
+use sha2::{Digest, Sha256};
+
+use sesija::session::{
+    self, purge, Record, SessionConfig, SessionManager, SessionStore, SqliteStore, StoreError, Token,
+    TokenHash,
+};
+
+use crate::helpers::*;
+
+fn token_of(sealed_value: &str, app: &TestApp) -> Token {
+    // The local client opens private cookies with the app's key.
+    let jar = app.client.cookies();
+    let _ = sealed_value;
+    Token::decode(jar.get_private("sesija").expect("client holds the cookie").value()).unwrap()
+}
+
+#[rocket::async_test]
+async fn the_database_holds_only_the_token_hash() {
+    let app = spawn_app().await;
+    app.add_user("alice").await;
+    let cookie = sealed(&logged_in(&app.client, "alice", false).await);
+    let token = token_of(&cookie, &app);
+    let (hash, handle, data): (Vec<u8>, String, String) =
+        sqlx::query_as("SELECT token_hash, handle, data FROM sessions")
+            .fetch_one(&app.db().await)
+            .await
+            .unwrap();
+    let expected: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    assert_eq!(hash, expected);
+    let dump: Vec<u8> = std::fs::read(app.data_dir().join("sesija.db"))
+        .into_iter()
+        .chain(std::fs::read(app.data_dir().join("sesija.db-wal")))
+        .flatten()
+        .collect();
+    for form in [token.encode(), STANDARD.encode(token.as_bytes())] {
+        assert!(!windows(&dump, form.as_bytes()), "token found in the database file");
+        assert!(!handle.contains(&form) && !data.contains(&form));
+    }
+    assert!(!windows(&dump, token.as_bytes()));
+
+    // A leaked hash is not a credential, even sealed with the right key.
+    let other = app.other_browser().await;
+    for forged in [hex(&hash), STANDARD.encode(&hash)] {
+        let res = other.get("/user").private_cookie(("sesija", forged)).dispatch().await;
+        assert_to_login(&res);
+    }
+}
+
+fn windows(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[rocket::async_test]
+async fn tokens_are_fresh_random_256_bit_values() {
+    let app = spawn_app().await;
+    app.add_user("alice").await;
+    let mut seen = std::collections::HashSet::new();
+    let mut ones = 0u32;
+    for _ in 0..20 {
+        logged_in(&app.client, "alice", false).await;
+        let token = Token::decode(app.client.cookies().get_private("sesija").unwrap().value()).unwrap();
+        ones += token.as_bytes().iter().map(|b| b.count_ones()).sum::<u32>();
+        assert!(seen.insert(token.encode()));
+    }
+    let share = f64::from(ones) / (20.0 * 256.0);
+    assert!((0.4..0.6).contains(&share), "{share}");
+}
+
+#[rocket::async_test]
+async fn bad_cookies_mean_logged_out_never_an_error() {
+    let app = spawn_app().await;
+    app.add_user("alice").await;
+    let good = sealed(&logged_in(&app.client, "alice", false).await);
+    let csrf_value = {
+        let browser = app.other_browser().await;
+        let page = browser.get("/login").dispatch().await;
+        sealed(&set_cookie(&page, "sesija_csrf").unwrap())
+    };
+    let foreign = {
+        let stranger = spawn_app().await;
+        stranger.add_user("alice").await;
+        sealed(&logged_in(&stranger.client, "alice", false).await)
+    };
+    let mut flipped = good.clone().into_bytes();
+    flipped[10] = if flipped[10] == b'A' { b'B' } else { b'A' };
+    let cases = [
+        String::from_utf8(flipped).unwrap(),
+        good[..good.len() / 2].to_owned(),
+        String::new(),
+        STANDARD.encode(vec![7u8; 6000]),
+        foreign,
+        csrf_value,
+    ];
+    let other = app.other_browser().await;
+    for case in &cases {
+        let res = user_page_with(&other, case).await;
+        assert_to_login(&res);
+    }
+    assert_eq!(user_page_with(&other, &good).await.status(), Status::Ok, "the untampered cookie works");
+    // A well-sealed cookie holding an unknown token is not honoured, and
+    // nothing is created for it.
+    for _ in 0..20 {
+        let res = other.get("/user").private_cookie(("sesija", Token::generate().encode())).dispatch().await;
+        assert_to_login(&res);
+    }
+    assert_eq!(app.session_rows().await, 1);
+}
+
+#[rocket::async_test]
+async fn a_changed_secret_key_logs_out_quietly() {
+    let app = spawn_app().await;
+    app.add_user("alice").await;
+    let cookie = sealed(&logged_in(&app.client, "alice", false).await);
+    let key = STANDARD.encode([9u8; 64]);
+    let rocket = sesija::app(figment(&app.data_dir()).merge(("secret_key", key))).await.unwrap();
+    let rekeyed = rocket::local::asynchronous::Client::untracked(rocket).await.unwrap();
+    let res = user_page_with(&rekeyed, &cookie).await;
+    assert_to_login(&res);
+}
+
+#[rocket::async_test]
+async fn reads_within_the_touch_interval_write_nothing() {
+    let app = spawn_app().await;
+    app.add_user("alice").await;
+    logged_in(&app.client, "alice", false).await;
+    let mut conn = app.conn().await;
+    let before = data_version(&mut conn).await;
+    for _ in 0..30 {
+        assert_eq!(app.client.get("/user").dispatch().await.status(), Status::Ok);
+        assert_eq!(app.client.get("/healthz").dispatch().await.status(), Status::Ok);
+    }
+    assert_eq!(data_version(&mut conn).await, before);
+}
+
+#[rocket::async_test]
+async fn touch_moves_the_deadline_once_per_interval_and_resends_a_persistent_cookie() {
+    let app =
+        spawn_app_with(|f| f.merge(("session_touch_interval", 1)).merge(("session_idle_timeout", 100))).await;
+    app.add_user("alice").await;
+    logged_in(&app.client, "alice", true).await;
+    let other = app.other_browser().await;
+    app.add_user("bob").await;
+    let bob = login(&other, "bob", PASSWORD, false).await;
+    let bob = sealed(&set_cookie(&bob, "sesija").unwrap());
+    let db = app.db().await;
+    let before: i64 = sqlx::query_scalar("SELECT expires_at FROM sessions ORDER BY id LIMIT 1")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut conn = app.conn().await;
+    let v0 = data_version(&mut conn).await;
+    let res = app.client.get("/user").dispatch().await;
+    assert_eq!(res.status(), Status::Ok);
+    let resent = set_cookie(&res, "sesija").expect("persistent cookie re-sent with the new deadline");
+    assert!(resent.contains("Max-Age="), "{resent}");
+    let v1 = data_version(&mut conn).await;
+    assert_ne!(v0, v1, "the touch was written");
+    assert_eq!(app.client.get("/user").dispatch().await.status(), Status::Ok);
+    assert_eq!(data_version(&mut conn).await, v1, "only once per interval");
+    let after: i64 = sqlx::query_scalar("SELECT expires_at FROM sessions ORDER BY id LIMIT 1")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert!(after > before);
+
+    // A browser-session cookie is not re-sent when its deadline moves.
+    let res = user_page_with(&other, &bob).await;
+    assert_eq!(res.status(), Status::Ok);
+    assert!(set_cookie(&res, "sesija").is_none());
+}
+
+#[rocket::async_test]
+async fn an_idle_session_expires_on_the_server() {
+    // Times are whole seconds, so a 3 s idle timeout lasts 2 to 3 s.
+    let app =
+        spawn_app_with(|f| f.merge(("session_touch_interval", 1)).merge(("session_idle_timeout", 3))).await;
+    app.add_user("alice").await;
+    logged_in(&app.client, "alice", true).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(app.client.get("/user").dispatch().await.status(), Status::Ok);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        app.client.get("/user").dispatch().await.status(),
+        Status::Ok,
+        "sliding past the first deadline"
+    );
+    tokio::time::sleep(Duration::from_millis(4100)).await;
+    let res = app.client.get("/user").dispatch().await;
+    assert_to_login(&res);
+    let page = app.client.get("/login").dispatch().await.into_string().await.unwrap();
+    assert!(page.contains("Your session has expired"), "flash shown");
+}
+
+#[rocket::async_test]
+async fn the_absolute_deadline_holds_whatever_the_activity() {
+    let app = spawn_app_with(|f| {
+        f.merge(("session_touch_interval", 0))
+            .merge(("session_idle_timeout", 3))
+            .merge(("session_absolute_timeout", 3))
+    })
+    .await;
+    app.add_user("alice").await;
+    logged_in(&app.client, "alice", false).await;
+    let created: i64 =
+        sqlx::query_scalar("SELECT created_at FROM sessions").fetch_one(&app.db().await).await.unwrap();
+    let mut last = Status::Ok;
+    for _ in 0..9 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        last = app.client.get("/user").dispatch().await.status();
+        let expires: Option<i64> = sqlx::query_scalar("SELECT expires_at FROM sessions")
+            .fetch_optional(&app.db().await)
+            .await
+            .unwrap();
+        assert!(expires.is_none_or(|e| e <= created + 3));
+    }
+    assert_eq!(last, Status::SeeOther);
+}
+
+#[rocket::async_test]
+async fn an_expired_row_is_never_honoured_even_before_the_purge() {
+    let app = spawn_app().await;
+    app.add_user("alice").await;
+    logged_in(&app.client, "alice", false).await;
+    sqlx::query("UPDATE sessions SET expires_at = strftime('%s','now') - 1")
+        .execute(&app.db().await)
+        .await
+        .unwrap();
+    assert_to_login(&app.client.get("/user").dispatch().await);
+    assert_eq!(app.session_rows().await, 1, "still there: correctness does not wait for the purge");
+}
+
+async fn seed(pool: &sqlx::SqlitePool, expired: usize, live: usize) {
+    let now = session::now();
+    let mut tx = pool.begin().await.unwrap();
+    for i in 0..expired + live {
+        let expires = if i < expired { now - 10 } else { now + 3600 };
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, handle, user_id, created_at, last_seen_at, expires_at) \
+             VALUES (?, ?, 1, ?, ?, ?)",
+        )
+        .bind(Token::generate().hash().0.to_vec())
+        .bind(session::new_handle())
+        .bind(now - 100)
+        .bind(now - 100)
+        .bind(expires)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+}
+
+#[rocket::async_test]
+async fn purge_removes_expired_rows_in_batches_of_at_most_1000() {
+    let app = spawn_app().await;
+    let db = app.db().await;
+    seed(&db, 2500, 10).await;
+    let store = SqliteStore::new(db.clone(), db.clone());
+    let report = session::purge_expired(&store, session::now()).await.unwrap();
+    assert_eq!(report.removed, 2500);
+    assert_eq!(report.batches, 3);
+    assert_eq!(app.session_rows().await, 10);
+
+    let plan: Vec<(i64, i64, i64, String)> =
+        sqlx::query_as("EXPLAIN QUERY PLAN SELECT rowid FROM sessions WHERE expires_at <= 5 LIMIT 1000")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    assert!(plan.iter().any(|p| p.3.contains("INDEX sessions_expires_at")), "{plan:?}");
+}
+
+#[rocket::async_test]
+async fn the_purge_task_runs_at_launch_and_on_its_interval() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    let db = sesija::db::Db::open(&data).await.unwrap();
+    seed(&db.writer, 1500, 5).await;
+    let rocket = sesija::app(figment(&data).merge(("session_purge_interval", 1))).await.unwrap();
+    let client = rocket::local::asynchronous::Client::tracked(rocket).await.unwrap();
+    let count = || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM sessions").fetch_one(&db.reader).await.unwrap()
+    };
+    for _ in 0..50 {
+        if count().await == 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(count().await, 5, "purged at launch");
+    seed(&db.writer, 30, 0).await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert_eq!(count().await, 5, "purged again on the interval");
+    let started = std::time::Instant::now();
+    client.terminate().await;
+    assert!(started.elapsed() < Duration::from_secs(3), "the task stops at shutdown");
+}
+
+/// A store whose purge fails the first `failures` times.
+struct Flaky {
+    inner: SqliteStore,
+    failures: AtomicU32,
+    calls: Arc<AtomicU32>,
+}
+
+#[async_trait]
+impl SessionStore for Flaky {
+    async fn create(&self, h: &TokenHash, r: &Record, old: Option<&TokenHash>) -> Result<(), StoreError> {
+        self.inner.create(h, r, old).await
+    }
+    async fn load(&self, h: &TokenHash, now: i64) -> Result<Option<Record>, StoreError> {
+        self.inner.load(h, now).await
+    }
+    async fn touch(&self, h: &TokenHash, seen: i64, exp: i64, now: i64) -> Result<bool, StoreError> {
+        self.inner.touch(h, seen, exp, now).await
+    }
+    async fn save_data(&self, h: &TokenHash, data: &str, now: i64) -> Result<bool, StoreError> {
+        self.inner.save_data(h, data, now).await
+    }
+    async fn rotate(&self, old: &TokenHash, new: &TokenHash, now: i64) -> Result<bool, StoreError> {
+        self.inner.rotate(old, new, now).await
+    }
+    async fn delete(&self, h: &TokenHash) -> Result<bool, StoreError> {
+        self.inner.delete(h).await
+    }
+    async fn delete_expired(&self, now: i64, limit: u32) -> Result<u64, StoreError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.failures.load(Ordering::SeqCst) > 0 {
+            self.failures.fetch_sub(1, Ordering::SeqCst);
+            return Err(StoreError::Unavailable("database is locked".into()));
+        }
+        self.inner.delete_expired(now, limit).await
+    }
+    async fn list_for_user(&self, user_id: i64, now: i64) -> Result<Vec<Record>, StoreError> {
+        self.inner.list_for_user(user_id, now).await
+    }
+    async fn delete_for_user(&self, user_id: i64, keep: Option<&str>) -> Result<u64, StoreError> {
+        self.inner.delete_for_user(user_id, keep).await
+    }
+}
+
+#[rocket::async_test]
+async fn the_purge_task_survives_database_errors_and_stops_on_shutdown() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let db = sesija::db::Db::open(&dir.path().join("data")).await.unwrap();
+    seed(&db.writer, 20, 2).await;
+    let calls = Arc::new(AtomicU32::new(0));
+    let store = Flaky {
+        inner: SqliteStore::new(db.reader.clone(), db.writer.clone()),
+        failures: AtomicU32::new(2),
+        calls: calls.clone(),
+    };
+    let config = SessionConfig { purge_interval: Duration::from_millis(100), ..SessionConfig::default() };
+    let manager = Arc::new(SessionManager::new(store, config));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(purge::run(manager, async move {
+        let _ = stopped.await;
+    }));
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(&db.reader).await.unwrap();
+    assert_eq!(rows, 2, "a later round succeeded after two failures");
+    assert!(calls.load(Ordering::SeqCst) >= 3);
+    stop.send(()).unwrap();
+    let rounds = tokio::time::timeout(Duration::from_secs(1), task).await.expect("stops promptly").unwrap();
+    assert!(rounds >= 3);
+}
+
+#[rocket::async_test]
+async fn writes_after_a_concurrent_logout_never_resurrect_the_session() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let db = sesija::db::Db::open(&dir.path().join("data")).await.unwrap();
+    let store = SqliteStore::new(db.reader.clone(), db.writer.clone());
+    let token = Token::generate();
+    let now = session::now();
+    let record = Record {
+        handle: session::new_handle(),
+        user_id: 1,
+        data: "{}".into(),
+        created_at: now,
+        last_seen_at: now,
+        expires_at: now + 60,
+        persistent: false,
+        user_agent: None,
+        ip: None,
+    };
+    store.create(&token.hash(), &record, None).await.unwrap();
+    // A request loaded it...
+    assert!(store.load(&token.hash(), now).await.unwrap().is_some());
+    // ...another logged out...
+    assert!(store.delete(&token.hash()).await.unwrap());
+    // ...and the first one's writes find nothing to write to.
+    assert!(!store.touch(&token.hash(), now, now + 60, now).await.unwrap());
+    assert!(!store.save_data(&token.hash(), r#"{"a":1}"#, now).await.unwrap());
+    assert!(!store.rotate(&token.hash(), &Token::generate().hash(), now).await.unwrap());
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(&db.reader).await.unwrap();
+    assert_eq!(rows, 0);
+}
+
+#[rocket::async_test]
+async fn concurrent_logins_never_see_database_is_locked() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let db = sesija::db::Db::open(&dir.path().join("data")).await.unwrap();
+    // Two stores on separate pools, as two processes would be.
+    let other = sesija::db::Db::open(&dir.path().join("data")).await.unwrap();
+    let stores = [
+        Arc::new(SqliteStore::new(db.reader.clone(), db.writer.clone())),
+        Arc::new(SqliteStore::new(other.reader.clone(), other.writer.clone())),
+    ];
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let store = stores[t % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            let mut previous: Option<TokenHash> = None;
+            for _ in 0..40 {
+                let token = Token::generate();
+                let now = session::now();
+                let record = Record {
+                    handle: session::new_handle(),
+                    user_id: t as i64,
+                    data: "{}".into(),
+                    created_at: now,
+                    last_seen_at: now,
+                    expires_at: now + 60,
+                    persistent: false,
+                    user_agent: None,
+                    ip: None,
+                };
+                store.create(&token.hash(), &record, previous.as_ref()).await?;
+                store.load(&token.hash(), now).await?;
+                previous = Some(token.hash());
+            }
+            Ok::<_, StoreError>(())
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().expect("no store error under contention");
+    }
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(&db.reader).await.unwrap();
+    assert_eq!(rows, 16);
+}
+
+#[rocket::async_test]
+async fn pragmas_are_set_for_durability_and_concurrency() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let db = sesija::db::Db::open(&dir.path().join("data")).await.unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&db.writer).await.unwrap();
+    assert_eq!(mode, "wal");
+    for (pool, name) in [(&db.writer, "writer"), (&db.reader, "reader")] {
+        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(pool).await.unwrap();
+        assert_eq!(sync, 2, "{name}: synchronous = FULL");
+        let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout").fetch_one(pool).await.unwrap();
+        assert_eq!(busy, 5000, "{name}");
+    }
+}
+
+#[rocket::async_test]
+async fn healthz_answers_ok_and_503_without_a_database() {
+    let app = spawn_app().await;
+    let res = app.client.get("/healthz").dispatch().await;
+    assert_eq!(res.status(), Status::Ok);
+    assert_eq!(res.into_string().await.unwrap(), "ok");
+    app.client.rocket().state::<sesija::web::App>().unwrap().db.close().await;
+    assert_eq!(app.client.get("/healthz").dispatch().await.status(), Status::ServiceUnavailable);
+}
+
+#[rocket::async_test]
+async fn a_database_failure_during_a_request_is_a_503_page() {
+    let app = spawn_app().await;
+    app.add_user("alice").await;
+    logged_in(&app.client, "alice", false).await;
+    app.client.rocket().state::<sesija::web::App>().unwrap().db.close().await;
+    let res = app.client.get("/user").dispatch().await;
+    assert_eq!(res.status(), Status::ServiceUnavailable);
+    let html = res.into_string().await.unwrap();
+    assert!(html.contains("Try again") && !html.contains("sqlite") && !html.contains("sesija.db"), "{html}");
+}

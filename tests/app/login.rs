@@ -1,0 +1,259 @@
+//! `/`, `/login` and `/user`.
+
+use std::time::Duration;
+
+use rocket::http::{ContentType, Header, Status};
+
+use crate::helpers::*;
+
+#[rocket::async_test]
+async fn start_page_redirects_by_login_state() {
+    let app = spawn_app().await;
+    assert_to_login(&app.client.get("/").dispatch().await);
+    app.add_user("alice").await;
+    logged_in(&app.client, "alice", false).await;
+    let res = app.client.get("/").dispatch().await;
+    assert_eq!(res.status(), Status::SeeOther);
+    assert_eq!(res.headers().get_one("Location"), Some("/user"));
+    let res = app.client.get("/login").dispatch().await;
+    assert_eq!(res.headers().get_one("Location"), Some("/user"));
+}
+
+#[rocket::async_test]
+async fn login_form_has_the_pinned_fields_and_creates_no_row() {
+    let app = spawn_app().await;
+    let res = app.client.get("/login").dispatch().await;
+    assert_eq!(res.status(), Status::Ok);
+    assert_eq!(res.content_type(), Some(ContentType::HTML));
+    let csrf = set_cookie(&res, "sesija_csrf").expect("anonymous csrf cookie");
+    assert!(csrf.contains("HttpOnly") && csrf.contains("SameSite=Lax"), "{csrf}");
+    let html = res.into_string().await.unwrap();
+    for field in [
+        r#"action="/login""#,
+        r#"name="username""#,
+        r#"name="password""#,
+        r#"name="remember""#,
+        r#"type="checkbox""#,
+    ] {
+        assert!(html.contains(field), "missing {field}");
+    }
+    assert_eq!(csrf_in(&html).len(), 43);
+    // Two tabs: the first form still works after a second GET.
+    let second = login_token(&app.client).await;
+    assert_eq!(second, csrf_in(&html));
+    assert_eq!(app.session_rows().await, 0, "anonymous visits create no rows");
+}
+
+#[rocket::async_test]
+async fn login_without_a_valid_csrf_token_is_403_and_logs_nobody_in() {
+    let app = spawn_app().await;
+    app.add_user("alice").await;
+    let token = login_token(&app.client).await;
+    for body in [
+        form(&[("username", "alice"), ("password", PASSWORD)]),
+        form(&[("username", "alice"), ("password", PASSWORD), ("csrf_token", "x")]),
+        form(&[("username", "alice"), ("password", PASSWORD), ("csrf_token", &token[..42])]),
+    ] {
+        let res = app.client.post("/login").header(ContentType::Form).body(body).dispatch().await;
+        assert_eq!(res.status(), Status::Forbidden);
+        assert!(set_cookie(&res, "sesija").is_none());
+    }
+    // The right token without its cookie (another browser) is refused too.
+    let other = app.other_browser().await;
+    let body = form(&[("username", "alice"), ("password", PASSWORD), ("csrf_token", &token)]);
+    let res = other.post("/login").header(ContentType::Form).body(body).dispatch().await;
+    assert_eq!(res.status(), Status::Forbidden);
+    assert_eq!(app.session_rows().await, 0);
+}
+
+#[rocket::async_test]
+async fn wrong_password_and_unknown_user_get_the_same_401() {
+    let app = spawn_app().await;
+    app.add_user("alice").await;
+    let wrong = login(&app.client, "alice", "not the password", false).await;
+    assert_eq!(wrong.status(), Status::Unauthorized);
+    let wrong = wrong.into_string().await.unwrap();
+    let unknown = login(&app.client, "mallory", "not the password", false).await;
+    assert_eq!(unknown.status(), Status::Unauthorized);
+    let unknown = unknown.into_string().await.unwrap();
+    assert!(wrong.contains("Wrong user name or password."));
+    let strip = |html: &str, name: &str| html.replace(&csrf_in(html), "").replace(name, "");
+    assert_eq!(strip(&wrong, "alice"), strip(&unknown, "mallory"));
+    assert_eq!(app.session_rows().await, 0);
+}
+
+#[rocket::async_test]
+async fn login_sets_a_browser_session_cookie_with_safe_attributes() {
+    let app = spawn_app().await;
+    app.add_user("alice").await;
+    let res = login(&app.client, "alice", PASSWORD, false).await;
+    assert_eq!(res.status(), Status::SeeOther);
+    assert_eq!(res.headers().get_one("Location"), Some("/user"));
+    assert_eq!(res.headers().get_one("Cache-Control"), Some("no-store"));
+    let cookie = set_cookie(&res, "sesija").unwrap();
+    for attr in ["HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(cookie.contains(attr), "{attr} missing: {cookie}");
+    }
+    for attr in ["Domain=", "Max-Age=", "Expires=", "Secure"] {
+        assert!(!cookie.contains(attr), "{attr} present: {cookie}");
+    }
+    assert!(cookie.len() < 4096);
+
+    let page = app.client.get("/user").dispatch().await;
+    assert_eq!(page.status(), Status::Ok);
+    assert_eq!(page.headers().get_one("Cache-Control"), Some("no-store"));
+    let html = page.into_string().await.unwrap();
+    assert!(html.contains("Hello, alice!"));
+    assert!(html.contains(r#"action="/logout""#), "logout reachable from the user page");
+}
+
+#[rocket::async_test]
+async fn remember_me_sets_max_age_up_to_the_deadline() {
+    let app = spawn_app().await;
+    app.add_user("alice").await;
+    let res = login(&app.client, "alice", PASSWORD, true).await;
+    let cookie = set_cookie(&res, "sesija").unwrap();
+    let max_age: i64 = cookie.split("Max-Age=").nth(1).unwrap().split(';').next().unwrap().parse().unwrap();
+    assert!((432_000 - 2..=432_000).contains(&max_age), "{cookie}");
+    assert!(cookie.contains("Expires="), "{cookie}");
+    let (expires_at, created_at): (i64, i64) = sqlx::query_as("SELECT expires_at, created_at FROM sessions")
+        .fetch_one(&app.db().await)
+        .await
+        .unwrap();
+    assert_eq!(expires_at - created_at, 432_000);
+    let persistent: bool =
+        sqlx::query_scalar("SELECT persistent FROM sessions").fetch_one(&app.db().await).await.unwrap();
+    assert!(persistent);
+}
+
+#[rocket::async_test]
+async fn secure_cookies_when_configured() {
+    let app = spawn_app_with(|f| f.merge(("cookie_secure", true))).await;
+    app.add_user("alice").await;
+    let page = app.client.get("/login").dispatch().await;
+    assert!(set_cookie(&page, "sesija_csrf").unwrap().contains("Secure"));
+    let res = login(&app.client, "alice", PASSWORD, false).await;
+    assert!(set_cookie(&res, "sesija").unwrap().contains("Secure"));
+    assert!(res.headers().get_one("Strict-Transport-Security").is_some());
+}
+
+#[rocket::async_test]
+async fn user_page_escapes_the_name() {
+    let app = spawn_app().await;
+    let hash = sesija::auth::Hasher::default().hash(PASSWORD.into()).await.unwrap();
+    sqlx::query("INSERT INTO users (username, password_hash, created_at) VALUES ('<b>x</b>', ?, 0)")
+        .bind(hash)
+        .execute(&app.db().await)
+        .await
+        .unwrap();
+    logged_in(&app.client, "<b>x</b>", false).await;
+    let html = app.client.get("/user").dispatch().await.into_string().await.unwrap();
+    assert!(
+        html.contains("Hello, &#60;b&#62;x&#60;/b&#62;!") || html.contains("Hello, &lt;b&gt;x&lt;/b&gt;!")
+    );
+    assert!(!html.contains("<b>x</b>"));
+}
+
+#[rocket::async_test]
+async fn anonymous_user_page_redirects_to_login() {
+    let app = spawn_app().await;
+    let res = app.client.get("/user").dispatch().await;
+    assert_to_login(&res);
+    assert!(set_cookie(&res, "sesija").is_none());
+}
+
+#[rocket::async_test]
+async fn login_rotates_and_ends_the_session_held_before() {
+    let app = spawn_app().await;
+    app.add_user("alice").await;
+    app.add_user("bob").await;
+    let first = sealed(&logged_in(&app.client, "alice", false).await);
+    // A failed login leaves the current session alone.
+    assert_eq!(login(&app.client, "bob", "wrong password", false).await.status(), Status::Unauthorized);
+    let other = app.other_browser().await;
+    assert_eq!(user_page_with(&other, &first).await.status(), Status::Ok);
+
+    let second = sealed(&logged_in(&app.client, "bob", false).await);
+    assert_ne!(first, second);
+    assert_to_login(&user_page_with(&other, &first).await);
+    assert_eq!(user_page_with(&other, &second).await.status(), Status::Ok);
+    // Logging in again as the same user rotates too.
+    let third = sealed(&logged_in(&app.client, "bob", false).await);
+    assert_to_login(&user_page_with(&other, &second).await);
+    assert_eq!(user_page_with(&other, &third).await.status(), Status::Ok);
+    assert_eq!(app.session_rows().await, 1);
+}
+
+#[rocket::async_test]
+async fn repeated_failures_are_throttled_with_retry_after() {
+    let app = spawn_app_with(|f| f.merge(("login_max_failures", 3)).merge(("login_lockout", 2))).await;
+    app.add_user("alice").await;
+    for _ in 0..3 {
+        assert_eq!(login(&app.client, "alice", "wrong password", false).await.status(), Status::Unauthorized);
+    }
+    let res = login(&app.client, "alice", PASSWORD, false).await;
+    assert_eq!(res.status(), Status::TooManyRequests, "even the right password waits");
+    let wait: u64 = res.headers().get_one("Retry-After").unwrap().parse().unwrap();
+    assert!((1..=2).contains(&wait), "{wait}");
+    assert!(set_cookie(&res, "sesija").is_none());
+
+    // A forged proxy header does not make a new source.
+    let token = login_token(&app.client).await;
+    let body = form(&[("username", "alice"), ("password", PASSWORD), ("csrf_token", &token)]);
+    let res = app
+        .client
+        .post("/login")
+        .header(ContentType::Form)
+        .header(Header::new("X-Real-IP", "203.0.113.9"))
+        .body(body)
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::TooManyRequests);
+
+    // Unknown names are throttled the same way.
+    for _ in 0..3 {
+        login(&app.client, "nobody", "wrong password", false).await;
+    }
+    assert_eq!(login(&app.client, "nobody", "x", false).await.status(), Status::TooManyRequests);
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    logged_in(&app.client, "alice", false).await;
+}
+
+#[rocket::async_test]
+async fn twenty_simultaneous_logins_all_succeed() {
+    let app = spawn_app().await;
+    let mut clients = Vec::new();
+    for i in 0..20 {
+        app.add_user(&format!("user{i}")).await;
+        let client = app.other_browser().await;
+        let token = login_token(&client).await;
+        clients.push((client, token));
+    }
+    let logins = clients.iter().enumerate().map(|(i, (client, token))| async move {
+        let name = format!("user{i}");
+        let body = form(&[("username", &name), ("password", PASSWORD), ("csrf_token", token)]);
+        client.post("/login").header(ContentType::Form).body(body).dispatch().await.status()
+    });
+    let statuses = rocket::futures::future::join_all(logins).await;
+    assert!(statuses.iter().all(|s| *s == Status::SeeOther), "{statuses:?}");
+    assert_eq!(app.session_rows().await, 20);
+}
+
+#[rocket::async_test]
+async fn oversized_and_garbled_forms_get_4xx() {
+    let app = spawn_app().await;
+    let token = login_token(&app.client).await;
+    let big = "a".repeat(40 * 1024);
+    let body = form(&[("username", "alice"), ("password", &big), ("csrf_token", &token)]);
+    let res = app.client.post("/login").header(ContentType::Form).body(body).dispatch().await;
+    assert_eq!(res.status(), Status::PayloadTooLarge);
+    let res = app
+        .client
+        .post("/login")
+        .header(ContentType::Form)
+        .body(b"\xff\xfe=\xff".as_slice())
+        .dispatch()
+        .await;
+    assert!(res.status().code >= 400 && res.status().code < 500, "{}", res.status());
+}

@@ -1,0 +1,14 @@
+//! Integration tests: the app through Rocket's local client, the real binary
+//! over HTTP, and a real browser.
+
+mod helpers;
+// mod http;
+
+// mod browser;
+// mod cli;
+// mod keys;
+mod layer;
+mod login;
+mod logout;
+// mod process;
+// mod setup;
