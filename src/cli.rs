@@ -119,6 +119,10 @@ fn read_password(name: &str, from_stdin: bool) -> Result<String, String> {
             .map_err(|e| format!("cannot read standard input: {e}"))?;
         line.trim_end_matches(['\r', '\n']).to_owned()
     } else {
+        use std::io::IsTerminal;
+        if !std::io::stdin().is_terminal() {
+            return Err("standard input is not a terminal; pipe the password with --password-stdin".into());
+        }
         let prompt = |p: &str| {
             rpassword::prompt_password(p)
                 .map_err(|e| format!("cannot read the password ({e}); use --password-stdin"))

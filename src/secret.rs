@@ -39,9 +39,11 @@ pub fn provide(figment: Figment, key_path: &Path) -> Result<(Figment, KeySource)
                 .into());
         }
     }
-    let configured: SecretKey = figment
-        .extract_inner("secret_key")
-        .map_err(|e| format!("configuration: `secret_key`: {}", e.kind))?;
+    let configured: SecretKey = figment.extract_inner("secret_key").map_err(|_| {
+        "configuration: `secret_key` must be 44 or 88 base64 characters or 64 hex characters \
+             (e.g. the output of `openssl rand -base64 32`)"
+            .to_owned()
+    })?;
     if !configured.is_zero() {
         return Ok((figment, KeySource::Configured));
     }

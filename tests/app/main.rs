@@ -2,13 +2,13 @@
 //! over HTTP, and a real browser.
 
 mod helpers;
-// mod http;
+mod http;
 
 // mod browser;
-// mod cli;
+mod cli;
 // mod keys;
 mod layer;
 mod login;
 mod logout;
-// mod process;
-// mod setup;
+mod process;
+mod setup;

@@ -1,0 +1,221 @@
+//! Just enough HTTP/1.1 to drive the real binary (and a WebDriver server)
+//! from tests: one request per connection, cookies kept like a browser.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn set_cookies(&self) -> impl Iterator<Item = &str> {
+        self.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie")).map(|(_, v)| v.as_str())
+    }
+}
+
+pub fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if method != "GET" && method != "DELETE" {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    parse(&raw).ok_or_else(|| std::io::Error::other("malformed response"))
+}
+
+fn parse(raw: &[u8]) -> Option<Response> {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&raw[..split]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked"));
+    if chunked {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        loop {
+            let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
+            let size = usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).ok()?.trim(), 16).ok()?;
+            if size == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[line_end + 2..line_end + 2 + size]);
+            rest = &rest[line_end + 2 + size + 2..];
+        }
+        body = out;
+    }
+    Some(Response { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
+}
+
+/// A cookie-keeping client of one server.
+#[derive(Clone)]
+pub struct Browser {
+    pub port: u16,
+    pub cookies: BTreeMap<String, String>,
+}
+
+impl Browser {
+    pub fn new(port: u16) -> Browser {
+        Browser { port, cookies: BTreeMap::new() }
+    }
+
+    pub fn send(&mut self, method: &str, path: &str, body: Option<&str>) -> Response {
+        let cookie = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
+        let mut headers = vec![("User-Agent", "sesija-tests/1.0")];
+        if !cookie.is_empty() {
+            headers.push(("Cookie", &cookie));
+        }
+        if body.is_some() {
+            headers.push(("Content-Type", "application/x-www-form-urlencoded"));
+        }
+        let res = request(self.port, method, path, &headers, body).expect("request");
+        for set in res.set_cookies() {
+            let pair = set.split(';').next().unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            if set.contains("Max-Age=0") {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_owned(), value.to_owned());
+            }
+        }
+        res
+    }
+
+    pub fn get(&mut self, path: &str) -> Response {
+        self.send("GET", path, None)
+    }
+
+    pub fn post(&mut self, path: &str, body: &str) -> Response {
+        self.send("POST", path, Some(body))
+    }
+}
+
+/// The real `sesija` binary, running in a working directory of the test's.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    pub output: Arc<Mutex<String>>,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A command for the binary with a clean environment: only `envs` apply.
+pub fn sesija(workdir: &std::path::Path, envs: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sesija"));
+    cmd.current_dir(workdir).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+impl Server {
+    /// Starts the server on `port` and waits until `/healthz` answers.
+    pub fn start(workdir: &std::path::Path, port: u16, envs: &[(&str, &str)]) -> Server {
+        let port_text = port.to_string();
+        let mut all = vec![("ROCKET_PORT", port_text.as_str()), ("ROCKET_CLI_COLORS", "false")];
+        all.extend_from_slice(envs);
+        let mut child = sesija(workdir, &all).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let output = Arc::new(Mutex::new(String::new()));
+        for mut pipe in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    output.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            });
+        }
+        let mut server = Server { child, port, output };
+        let started = Instant::now();
+        loop {
+            if let Ok(res) = request(port, "GET", "/healthz", &[], None) {
+                if res.status == 200 {
+                    break;
+                }
+            }
+            if let Some(status) = server.child.try_wait().unwrap() {
+                panic!("server exited with {status}: {}", server.output());
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "server did not start: {}", server.output());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Give the liftoff lines a moment to be read.
+        std::thread::sleep(Duration::from_millis(100));
+        server
+    }
+
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM and waits for the exit code.
+    pub fn terminate(mut self) -> (Option<i32>, String) {
+        Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(50));
+                return (status.code(), self.output());
+            }
+            if started.elapsed() > Duration::from_secs(15) {
+                self.child.kill().unwrap();
+                panic!("no exit within 15 s of SIGTERM: {}", self.output());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

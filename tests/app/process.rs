@@ -1,0 +1,262 @@
+//! The real binary: first run, restarts (graceful and SIGKILL), start-up errors.
+
+use std::os::unix::fs::PermissionsExt;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+
+use tempfile::TempDir;
+
+use crate::helpers::{csrf_in, form, PASSWORD};
+use crate::http::{free_port, sesija, Browser, Server};
+
+/// The setup link the server printed.
+pub fn setup_path(output: &str) -> String {
+    let line = output.lines().find(|l| l.contains("/setup?token=")).expect("setup link printed");
+    let at = line.find("/setup?token=").unwrap();
+    line[at..].trim().to_owned()
+}
+
+/// Creates the first account through the printed link; returns the browser.
+pub fn first_account(server: &Server, name: &str) -> Browser {
+    let mut browser = Browser::new(server.port);
+    let page = browser.get(&setup_path(&server.output()));
+    assert_eq!(page.status, 200, "{}", page.body);
+    let token =
+        page.body.split(r#"name="token" value=""#).nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let body = form(&[
+        ("token", &token),
+        ("username", name),
+        ("password", PASSWORD),
+        ("csrf_token", &csrf_in(&page.body)),
+    ]);
+    let res = browser.post("/setup", &body);
+    assert_eq!(res.status, 303, "{}", res.body);
+    assert_eq!(res.header("Location"), Some("/user"));
+    browser
+}
+
+pub fn log_in(browser: &mut Browser, name: &str, remember: bool) {
+    let page = browser.get("/login");
+    let mut fields = vec![("username", name), ("password", PASSWORD)];
+    let token = csrf_in(&page.body);
+    fields.push(("csrf_token", &token));
+    if remember {
+        fields.push(("remember", "on"));
+    }
+    let res = browser.post("/login", &form(&fields));
+    assert_eq!(res.status, 303, "{}", res.body);
+    assert_eq!(res.header("Location"), Some("/user"));
+}
+
+fn greets(browser: &mut Browser, name: &str) -> bool {
+    let res = browser.get("/user");
+    res.status == 200 && res.body.contains(&format!("Hello, {name}!"))
+}
+
+const RELEASE: &[(&str, &str)] = &[("ROCKET_PROFILE", "release")];
+
+#[test]
+fn a_release_server_without_a_configured_key_keeps_sessions_across_restarts_and_crashes() {
+    let work = TempDir::new().unwrap();
+    let port = free_port();
+
+    let server = Server::start(work.path(), port, RELEASE);
+    let out = server.output();
+    assert!(out.contains("generated a new secret key at data/secret.key"), "{out}");
+    let key = work.path().join("data/secret.key");
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    let key_before = std::fs::read(&key).unwrap();
+
+    let mut alice = first_account(&server, "alice");
+    assert!(greets(&mut alice, "alice"));
+    let (code, _) = server.terminate();
+    assert_eq!(code, Some(0), "graceful shutdown exits 0");
+
+    // Restart: same key, same session, no setup link any more.
+    let server = Server::start(work.path(), port, RELEASE);
+    assert!(!server.output().contains("/setup?token="));
+    assert!(!server.output().contains("generated a new secret key"));
+    assert_eq!(std::fs::read(&key).unwrap(), key_before);
+    assert!(greets(&mut alice, "alice"), "still logged in after a restart");
+    let old_setup = Browser::new(port).get("/setup?token=anything");
+    assert_eq!(old_setup.status, 404);
+
+    // A login acknowledged right before a crash survives it.
+    let mut phone = Browser::new(port);
+    log_in(&mut phone, "alice", true);
+    server.kill();
+    let server = Server::start(work.path(), port, RELEASE);
+    assert!(greets(&mut phone, "alice"), "login survived SIGKILL");
+    assert!(greets(&mut alice, "alice"));
+
+    // A logout acknowledged right before a crash stays done.
+    let old = alice.clone();
+    let page = alice.get("/user");
+    let res = alice.post("/logout", &form(&[("csrf_token", &csrf_in(&page.body))]));
+    assert_eq!(res.status, 303);
+    server.kill();
+    let server = Server::start(work.path(), port, RELEASE);
+    let mut old = old;
+    let res = old.get("/user");
+    assert_eq!(res.status, 303, "the logged-out cookie stays dead");
+    assert!(greets(&mut phone, "alice"));
+    let (code, _) = server.terminate();
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn an_operator_removing_a_user_logs_them_out_of_the_running_server() {
+    let work = TempDir::new().unwrap();
+    let port = free_port();
+    let server = Server::start(work.path(), port, &[]);
+    let mut alice = first_account(&server, "alice");
+    let add = sesija(work.path(), &[])
+        .args(["user", "add", "bob", "--password-stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(format!("{PASSWORD}\n").as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert!(add.status.success());
+    let mut bob = Browser::new(port);
+    log_in(&mut bob, "bob", false);
+    assert!(greets(&mut bob, "bob"));
+
+    let out = sesija(work.path(), &[]).args(["user", "remove", "bob"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "removed user bob; ended 1 sessions");
+    assert_eq!(bob.get("/user").status, 303, "honoured on the next request");
+    assert!(greets(&mut alice, "alice"));
+    drop(server);
+}
+
+#[test]
+fn an_expired_session_disappears_from_the_database_without_any_request() {
+    let work = TempDir::new().unwrap();
+    let port = free_port();
+    let envs = [
+        ("ROCKET_SESSION_IDLE_TIMEOUT", "2"),
+        ("ROCKET_SESSION_TOUCH_INTERVAL", "1"),
+        ("ROCKET_SESSION_PURGE_INTERVAL", "1"),
+    ];
+    let server = Server::start(work.path(), port, &envs);
+    let mut alice = first_account(&server, "alice");
+    assert!(greets(&mut alice, "alice"));
+    let db = work.path().join("data/sesija.db");
+    let started = std::time::Instant::now();
+    let mut last = None;
+    while started.elapsed() < std::time::Duration::from_secs(8) {
+        last = Some(count_sessions(&db));
+        if last == Some(0) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert_eq!(last, Some(0), "the purge task removed the idle session");
+    assert_eq!(alice.get("/user").status, 303);
+    drop(server);
+}
+
+/// Runs `job` on a runtime of its own, for the blocking process tests.
+pub fn block_on<T>(job: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(job)
+}
+
+pub fn count_sessions(db: &std::path::Path) -> i64 {
+    block_on(async {
+        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(db);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        let n = sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(&pool).await.unwrap();
+        pool.close().await;
+        n
+    })
+}
+
+fn start_error(envs: &[(&str, &str)], prepare: impl FnOnce(&std::path::Path)) -> String {
+    let work = TempDir::new().unwrap();
+    prepare(work.path());
+    let port = free_port().to_string();
+    let mut all = vec![("ROCKET_PORT", port.as_str())];
+    all.extend_from_slice(envs);
+    let out = sesija(work.path(), &all).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "should not start; stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn start_up_errors_are_one_line_and_a_non_zero_exit() {
+    let err = start_error(&[("ROCKET_SESSION_IDLE_TIMEOUT", "-5")], |_| {});
+    assert!(err.contains("session_idle_timeout"), "{err}");
+    let err = start_error(&[("ROCKET_SESSION_IDLE_TIMEOUT", "99999999")], |_| {});
+    assert!(err.contains("session_absolute_timeout"), "{err}");
+    let err = start_error(&[("ROCKET_DATA_DIR", "/proc/sesija-cannot-be-here")], |_| {});
+    assert!(err.contains("/proc/sesija-cannot-be-here"), "{err}");
+    let err = start_error(&[("ROCKET_SECRET_KEY", "tooshort")], |_| {});
+    assert!(err.contains("secret_key") && !err.contains("tooshort"), "names the key, never its value: {err}");
+    let err = start_error(&[("ROCKET_SECRET_KEY", "hPRYyVRiMyxpw5sBB1XeCMN1kFsDCqKvBi2QJxBVHQk=")], |_| {});
+    assert!(err.contains("secret_key"), "{err}");
+    let err = start_error(&[], |dir| {
+        std::fs::create_dir(dir.join("data")).unwrap();
+        std::fs::write(dir.join("data/secret.key"), "garbage\n").unwrap();
+    });
+    assert!(err.contains("secret.key"), "{err}");
+    let err = start_error(&[], |dir| {
+        std::fs::write(dir.join("Rocket.toml"), "[default]\nlogin_lockout = \"soon\"\n").unwrap();
+    });
+    assert!(err.contains("login_lockout"), "{err}");
+}
+
+#[test]
+fn a_database_from_a_newer_sesija_is_refused() {
+    let work = TempDir::new().unwrap();
+    let status = sesija(work.path(), &[]).args(["user", "list"]).output().unwrap();
+    assert!(status.status.success());
+    let db = work.path().join("data/sesija.db");
+    block_on(async {
+        let pool = sqlx::SqlitePool::connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(&db))
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (9999, 'future', 1, x'00', 0)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+    });
+    let err = start_error(&[], |dir| {
+        std::fs::create_dir(dir.join("data")).unwrap();
+        std::fs::copy(&db, dir.join("data/sesija.db")).unwrap();
+    });
+    assert!(err.contains("9999") && err.contains("newer"), "{err}");
+}
+
+#[test]
+fn a_configured_secret_key_is_used_and_no_key_file_is_written() {
+    let work = TempDir::new().unwrap();
+    let port = free_port();
+    let key = &STANDARD.encode([7u8; 32]);
+    let server =
+        Server::start(work.path(), port, &[("ROCKET_SECRET_KEY", key), ("ROCKET_PROFILE", "release")]);
+    assert!(!work.path().join("data/secret.key").exists());
+    let mut alice = first_account(&server, "alice");
+    drop(server);
+    let server = Server::start(work.path(), port, &[("ROCKET_SECRET_KEY", key)]);
+    assert!(greets(&mut alice, "alice"));
+    drop(server);
+    // Another key: the old cookie is quietly logged out.
+    let other = &STANDARD.encode([8u8; 64]);
+    let server = Server::start(work.path(), port, &[("ROCKET_SECRET_KEY", other)]);
+    let res = alice.get("/user");
+    assert_eq!(res.status, 303);
+    assert_eq!(res.header("Location"), Some("/login"));
+    drop(server);
+}
