@@ -44,9 +44,33 @@ pub fn request(
     head.push_str("\r\n");
     stream.write_all(head.as_bytes())?;
     stream.write_all(body.as_bytes())?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
+    let raw = read_response(&mut stream)?;
     parse(&raw).ok_or_else(|| std::io::Error::other("malformed response"))
+}
+
+/// Reads one response: up to its Content-Length, the end of its chunks, or
+/// the end of the stream (a peer may keep the connection open regardless).
+fn read_response(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+            let body = raw.len() - split - 4;
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if length.is_some_and(|n| body >= n) || (head.contains("chunked") && raw.ends_with(b"0\r\n\r\n")) {
+                return Ok(raw);
+            }
+        }
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Ok(raw);
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
 }
 
 fn parse(raw: &[u8]) -> Option<Response> {

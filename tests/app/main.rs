@@ -4,7 +4,7 @@
 mod helpers;
 mod http;
 
-// mod browser;
+mod browser;
 mod cli;
 // mod keys;
 mod layer;

@@ -1,0 +1,161 @@
+//! End to end in a real headless Chromium, driven over WebDriver:
+//! setup, logout, login with "remember me", a server restart, a reload that
+//! is still logged in, and logout.
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (the test script installs
+//! them). Set `SESIJA_SKIP_BROWSER=1` to skip it knowingly; without that a
+//! missing browser is a failure, not a silent pass.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+use crate::helpers::PASSWORD;
+use crate::http::{free_port, request, Server};
+use crate::process::setup_path;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+struct Driver {
+    child: Child,
+    port: u16,
+    session: String,
+}
+
+impl Driver {
+    fn start(profile: &std::path::Path) -> Driver {
+        let port = free_port();
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let mut driver = Driver { child, port, session: String::new() };
+        let started = Instant::now();
+        while driver.call("GET", "/status", None).is_none() {
+            assert!(started.elapsed() < Duration::from_secs(20), "chromedriver did not answer");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--disable-dev-shm-usage", format!("--user-data-dir={}", profile.display()),
+                ],
+            },
+        }}});
+        let value = driver.call("POST", "/session", Some(caps)).expect("a browser session");
+        driver.session = value["sessionId"].as_str().expect("session id").to_owned();
+        driver
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Option<Value> {
+        let body = body.map(|b| b.to_string());
+        let headers = [("Content-Type", "application/json")];
+        let res = request(self.port, method, path, &headers, body.as_deref()).ok()?;
+        let value: Value = serde_json::from_str(&res.body).ok()?;
+        assert!(res.status < 400, "{method} {path}: {}", res.body);
+        Some(value["value"].clone())
+    }
+
+    fn session_call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        self.call(method, &format!("/session/{}{path}", self.session), body).expect("webdriver answers")
+    }
+
+    fn goto(&self, url: &str) {
+        self.session_call("POST", "/url", Some(json!({ "url": url })));
+    }
+
+    fn url(&self) -> String {
+        self.session_call("GET", "/url", None).as_str().unwrap().to_owned()
+    }
+
+    fn source(&self) -> String {
+        self.session_call("GET", "/source", None).as_str().unwrap().to_owned()
+    }
+
+    fn element(&self, css: &str) -> String {
+        let found = self.session_call("POST", "/element", Some(json!({"using": "css selector", "value": css})));
+        found.as_object().and_then(|o| o.values().next()).and_then(Value::as_str).expect("element").to_owned()
+    }
+
+    fn type_into(&self, css: &str, text: &str) {
+        let id = self.element(css);
+        self.session_call("POST", &format!("/element/{id}/value"), Some(json!({ "text": text })));
+    }
+
+    fn click(&self, css: &str) {
+        let id = self.element(css);
+        self.session_call("POST", &format!("/element/{id}/click"), Some(json!({})));
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let _ = request(self.port, "DELETE", &format!("/session/{}", self.session), &[], None);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_person_sets_up_logs_in_survives_a_restart_and_logs_out_in_a_real_browser() {
+    if std::env::var_os("SESIJA_SKIP_BROWSER").is_some() {
+        eprintln!("SESIJA_SKIP_BROWSER is set: browser test skipped");
+        return;
+    }
+    assert!(
+        std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists(),
+        "install chromium and chromium-driver (scripts/test does), or set SESIJA_SKIP_BROWSER=1"
+    );
+    let work = TempDir::new().unwrap();
+    let profile = TempDir::new().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let server = Server::start(work.path(), port, &[]);
+    let browser = Driver::start(profile.path());
+
+    // First run: the printed link creates the account and logs it in.
+    browser.goto(&format!("{base}{}", setup_path(&server.output())));
+    browser.type_into("#username", "alice");
+    browser.type_into("#password", PASSWORD);
+    browser.click("button[type=submit]");
+    assert_eq!(browser.url(), format!("{base}/user"));
+    assert!(browser.source().contains("Hello, alice!"));
+
+    // Log out, then log in again with "remember me".
+    browser.click("form[action='/logout'] button");
+    assert_eq!(browser.url(), format!("{base}/login"));
+    assert!(browser.source().contains("You have been logged out."));
+    browser.type_into("#username", "alice");
+    browser.type_into("#password", PASSWORD);
+    browser.click("#remember");
+    browser.click("button[type=submit]");
+    assert_eq!(browser.url(), format!("{base}/user"));
+    assert!(browser.source().contains("this device is remembered"));
+
+    // Restart the server; a reload is still logged in.
+    let (code, _) = server.terminate();
+    assert_eq!(code, Some(0));
+    let server = Server::start(work.path(), port, &[]);
+    browser.goto(&format!("{base}/user"));
+    assert_eq!(browser.url(), format!("{base}/user"));
+    assert!(browser.source().contains("Hello, alice!"));
+
+    // Log out: back at the login page, and /user no longer opens.
+    browser.click("form[action='/logout'] button");
+    assert_eq!(browser.url(), format!("{base}/login"));
+    browser.goto(&format!("{base}/user"));
+    assert_eq!(browser.url(), format!("{base}/login"));
+    drop(browser);
+    drop(server);
+}
