@@ -82,7 +82,8 @@ impl Driver {
     }
 
     fn element(&self, css: &str) -> String {
-        let found = self.session_call("POST", "/element", Some(json!({"using": "css selector", "value": css})));
+        let found =
+            self.session_call("POST", "/element", Some(json!({"using": "css selector", "value": css})));
         found.as_object().and_then(|o| o.values().next()).and_then(Value::as_str).expect("element").to_owned()
     }
 

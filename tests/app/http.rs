@@ -61,7 +61,8 @@ fn read_response(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
                 .lines()
                 .find_map(|l| l.strip_prefix("content-length:"))
                 .and_then(|v| v.trim().parse::<usize>().ok());
-            if length.is_some_and(|n| body >= n) || (head.contains("chunked") && raw.ends_with(b"0\r\n\r\n")) {
+            if length.is_some_and(|n| body >= n) || (head.contains("chunked") && raw.ends_with(b"0\r\n\r\n"))
+            {
                 return Ok(raw);
             }
         }

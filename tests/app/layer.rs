@@ -311,19 +311,33 @@ async fn the_purge_task_runs_at_launch_and_on_its_interval() {
     assert!(started.elapsed() < Duration::from_secs(3), "the task stops at shutdown");
 }
 
-/// A store whose purge fails the first `failures` times.
-struct Flaky {
+/// A store that counts look-ups and purges, and fails the first `failures`
+/// purges.
+struct Instrumented {
     inner: SqliteStore,
     failures: AtomicU32,
     calls: Arc<AtomicU32>,
+    loads: Arc<AtomicU32>,
+}
+
+impl Instrumented {
+    fn new(db: &sesija::db::Db, failures: u32) -> Instrumented {
+        Instrumented {
+            inner: SqliteStore::new(db.reader.clone(), db.writer.clone()),
+            failures: AtomicU32::new(failures),
+            calls: Arc::default(),
+            loads: Arc::default(),
+        }
+    }
 }
 
 #[async_trait]
-impl SessionStore for Flaky {
+impl SessionStore for Instrumented {
     async fn create(&self, h: &TokenHash, r: &Record, old: Option<&TokenHash>) -> Result<(), StoreError> {
         self.inner.create(h, r, old).await
     }
     async fn load(&self, h: &TokenHash, now: i64) -> Result<Option<Record>, StoreError> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
         self.inner.load(h, now).await
     }
     async fn touch(&self, h: &TokenHash, seen: i64, exp: i64, now: i64) -> Result<bool, StoreError> {
@@ -359,12 +373,8 @@ async fn the_purge_task_survives_database_errors_and_stops_on_shutdown() {
     let dir = tempfile::TempDir::new().unwrap();
     let db = sesija::db::Db::open(&dir.path().join("data")).await.unwrap();
     seed(&db.writer, 20, 2).await;
-    let calls = Arc::new(AtomicU32::new(0));
-    let store = Flaky {
-        inner: SqliteStore::new(db.reader.clone(), db.writer.clone()),
-        failures: AtomicU32::new(2),
-        calls: calls.clone(),
-    };
+    let store = Instrumented::new(&db, 2);
+    let calls = store.calls.clone();
     let config = SessionConfig { purge_interval: Duration::from_millis(100), ..SessionConfig::default() };
     let manager = Arc::new(SessionManager::new(store, config));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -488,4 +498,110 @@ async fn a_database_failure_during_a_request_is_a_503_page() {
     assert_eq!(res.status(), Status::ServiceUnavailable);
     let html = res.into_string().await.unwrap();
     assert!(html.contains("Try again") && !html.contains("sqlite") && !html.contains("sesija.db"), "{html}");
+}
+
+mod plain_app {
+    use rocket::{get, post};
+    use sesija::session::{Session, SessionError, Sessions};
+
+    #[get("/free")]
+    pub fn free() -> &'static str {
+        "free"
+    }
+
+    #[get("/mine")]
+    pub fn mine(session: Session<'_>) -> String {
+        session.user_id().to_string()
+    }
+
+    #[get("/twice")]
+    pub fn twice(a: Session<'_>, b: Session<'_>) -> String {
+        format!("{} {}", a.user_id(), b.user_id())
+    }
+
+    #[post("/start")]
+    pub async fn start(sessions: Sessions<'_>) -> Result<&'static str, SessionError> {
+        let session = sessions.start(7, false, Default::default()).await?;
+        session.insert("colour", "green").await?;
+        Ok("started")
+    }
+}
+
+#[rocket::async_test]
+async fn the_layer_queries_only_for_handlers_that_ask_and_once_per_request() {
+    use rocket::local::asynchronous::Client;
+    let dir = tempfile::TempDir::new().unwrap();
+    let db = sesija::db::Db::open(&dir.path().join("data")).await.unwrap();
+    let store = Instrumented::new(&db, 0);
+    let loads = store.loads.clone();
+    let figment_with_key = || {
+        rocket::Config::figment()
+            .merge(("secret_key", STANDARD.encode([3u8; 64])))
+            .merge(("log_level", "off"))
+    };
+    let rocket = rocket::custom(figment_with_key())
+        .attach(sesija::session::SessionLayer::new(store, SessionConfig::default()))
+        .mount("/", rocket::routes![plain_app::free, plain_app::mine, plain_app::twice, plain_app::start]);
+    let client = Client::tracked(rocket).await.unwrap();
+
+    assert_eq!(client.post("/start").dispatch().await.status(), Status::Ok);
+    assert_eq!(client.get("/free").dispatch().await.into_string().await.unwrap(), "free");
+    assert_eq!(loads.load(Ordering::SeqCst), 0, "no guard, no query");
+    assert_eq!(client.get("/mine").dispatch().await.into_string().await.unwrap(), "7");
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    assert_eq!(client.get("/twice").dispatch().await.into_string().await.unwrap(), "7 7");
+    assert_eq!(loads.load(Ordering::SeqCst), 2, "one look-up per request, however many guards");
+
+    // Cookies that do not open cost no query either.
+    let mut store = Instrumented::new(&db, 0);
+    store.loads = loads.clone();
+    let other = Client::untracked(
+        rocket::custom(figment_with_key())
+            .attach(sesija::session::SessionLayer::new(store, SessionConfig::default()))
+            .mount("/", rocket::routes![plain_app::mine]),
+    )
+    .await
+    .unwrap();
+    let before = loads.load(Ordering::SeqCst);
+    for junk in ["", "garbage", "AAAA"] {
+        let res = other.get("/mine").cookie(rocket::http::Cookie::new("sesija", junk)).dispatch().await;
+        assert_eq!(res.status(), Status::Unauthorized);
+    }
+    assert_eq!(loads.load(Ordering::SeqCst), before);
+}
+
+#[rocket::async_test]
+async fn login_records_the_user_agent_and_client_ip() {
+    use rocket::http::{ContentType, Header};
+    let app = spawn_app().await;
+    app.add_user("alice").await;
+    let token = login_token(&app.client).await;
+    let body = form(&[("username", "alice"), ("password", PASSWORD), ("csrf_token", &token)]);
+    let res = app
+        .client
+        .post("/login")
+        .header(ContentType::Form)
+        .header(Header::new("User-Agent", "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0"))
+        .remote("192.0.2.7:5555".parse().unwrap())
+        .body(body)
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::SeeOther);
+    let (ua, ip): (String, String) =
+        sqlx::query_as("SELECT user_agent, ip FROM sessions").fetch_one(&app.db().await).await.unwrap();
+    assert_eq!(ua, "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0");
+    assert_eq!(ip, "192.0.2.7");
+}
+
+#[rocket::async_test]
+async fn undecodable_session_data_is_dropped_not_fatal() {
+    let app = spawn_app().await;
+    app.add_user("alice").await;
+    logged_in(&app.client, "alice", false).await;
+    sqlx::query("UPDATE sessions SET data = 'not json {'").execute(&app.db().await).await.unwrap();
+    let res = app.client.get("/user").dispatch().await;
+    assert_eq!(res.status(), Status::Ok);
+    let data: String =
+        sqlx::query_scalar("SELECT data FROM sessions").fetch_one(&app.db().await).await.unwrap();
+    assert!(serde_json::from_str::<serde_json::Value>(&data).is_ok(), "rewritten as valid data: {data}");
 }

@@ -135,6 +135,19 @@ async fn secure_cookies_when_configured() {
     let res = login(&app.client, "alice", PASSWORD, false).await;
     assert!(set_cookie(&res, "sesija").unwrap().contains("Secure"));
     assert!(res.headers().get_one("Strict-Transport-Security").is_some());
+    // The removal cookie at logout is Secure and HttpOnly too.
+    let html = app.client.get("/user").dispatch().await.into_string().await.unwrap();
+    let res = app
+        .client
+        .post("/logout")
+        .header(ContentType::Form)
+        .body(form(&[("csrf_token", &csrf_in(&html))]))
+        .dispatch()
+        .await;
+    let removal = set_cookie(&res, "sesija").unwrap();
+    for attr in ["Max-Age=0", "Secure", "HttpOnly", "Path=/"] {
+        assert!(removal.contains(attr), "{attr}: {removal}");
+    }
 }
 
 #[rocket::async_test]
