@@ -13,7 +13,7 @@ use crate::auth::users::{self, check_username, UserError};
 use crate::auth::Hasher;
 use crate::config;
 use crate::db::Db;
-use crate::session::{purge_expired, SqliteStore};
+use crate::session::{purge_expired, SessionStore, SqliteStore};
 use crate::startup;
 
 #[derive(Parser)]
@@ -65,6 +65,28 @@ enum UserCommand {
 enum SessionsCommand {
     /// Delete expired sessions now and print how many.
     Purge,
+    /// List live sessions (never their tokens).
+    List {
+        /// Only this user's sessions.
+        #[arg(long)]
+        user: Option<String>,
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End sessions; the running server honours it on the next request.
+    #[command(group(clap::ArgGroup::new("which").required(true).multiple(false)))]
+    Revoke {
+        /// The session with this handle (from `sessions list`).
+        #[arg(long, group = "which")]
+        id: Option<String>,
+        /// Every session of this user.
+        #[arg(long, group = "which")]
+        user: Option<String>,
+        /// Every session of every user.
+        #[arg(long, group = "which")]
+        all: bool,
+    },
 }
 
 /// Runs the command line; `Err` is one line for the operator.
@@ -79,7 +101,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<ExitCode, String>
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(),
         Command::User { command } => admin(user(command)),
-        Command::Sessions { command: SessionsCommand::Purge } => admin(purge()),
+        Command::Sessions { command } => admin(sessions(command)),
     }
 }
 
@@ -165,7 +187,7 @@ async fn user(command: UserCommand) -> Result<(), String> {
             }
             let password = read_password(&name, password_stdin)?;
             let hash = Hasher::default().hash(password).await.map_err(|e| e.to_string())?;
-            let ended = users::set_password(&db.writer, &name, &hash).await.map_err(user_error)?;
+            let ended = users::set_password(&db.writer, &name, &hash, None).await.map_err(user_error)?;
             println!("changed the password of {name}; ended {ended} sessions");
             db.close().await;
         }
@@ -193,11 +215,92 @@ async fn user(command: UserCommand) -> Result<(), String> {
     Ok(())
 }
 
-async fn purge() -> Result<(), String> {
+async fn sessions(command: SessionsCommand) -> Result<(), String> {
     let db = open().await?;
     let store = SqliteStore::new(db.reader.clone(), db.writer.clone());
-    let report = purge_expired(&store, crate::session::now()).await.map_err(|e| e.to_string())?;
-    println!("purged {} expired sessions", report.removed);
+    let failed = |e: crate::session::StoreError| e.to_string();
+    let user_id = |name: String| {
+        let reader = db.reader.clone();
+        async move {
+            match users::by_name(&reader, &name).await {
+                Ok(Some(user)) => Ok(user.id),
+                Ok(None) => Err(user_error(UserError::NotFound(name))),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    };
+    match command {
+        SessionsCommand::Purge => {
+            let report = purge_expired(&store, crate::session::now()).await.map_err(failed)?;
+            println!("purged {} expired sessions", report.removed);
+        }
+        SessionsCommand::List { user, json } => {
+            let now = crate::session::now();
+            let records = match user {
+                Some(name) => store.list_for_user(user_id(name).await?, now).await,
+                None => store.list_live(now).await,
+            }
+            .map_err(failed)?;
+            let names: std::collections::HashMap<i64, String> = users::list(&db.reader)
+                .await
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|u| (u.id, u.username))
+                .collect();
+            let name = |id: i64| names.get(&id).cloned().unwrap_or_else(|| format!("#{id}"));
+            if json {
+                let rows: Vec<_> = records
+                    .iter()
+                    .map(|r| {
+                        serde_json::json!({
+                            "handle": r.handle,
+                            "user": name(r.user_id),
+                            "created_at": r.created_at,
+                            "last_seen_at": r.last_seen_at,
+                            "expires_at": r.expires_at,
+                            "persistent": r.persistent,
+                            "ip": r.ip,
+                            "user_agent": r.user_agent,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                println!("HANDLE\tUSER\tCREATED\tLAST ACTIVE\tEXPIRES\tIP\tUSER AGENT");
+                let time = |t: i64| {
+                    chrono::DateTime::from_timestamp(t, 0)
+                        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+                        .unwrap_or_default()
+                };
+                for r in &records {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                        r.handle,
+                        name(r.user_id),
+                        time(r.created_at),
+                        time(r.last_seen_at),
+                        time(r.expires_at),
+                        r.ip.as_deref().unwrap_or("-"),
+                        r.user_agent.as_deref().unwrap_or("-").replace(['\t', '\n', '\r'], " "),
+                    );
+                }
+            }
+        }
+        SessionsCommand::Revoke { id, user, all } => {
+            let ended = if let Some(handle) = id {
+                match store.delete_handle(&handle, None).await.map_err(failed)? {
+                    true => 1,
+                    false => return Err(format!("no session with handle {handle:?}")),
+                }
+            } else if let Some(name) = user {
+                store.delete_for_user(user_id(name).await?, None).await.map_err(failed)?
+            } else {
+                debug_assert!(all);
+                store.delete_all().await.map_err(failed)?
+            };
+            println!("ended {ended} sessions");
+        }
+    }
     db.close().await;
     Ok(())
 }

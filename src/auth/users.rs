@@ -96,8 +96,13 @@ pub async fn list(reader: &SqlitePool) -> Result<Vec<User>, sqlx::Error> {
 }
 
 /// Sets a new password and, in the same transaction, ends every session of
-/// the account; returns how many sessions ended.
-pub async fn set_password(writer: &SqlitePool, name: &str, hash: &str) -> Result<u64, UserError> {
+/// the account but `keep` (a session handle); returns how many ended.
+pub async fn set_password(
+    writer: &SqlitePool,
+    name: &str,
+    hash: &str,
+    keep: Option<&str>,
+) -> Result<u64, UserError> {
     let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
     let id: Option<i64> =
         sqlx::query_scalar("UPDATE users SET password_hash = ? WHERE username = ? RETURNING id")
@@ -106,7 +111,11 @@ pub async fn set_password(writer: &SqlitePool, name: &str, hash: &str) -> Result
             .fetch_optional(&mut *tx)
             .await?;
     let Some(id) = id else { return Err(UserError::NotFound(name.to_owned())) };
-    let ended = sqlx::query("DELETE FROM sessions WHERE user_id = ?").bind(id).execute(&mut *tx).await?;
+    let ended = sqlx::query("DELETE FROM sessions WHERE user_id = ? AND handle IS NOT ?")
+        .bind(id)
+        .bind(keep)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(ended.rows_affected())
 }

@@ -193,4 +193,32 @@ impl SessionStore for SqliteStore {
             .map_err(unavailable)?;
         Ok(done.rows_affected())
     }
+
+    async fn delete_handle(&self, handle: &str, user_id: Option<i64>) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM sessions WHERE handle = ?1 AND (?2 IS NULL OR user_id = ?2)")
+            .bind(handle)
+            .bind(user_id)
+            .execute(&self.writer)
+            .await
+            .map_err(unavailable)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn list_live(&self, now: i64) -> Result<Vec<Record>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM sessions WHERE expires_at > ? ORDER BY last_seen_at DESC, id DESC"
+        ))
+        .bind(now)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(unavailable)?;
+        rows.iter().map(record).collect::<Result<_, _>>().map_err(unavailable)
+    }
+
+    async fn delete_all(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM sessions").execute(&self.writer).await.map_err(unavailable)?;
+        Ok(done.rows_affected())
+    }
 }

@@ -75,4 +75,14 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Ends every session of one owner, except the one with handle `keep`.
     async fn delete_for_user(&self, user_id: i64, keep: Option<&str>) -> Result<u64, StoreError>;
+
+    /// Ends the session with this public handle, if it belongs to `user_id`
+    /// (any owner when `None`). `false` means no such session.
+    async fn delete_handle(&self, handle: &str, user_id: Option<i64>) -> Result<bool, StoreError>;
+
+    /// Every live session, most recently active first.
+    async fn list_live(&self, now: i64) -> Result<Vec<Record>, StoreError>;
+
+    /// Ends every session; returns how many.
+    async fn delete_all(&self) -> Result<u64, StoreError>;
 }

@@ -7,13 +7,12 @@ use rocket::response::{content::RawHtml, Flash, Redirect};
 use rocket::{get, post, State};
 use std::net::IpAddr;
 
-use super::{csrf, pages, App, Notice, Reply, Throttled};
+use super::{csrf, pages, App, Notice, Reply, Throttled, BAD_FORM};
 use crate::auth::password::MAX_PASSWORD_BYTES;
 use crate::auth::{users, HashError};
 use crate::session::{Session, SessionError, Sessions};
 
 const WRONG_CREDENTIALS: &str = "Wrong user name or password.";
-const BAD_FORM: &str = "This form has expired or came from another site. Please try again.";
 
 #[get("/")]
 pub fn index(_session: Session<'_>) -> Redirect {

@@ -1,9 +1,12 @@
 //! The web app: pages, forms and their rules. Everything a browser sees.
 
+mod account;
 mod csrf;
+mod device;
 mod health;
 mod login;
 mod pages;
+mod sessions;
 mod setup;
 mod user;
 
@@ -41,6 +44,13 @@ pub fn routes() -> Vec<Route> {
         login::logout_anonymous,
         user::user,
         user::user_anonymous,
+        sessions::list,
+        sessions::list_anonymous,
+        sessions::revoke,
+        sessions::revoke_others,
+        account::password_form,
+        account::password_form_anonymous,
+        account::change_password,
         setup::setup_form,
         setup::setup,
         health::healthz,
@@ -112,6 +122,7 @@ impl Reply {
     }
 }
 
+const BAD_FORM: &str = "This form has expired or came from another site. Please try again.";
 const UNAVAILABLE: &str = "sesija cannot reach its database right now. Try again in a moment.";
 
 /// A flash message as the templates show it.

@@ -41,6 +41,32 @@ pub struct Logout<'a> {
     pub csrf_token: &'a str,
 }
 
+pub struct SessionRow {
+    pub handle: String,
+    pub device: String,
+    pub ip: String,
+    pub signed_in: String,
+    pub last_active: String,
+    pub remembered: bool,
+    pub current: bool,
+}
+
+#[derive(Template)]
+#[template(path = "sessions.html")]
+pub struct Sessions<'a> {
+    pub notice: Option<Notice>,
+    pub sessions: Vec<SessionRow>,
+    pub csrf_token: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "password.html")]
+pub struct Password<'a> {
+    pub notice: Option<Notice>,
+    pub error: Option<&'a str>,
+    pub csrf_token: &'a str,
+}
+
 #[derive(Template)]
 #[template(path = "error.html")]
 struct Error<'a> {

@@ -77,6 +77,19 @@ impl Driver {
         self.session_call("GET", "/url", None).as_str().unwrap().to_owned()
     }
 
+    /// The URL once it is `expected`, or whatever it is after 15 s: a click
+    /// may return before the navigation it starts has finished.
+    fn url_when(&self, expected: &str) -> String {
+        let started = Instant::now();
+        loop {
+            let url = self.url();
+            if url == expected || started.elapsed() > Duration::from_secs(15) {
+                return url;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn source(&self) -> String {
         self.session_call("GET", "/source", None).as_str().unwrap().to_owned()
     }
@@ -130,18 +143,18 @@ fn a_person_sets_up_logs_in_survives_a_restart_and_logs_out_in_a_real_browser() 
     browser.type_into("#username", "alice");
     browser.type_into("#password", PASSWORD);
     browser.click("button[type=submit]");
-    assert_eq!(browser.url(), format!("{base}/user"));
+    assert_eq!(browser.url_when(&format!("{base}/user")), format!("{base}/user"));
     assert!(browser.source().contains("Hello, alice!"));
 
     // Log out, then log in again with "remember me".
     browser.click("form[action='/logout'] button");
-    assert_eq!(browser.url(), format!("{base}/login"));
+    assert_eq!(browser.url_when(&format!("{base}/login")), format!("{base}/login"));
     assert!(browser.source().contains("You have been logged out."));
     browser.type_into("#username", "alice");
     browser.type_into("#password", PASSWORD);
     browser.click("#remember");
     browser.click("button[type=submit]");
-    assert_eq!(browser.url(), format!("{base}/user"));
+    assert_eq!(browser.url_when(&format!("{base}/user")), format!("{base}/user"));
     assert!(browser.source().contains("this device is remembered"));
 
     // Restart the server; a reload is still logged in.
@@ -149,14 +162,36 @@ fn a_person_sets_up_logs_in_survives_a_restart_and_logs_out_in_a_real_browser() 
     assert_eq!(code, Some(0));
     let server = Server::start(work.path(), port, &[]);
     browser.goto(&format!("{base}/user"));
-    assert_eq!(browser.url(), format!("{base}/user"));
+    assert_eq!(browser.url_when(&format!("{base}/user")), format!("{base}/user"));
     assert!(browser.source().contains("Hello, alice!"));
 
+    // Logged in on a second browser too: end that one from the first.
+    let profile2 = TempDir::new().unwrap();
+    let second = Driver::start(profile2.path());
+    second.goto(&format!("{base}/login"));
+    second.type_into("#username", "alice");
+    second.type_into("#password", PASSWORD);
+    second.click("button[type=submit]");
+    assert_eq!(second.url_when(&format!("{base}/user")), format!("{base}/user"));
+    browser.goto(&format!("{base}/sessions"));
+    assert_eq!(browser.source().matches("End session").count(), 1);
+    browser.click("form[action='/sessions/revoke'] button");
+    assert_eq!(browser.url_when(&format!("{base}/sessions")), format!("{base}/sessions"));
+    assert!(browser.source().contains("Session ended"));
+    second.click("a[href='/sessions']");
+    assert_eq!(
+        second.url_when(&format!("{base}/login")),
+        format!("{base}/login"),
+        "the ended browser is out"
+    );
+    drop(second);
+
     // Log out: back at the login page, and /user no longer opens.
-    browser.click("form[action='/logout'] button");
-    assert_eq!(browser.url(), format!("{base}/login"));
     browser.goto(&format!("{base}/user"));
-    assert_eq!(browser.url(), format!("{base}/login"));
+    browser.click("form[action='/logout'] button");
+    assert_eq!(browser.url_when(&format!("{base}/login")), format!("{base}/login"));
+    browser.goto(&format!("{base}/user"));
+    assert_eq!(browser.url_when(&format!("{base}/login")), format!("{base}/login"));
     drop(browser);
     drop(server);
 }

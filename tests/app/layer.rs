@@ -366,6 +366,15 @@ impl SessionStore for Instrumented {
     async fn delete_for_user(&self, user_id: i64, keep: Option<&str>) -> Result<u64, StoreError> {
         self.inner.delete_for_user(user_id, keep).await
     }
+    async fn delete_handle(&self, handle: &str, user_id: Option<i64>) -> Result<bool, StoreError> {
+        self.inner.delete_handle(handle, user_id).await
+    }
+    async fn list_live(&self, now: i64) -> Result<Vec<Record>, StoreError> {
+        self.inner.list_live(now).await
+    }
+    async fn delete_all(&self) -> Result<u64, StoreError> {
+        self.inner.delete_all().await
+    }
 }
 
 #[rocket::async_test]

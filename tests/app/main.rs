@@ -6,6 +6,7 @@ mod http;
 
 mod browser;
 mod cli;
+mod devices;
 // mod keys;
 mod layer;
 mod login;

@@ -260,3 +260,85 @@ fn a_configured_secret_key_is_used_and_no_key_file_is_written() {
     assert_eq!(res.header("Location"), Some("/login"));
     drop(server);
 }
+
+#[test]
+fn an_operator_lists_and_ends_sessions_while_the_server_runs() {
+    let work = TempDir::new().unwrap();
+    let port = free_port();
+    let server = Server::start(work.path(), port, &[]);
+    let mut alice = first_account(&server, "alice");
+    let mut laptop = Browser::new(port);
+    log_in(&mut laptop, "alice", true);
+    let cli = |args: &[&str]| {
+        let out = sesija(work.path(), &[]).args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (code, table, _) = cli(&["sessions", "list"]);
+    assert_eq!(code, Some(0));
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines[0], "HANDLE\tUSER\tCREATED\tLAST ACTIVE\tEXPIRES\tIP\tUSER AGENT");
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(
+        lines[1].contains("\talice\t")
+            && lines[1].contains("sesija-tests/1.0")
+            && lines[1].contains("127.0.0.1")
+    );
+
+    let (code, json, _) = cli(&["sessions", "list", "--user", "alice", "--json"]);
+    assert_eq!(code, Some(0));
+    let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for key in
+        ["handle", "user", "created_at", "last_seen_at", "expires_at", "ip", "user_agent", "persistent"]
+    {
+        assert!(rows[0].get(key).is_some(), "{key}");
+    }
+
+    // No output holds a token, its hash or a cookie.
+    let hashes: Vec<Vec<u8>> = block_on(async {
+        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(work.path().join("data/sesija.db"));
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        sqlx::query_scalar("SELECT token_hash FROM sessions").fetch_all(&pool).await.unwrap()
+    });
+    for hash in &hashes {
+        let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(!table.contains(&hex) && !json.contains(&hex));
+    }
+    for browser in [&alice, &laptop] {
+        let cookie = &browser.cookies["sesija"];
+        assert!(!table.contains(cookie.as_str()) && !json.contains(cookie.as_str()));
+    }
+
+    // End one session by handle: that browser is out at its next request.
+    let laptop_handle =
+        rows.iter().find(|r| r["persistent"] == true).unwrap()["handle"].as_str().unwrap().to_owned();
+    let (code, out, _) = cli(&["sessions", "revoke", "--id", &laptop_handle]);
+    assert_eq!((code, out.trim()), (Some(0), "ended 1 sessions"));
+    assert_eq!(laptop.get("/user").status, 303);
+    assert_eq!(alice.get("/user").status, 200);
+
+    let (code, _, err) = cli(&["sessions", "revoke", "--id", "no-such-handle"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no-such-handle"), "{err}");
+    let (code, _, _) = cli(&["sessions", "revoke"]);
+    assert_eq!(code, Some(2), "one of --id, --user, --all is required");
+    let (code, _, err) = cli(&["sessions", "list", "--user", "nobody"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("nobody"));
+
+    let (code, out, _) = cli(&["sessions", "revoke", "--user", "alice"]);
+    assert_eq!((code, out.trim()), (Some(0), "ended 1 sessions"));
+    assert_eq!(alice.get("/user").status, 303);
+
+    log_in(&mut alice, "alice", false);
+    let (code, out, _) = cli(&["sessions", "revoke", "--all"]);
+    assert_eq!((code, out.trim()), (Some(0), "ended 1 sessions"));
+    assert_eq!(alice.get("/user").status, 303);
+    drop(server);
+}

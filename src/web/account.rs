@@ -1,0 +1,107 @@
+//! `/account/password`: change the password, end every other session.
+
+use std::net::IpAddr;
+
+use rocket::form::{Form, FromForm};
+use rocket::http::{Header, Status};
+use rocket::request::FlashMessage;
+use rocket::response::{content::RawHtml, Flash, Redirect};
+use rocket::{get, post, State};
+
+use super::sessions::session_failure;
+use super::{csrf, pages, App, Notice, Reply, Throttled};
+use crate::auth::password::{check_new_password, MAX_PASSWORD_BYTES};
+use crate::auth::users;
+use crate::session::Session;
+
+fn form_page(status: Status, csrf_token: &str, notice: Option<Notice>, error: Option<&str>) -> Reply {
+    Reply::page(status, pages::render(pages::Password { notice, error, csrf_token }))
+}
+
+#[get("/account/password")]
+pub async fn password_form(session: Session<'_>, flash: Option<FlashMessage<'_>>) -> Reply {
+    match csrf::of_session(&session).await {
+        Ok(token) => form_page(Status::Ok, &token, Notice::from_flash(flash), None),
+        Err(e) => session_failure(e),
+    }
+}
+
+#[get("/account/password", rank = 2)]
+pub fn password_form_anonymous() -> Redirect {
+    Redirect::to("/login")
+}
+
+#[derive(FromForm)]
+pub struct PasswordForm {
+    #[field(default = String::new())]
+    csrf_token: String,
+    #[field(default = String::new())]
+    current_password: String,
+    #[field(default = String::new())]
+    new_password: String,
+    #[field(default = String::new())]
+    confirm_password: String,
+}
+
+#[post("/account/password", data = "<form>")]
+pub async fn change_password(
+    session: Session<'_>,
+    form: Form<PasswordForm>,
+    app: &State<App>,
+    ip: Option<IpAddr>,
+) -> Reply {
+    if !csrf::session_ok(&session, &form.csrf_token) {
+        return Reply::error(Status::Forbidden, super::BAD_FORM);
+    }
+    let token = form.csrf_token.clone();
+    let refuse = |error: &str| form_page(Status::UnprocessableEntity, &token, None, Some(error));
+    let user = match users::by_id(&app.db.reader, session.user_id()).await {
+        Ok(Some(user)) => user,
+        Ok(None) => return Reply::to("/login"),
+        Err(_) => return Reply::unavailable(),
+    };
+    if let Some(wait) = app.throttle.check(&user.username, ip) {
+        let message = format!("Too many failed attempts. Try again in {wait} seconds.");
+        return Reply::Throttled(Throttled {
+            page: RawHtml(pages::render(pages::Password {
+                notice: None,
+                error: Some(&message),
+                csrf_token: &token,
+            })),
+            retry_after: Header::new("Retry-After", wait.to_string()),
+        });
+    }
+    let current = if form.current_password.len() > MAX_PASSWORD_BYTES {
+        String::new()
+    } else {
+        form.current_password.clone()
+    };
+    match app.hasher.verify(current, Some(user.password_hash.clone())).await {
+        Ok(true) => {}
+        Ok(false) => {
+            app.throttle.failed(&user.username, ip);
+            return refuse("The current password is wrong.");
+        }
+        Err(_) => return Reply::unavailable(),
+    }
+    if form.new_password != form.confirm_password {
+        return refuse("The new passwords do not match.");
+    }
+    if let Err(why) = check_new_password(&user.username, &form.new_password) {
+        return refuse(why);
+    }
+    let Ok(hash) = app.hasher.hash(form.new_password.clone()).await else { return Reply::unavailable() };
+    let ended = match users::set_password(&app.db.writer, &user.username, &hash, Some(session.handle())).await
+    {
+        Ok(ended) => ended,
+        Err(e) => {
+            log::error!("password change: {e}");
+            return Reply::unavailable();
+        }
+    };
+    if let Err(e) = session.rotate().await {
+        return session_failure(e);
+    }
+    log::info!("password changed: user {:?}, ended {ended} other sessions", user.username);
+    Reply::Flash(Flash::success(Redirect::to("/user"), "Password changed"))
+}

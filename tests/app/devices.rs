@@ -1,0 +1,292 @@
+//! "Your devices": `/sessions`, ending sessions, changing the password.
+
+use rocket::http::{ContentType, Header, Status};
+use rocket::local::asynchronous::Client;
+
+use crate::helpers::*;
+
+const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0";
+
+/// A browser logged in as `name` with this User-Agent.
+async fn device(app: &TestApp, name: &str, user_agent: &str) -> Client {
+    let client = app.other_browser().await;
+    let token = login_token(&client).await;
+    let body = form(&[("username", name), ("password", PASSWORD), ("csrf_token", &token)]);
+    let res = client
+        .post("/login")
+        .header(ContentType::Form)
+        .header(Header::new("User-Agent", user_agent.to_owned()))
+        .body(body)
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::SeeOther);
+    drop(res);
+    client
+}
+
+async fn page(client: &Client, uri: &str) -> (Status, String) {
+    let res = client.get(uri.to_owned()).dispatch().await;
+    (res.status(), res.into_string().await.unwrap_or_default())
+}
+
+async fn post<'c>(
+    client: &'c Client,
+    uri: &str,
+    fields: &[(&str, &str)],
+) -> rocket::local::asynchronous::LocalResponse<'c> {
+    client.post(uri.to_owned()).header(ContentType::Form).body(form(fields)).dispatch().await
+}
+
+async fn handles(app: &TestApp, name: &str) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT handle FROM sessions WHERE user_id = (SELECT id FROM users WHERE username = ?) ORDER BY id",
+    )
+    .bind(name)
+    .fetch_all(&app.db().await)
+    .await
+    .unwrap()
+}
+
+async fn csrf_of(client: &Client) -> String {
+    csrf_in(&page(client, "/sessions").await.1)
+}
+
+#[rocket::async_test]
+async fn the_sessions_page_lists_only_my_live_sessions_newest_first() {
+    let app = spawn_app().await;
+    app.add_user("alice").await;
+    app.add_user("bob").await;
+    let laptop = device(&app, "alice", FIREFOX).await;
+    let _phone = device(&app, "alice", "<script>alert(1)</script>").await;
+    let _old = device(&app, "alice", FIREFOX).await;
+    let _bob = device(&app, "bob", FIREFOX).await;
+    let alice = handles(&app, "alice").await;
+    let bob = handles(&app, "bob").await;
+    let db = app.db().await;
+    // The third alice session has expired; the phone was active most recently.
+    sqlx::query("UPDATE sessions SET expires_at = 1 WHERE handle = ?")
+        .bind(&alice[2])
+        .execute(&db)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE sessions SET last_seen_at = last_seen_at + 5 WHERE handle = ?")
+        .bind(&alice[1])
+        .execute(&db)
+        .await
+        .unwrap();
+
+    let (status, user_page) = page(&laptop, "/user").await;
+    assert_eq!(status, Status::Ok);
+    assert!(user_page.contains(r#"href="/sessions""#));
+    let (status, html) = page(&laptop, "/sessions").await;
+    assert_eq!(status, Status::Ok);
+    let at = |needle: &str| html.find(needle);
+    assert!(at(&alice[1]).unwrap() < at("This device").unwrap(), "most recently active first");
+    assert!(at(&alice[2]).is_none(), "expired sessions never appear");
+    assert!(at(&bob[0]).is_none(), "only my sessions");
+    assert_eq!(html.matches("This device").count(), 1);
+    // The current session has no "End session" button; the other one has.
+    assert_eq!(html.matches("End session").count(), 1);
+    assert!(html.contains("Firefox on Linux"));
+    assert!(!html.contains("<script>alert(1)</script>"));
+    for field in ["IP ", "signed in ", "last active just now", "until the browser closes"] {
+        assert!(html.contains(field), "{field}");
+    }
+    // Nothing on the page can log anyone in.
+    let hashes: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT token_hash FROM sessions").fetch_all(&db).await.unwrap();
+    for hash in hashes {
+        let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(!html.contains(&hex));
+    }
+    let token = laptop.cookies().get_private("sesija").unwrap().value().to_owned();
+    assert!(!html.contains(&token));
+    assert!(!html.contains(laptop.cookies().get("sesija").unwrap().value()));
+}
+
+#[rocket::async_test]
+async fn ending_another_session_logs_that_browser_out_at_its_next_request() {
+    let app = spawn_app().await;
+    app.add_user("alice").await;
+    let laptop = device(&app, "alice", FIREFOX).await;
+    let phone = device(&app, "alice", FIREFOX).await;
+    let phone_handle = handles(&app, "alice").await[1].clone();
+    let csrf = csrf_of(&laptop).await;
+    let res = post(&laptop, "/sessions/revoke", &[("csrf_token", &csrf), ("handle", &phone_handle)]).await;
+    assert_eq!(res.status(), Status::SeeOther);
+    assert_eq!(res.headers().get_one("Location"), Some("/sessions"));
+    assert!(page(&laptop, "/sessions").await.1.contains("Session ended"));
+    assert_to_login(&phone.get("/user").dispatch().await);
+    assert_eq!(page(&laptop, "/user").await.0, Status::Ok);
+}
+
+#[rocket::async_test]
+async fn ending_a_session_that_is_not_mine_is_404_like_one_that_does_not_exist() {
+    let app = spawn_app().await;
+    app.add_user("alice").await;
+    app.add_user("bob").await;
+    let alice = device(&app, "alice", FIREFOX).await;
+    let bob = device(&app, "bob", FIREFOX).await;
+    let bobs = handles(&app, "bob").await[0].clone();
+    let csrf = csrf_of(&alice).await;
+    let theirs = post(&alice, "/sessions/revoke", &[("csrf_token", &csrf), ("handle", &bobs)]).await;
+    assert_eq!(theirs.status(), Status::NotFound);
+    let theirs = theirs.into_string().await.unwrap();
+    let missing =
+        post(&alice, "/sessions/revoke", &[("csrf_token", &csrf), ("handle", "no-such-handle")]).await;
+    assert_eq!(missing.status(), Status::NotFound);
+    assert_eq!(theirs, missing.into_string().await.unwrap());
+    assert_eq!(page(&bob, "/user").await.0, Status::Ok);
+}
+
+#[rocket::async_test]
+async fn log_out_all_other_sessions_keeps_only_this_one() {
+    let app = spawn_app().await;
+    app.add_user("alice").await;
+    app.add_user("bob").await;
+    let me = device(&app, "alice", FIREFOX).await;
+    let mut others = Vec::new();
+    for _ in 0..3 {
+        others.push(device(&app, "alice", FIREFOX).await);
+    }
+    let bob = device(&app, "bob", FIREFOX).await;
+    let csrf = csrf_of(&me).await;
+    let res = post(&me, "/sessions/revoke-others", &[("csrf_token", &csrf)]).await;
+    assert_eq!(res.status(), Status::SeeOther);
+    assert!(page(&me, "/sessions").await.1.contains("Logged out of 3 other sessions"));
+    assert_eq!(handles(&app, "alice").await.len(), 1);
+    for other in &others {
+        assert_to_login(&other.get("/user").dispatch().await);
+    }
+    assert_eq!(page(&me, "/user").await.0, Status::Ok);
+    assert_eq!(page(&bob, "/user").await.0, Status::Ok);
+}
+
+#[rocket::async_test]
+async fn every_post_needs_this_sessions_csrf_token_and_changes_nothing_without_it() {
+    let app = spawn_app().await;
+    app.add_user("alice").await;
+    let me = device(&app, "alice", FIREFOX).await;
+    let other = device(&app, "alice", FIREFOX).await;
+    let other_handle = handles(&app, "alice").await[1].clone();
+    let foreign = csrf_of(&other).await;
+    let mut conn = app.conn().await;
+    let before = data_version(&mut conn).await;
+    for uri in ["/sessions/revoke", "/sessions/revoke-others", "/account/password", "/logout"] {
+        for token in ["", "forged", foreign.as_str()] {
+            let fields = [
+                ("csrf_token", token),
+                ("handle", other_handle.as_str()),
+                ("current_password", PASSWORD),
+                ("new_password", "another password"),
+                ("confirm_password", "another password"),
+            ];
+            let res = post(&me, uri, &fields).await;
+            assert_eq!(res.status(), Status::Forbidden, "{uri} with {token:?}");
+        }
+    }
+    assert_eq!(data_version(&mut conn).await, before, "nothing was written");
+    assert_eq!(handles(&app, "alice").await.len(), 2);
+}
+
+#[rocket::async_test]
+async fn changing_the_password_ends_other_sessions_and_rotates_this_one() {
+    let app = spawn_app().await;
+    app.add_user("alexandra").await;
+    let me = device(&app, "alexandra", FIREFOX).await;
+    let other = device(&app, "alexandra", FIREFOX).await;
+    let old_cookie = me.cookies().get("sesija").unwrap().value().to_owned();
+    let (status, html) = page(&me, "/account/password").await;
+    assert_eq!(status, Status::Ok);
+    for field in ["current_password", "new_password", "confirm_password", "csrf_token"] {
+        assert!(html.contains(&format!(r#"name="{field}""#)), "{field}");
+    }
+    let csrf = csrf_in(&html);
+    let new = "a brand new password";
+    let refused = [
+        (
+            "wrong current password",
+            "The current password is wrong.",
+            [("current_password", "nope"), ("new_password", new), ("confirm_password", new)],
+        ),
+        (
+            "mismatch",
+            "do not match",
+            [("current_password", PASSWORD), ("new_password", new), ("confirm_password", "something else")],
+        ),
+        (
+            "too short",
+            "at least 8",
+            [("current_password", PASSWORD), ("new_password", "short"), ("confirm_password", "short")],
+        ),
+        (
+            "user name",
+            "user name",
+            [
+                ("current_password", PASSWORD),
+                ("new_password", "alexandra"),
+                ("confirm_password", "alexandra"),
+            ],
+        ),
+    ];
+    let long = "x".repeat(1025);
+    let too_long = [
+        ("current_password", PASSWORD),
+        ("new_password", long.as_str()),
+        ("confirm_password", long.as_str()),
+    ];
+    for (what, message, fields) in refused.iter().map(|(w, m, f)| (*w, *m, f.to_vec())).chain([(
+        "too long",
+        "1024 bytes",
+        too_long.to_vec(),
+    )]) {
+        let mut fields = fields;
+        fields.push(("csrf_token", &csrf));
+        let res = post(&me, "/account/password", &fields).await;
+        assert_eq!(res.status(), Status::UnprocessableEntity, "{what}");
+        let body = res.into_string().await.unwrap();
+        assert!(body.contains(message) && body.contains(r#"action="/account/password""#), "{what}: {body}");
+    }
+    assert_eq!(handles(&app, "alexandra").await.len(), 2, "refusals change nothing");
+    assert_eq!(page(&other, "/user").await.0, Status::Ok);
+
+    let res = post(
+        &me,
+        "/account/password",
+        &[
+            ("csrf_token", &csrf),
+            ("current_password", PASSWORD),
+            ("new_password", new),
+            ("confirm_password", new),
+        ],
+    )
+    .await;
+    assert_eq!(res.status(), Status::SeeOther);
+    let new_cookie = set_cookie(&res, "sesija").expect("a new cookie");
+    assert_ne!(sealed(&new_cookie), old_cookie);
+    drop(res);
+    let (status, html) = page(&me, "/user").await;
+    assert_eq!(status, Status::Ok, "still logged in with the new cookie");
+    assert!(html.contains("Password changed"));
+    assert_to_login(&other.get("/user").dispatch().await);
+    let replay = app.other_browser().await;
+    assert_to_login(&user_page_with(&replay, &old_cookie).await);
+    assert_eq!(handles(&app, "alexandra").await.len(), 1);
+
+    let fresh = app.other_browser().await;
+    assert_eq!(login(&fresh, "alexandra", PASSWORD, false).await.status(), Status::Unauthorized);
+    assert_eq!(login(&fresh, "alexandra", new, false).await.status(), Status::SeeOther);
+}
+
+#[rocket::async_test]
+async fn pages_for_logged_in_people_redirect_anonymous_visitors() {
+    let app = spawn_app().await;
+    for uri in ["/sessions", "/account/password"] {
+        assert_to_login(&app.client.get(uri).dispatch().await);
+    }
+    for uri in ["/sessions/revoke", "/sessions/revoke-others", "/account/password"] {
+        let res = app.client.post(uri).header(ContentType::Form).body("csrf_token=x").dispatch().await;
+        assert!(matches!(res.status().code, 303 | 401 | 403 | 404), "{uri}: {}", res.status());
+        assert_ne!(res.status(), Status::Ok);
+    }
+}
