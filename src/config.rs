@@ -12,6 +12,9 @@ use crate::session::SessionConfig;
 
 /// Name of the session cookie (pinned: operators' checks look for it).
 pub const COOKIE_NAME: &str = "sesija";
+/// Its name when `cookie_secure` is on: the `__Host-` prefix makes browsers
+/// insist on Secure, Path=/ and no Domain.
+pub const SECURE_COOKIE_NAME: &str = "__Host-sesija";
 
 /// sesija's own keys, with the seed tutorial's 5-day idle lifetime as default.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -121,9 +124,24 @@ impl Settings {
         self.data_dir.join("secret.key")
     }
 
+    /// The anonymous CSRF cookie's name.
+    pub fn csrf_cookie_name(&self) -> &'static str {
+        if self.cookie_secure {
+            "__Host-sesija_csrf"
+        } else {
+            "sesija_csrf"
+        }
+    }
+
     pub fn session_config(&self) -> SessionConfig {
+        // The name is part of what a private cookie authenticates, so a
+        // cookie issued before `cookie_secure` was switched is read under its
+        // old name and re-issued under the new one.
+        let (name, other) =
+            if self.cookie_secure { (SECURE_COOKIE_NAME, COOKIE_NAME) } else { (COOKIE_NAME, SECURE_COOKIE_NAME) };
         SessionConfig {
-            cookie_name: COOKIE_NAME.into(),
+            cookie_name: name.into(),
+            accept_names: vec![other.into()],
             idle_timeout: self.session_idle_timeout,
             absolute_timeout: self.session_absolute_timeout,
             touch_interval: self.session_touch_interval,

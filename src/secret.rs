@@ -30,6 +30,95 @@ pub enum KeySource {
     Generated,
 }
 
+/// File beside the key file holding previous keys, newest first, one a line.
+pub fn previous_path(key_path: &Path) -> std::path::PathBuf {
+    key_path.with_extension("key.previous")
+}
+
+/// Parses a key as Rocket does: 44 or 88 base64 characters, or 64 hex
+/// characters; 64 bytes are the master key, 32 bytes are expanded (HKDF).
+pub fn parse_key(text: &str) -> Option<cookie::Key> {
+    let text = text.trim();
+    let bytes = match text.len() {
+        44 | 88 => STANDARD.decode(text).ok()?,
+        64 => (0..64).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok()).collect::<Option<_>>()?,
+        _ => return None,
+    };
+    if bytes.iter().all(|b| *b == 0) {
+        return None;
+    }
+    match bytes.len() {
+        64.. => cookie::Key::try_from(&bytes[..]).ok(),
+        32..=63 => Some(cookie::Key::derive_from(&bytes)),
+        _ => None,
+    }
+}
+
+/// Previous keys that cookies may still be sealed under: the configured
+/// `secret_key_fallbacks`, then those kept by `sesija key rotate`.
+pub fn fallbacks(figment: &Figment, key_path: &Path) -> Result<Vec<cookie::Key>, String> {
+    let mut texts: Vec<String> = match figment.find_value("secret_key_fallbacks") {
+        Ok(_) => figment.extract_inner("secret_key_fallbacks").map_err(|_| {
+            "configuration: `secret_key_fallbacks` must be a list of keys, e.g. [\"KEY1\", \"KEY2\"]".to_owned()
+        })?,
+        Err(_) => Vec::new(),
+    };
+    match fs::read_to_string(previous_path(key_path)) {
+        Ok(text) => texts.extend(text.lines().filter(|l| !l.trim().is_empty()).map(str::to_owned)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot read {}: {e}", previous_path(key_path).display())),
+    }
+    texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            parse_key(text).ok_or_else(|| format!("configuration: previous secret key #{} is not a valid key", i + 1))
+        })
+        .collect()
+}
+
+/// Makes a new key file and keeps the old key as a fallback. Returns the
+/// number of previous keys now kept.
+pub fn rotate(key_path: &Path) -> Result<usize, String> {
+    let previous = previous_path(key_path);
+    let mut kept = match fs::read_to_string(&previous) {
+        Ok(text) => text.lines().filter(|l| !l.trim().is_empty()).map(str::to_owned).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(format!("cannot read {}: {e}", previous.display())),
+    };
+    match fs::read_to_string(key_path) {
+        Ok(current) => kept.insert(0, current.trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot read {}: {e}", key_path.display())),
+    }
+    // The old key is kept before the new one replaces it: a crash in between
+    // leaves the old key in both files, never in neither.
+    if !kept.is_empty() {
+        write_private(&previous, kept.join("\n").as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", previous.display()))?;
+    }
+    generate(key_path)?;
+    Ok(kept.len())
+}
+
+/// Retires every previous key; returns how many there were.
+pub fn drop_old(key_path: &Path) -> Result<usize, String> {
+    let previous = previous_path(key_path);
+    match fs::read_to_string(&previous) {
+        Ok(text) => {
+            fs::remove_file(&previous).map_err(|e| format!("cannot remove {}: {e}", previous.display()))?;
+            Ok(text.lines().filter(|l| !l.trim().is_empty()).count())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(format!("cannot read {}: {e}", previous.display())),
+    }
+}
+
+/// Whether `secret_key` comes from the configuration rather than the key file.
+pub fn configured(figment: &Figment) -> bool {
+    figment.extract_inner::<SecretKey>("secret_key").is_ok_and(|k| !k.is_zero())
+}
+
 /// Returns `figment` with a usable `secret_key` in it.
 pub fn provide(figment: Figment, key_path: &Path) -> Result<(Figment, KeySource), String> {
     if let Ok(value) = figment.find_value("secret_key") {
@@ -64,6 +153,21 @@ pub fn provide(figment: Figment, key_path: &Path) -> Result<(Figment, KeySource)
         }
     }
     Ok((figment.merge(("secret_key", encoded)), source))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_parse_like_rocket_parses_them() {
+        assert!(parse_key(&STANDARD.encode([1u8; 64])).is_some());
+        assert!(parse_key(&STANDARD.encode([1u8; 32])).is_some());
+        assert!(parse_key(&"ab".repeat(32)).is_some());
+        assert!(parse_key(&STANDARD.encode([0u8; 64])).is_none());
+        assert!(parse_key("short").is_none());
+        assert!(parse_key(&"zz".repeat(32)).is_none());
+    }
 }
 
 /// Writes a new random key to `path` atomically, readable by the owner only.

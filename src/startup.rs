@@ -1,6 +1,7 @@
 //! Wiring: configuration, secret key, database, sessions and the web app
 //! into one Rocket instance. Used by `sesija serve` and by the tests.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rocket::fairing::AdHoc;
@@ -11,7 +12,7 @@ use crate::auth::{users, Hasher, Throttle};
 use crate::config::Settings;
 use crate::db::Db;
 use crate::secret::{self, KeySource};
-use crate::session::{SessionLayer, SqliteStore};
+use crate::session::{SessionLayer, SessionManager, SqliteStore};
 use crate::web::{self, App, SetupToken};
 
 /// Why sesija cannot start: one line for the operator.
@@ -29,6 +30,7 @@ pub async fn open(figment: &Figment) -> Result<(Settings, Db), StartupError> {
 /// Builds the whole app from a configuration (see [`crate::config::figment`]).
 pub async fn app(figment: Figment) -> Result<Rocket<Build>, StartupError> {
     let (settings, db) = open(&figment).await?;
+    let fallbacks = secret::fallbacks(&figment, &settings.key_path()).map_err(StartupError)?;
     let (figment, source) = secret::provide(figment, &settings.key_path()).map_err(StartupError)?;
     match source {
         KeySource::Generated => {
@@ -42,8 +44,10 @@ pub async fn app(figment: Figment) -> Result<Rocket<Build>, StartupError> {
         Ok(_) => SetupToken::default(),
         Err(e) => return Err(StartupError(format!("cannot read {}: {e}", db.path.display()))),
     };
-    let sessions =
-        SessionLayer::new(SqliteStore::new(db.reader.clone(), db.writer.clone()), settings.session_config());
+    let store = SqliteStore::new(db.reader.clone(), db.writer.clone());
+    let sessions = SessionLayer::from_manager(Arc::new(
+        SessionManager::new(store, settings.session_config()).with_fallback_keys(fallbacks),
+    ));
     let app = App {
         throttle: Throttle::new(
             settings.login_max_failures.try_into().unwrap_or(u32::MAX),

@@ -116,28 +116,52 @@ impl SessionManager {
     }
 
     fn removal(&self) -> Cookie<'static> {
-        Cookie::build(self.config.cookie_name.clone())
+        self.removal_named(&self.config.cookie_name)
+    }
+
+    fn removal_named(&self, name: &str) -> Cookie<'static> {
+        Cookie::build(name.to_owned())
             .path("/")
             .http_only(true)
             .same_site(SameSite::Lax)
-            .secure(self.config.secure)
+            .secure(self.config.secure || name.starts_with("__Host-"))
             .build()
     }
 
-    /// The token the request's cookie holds, if it opens and is well formed.
-    /// A cookie that is present but unusable is removed.
-    fn token(&self, jar: &CookieJar<'_>) -> Option<Token> {
-        jar.get(&self.config.cookie_name)?;
-        let token = jar.get_private(&self.config.cookie_name).and_then(|c| Token::decode(c.value()));
-        if token.is_none() {
-            log::warn!("unreadable session cookie ignored");
-            jar.remove_private(self.removal());
+    /// Opens a cookie sealed under a previous key.
+    fn open_with_fallbacks(&self, sealed: &Cookie<'static>) -> Option<String> {
+        self.fallback_keys.iter().find_map(|key| {
+            let mut jar = cookie::CookieJar::new();
+            jar.add_original(sealed.clone());
+            jar.private(key).get(sealed.name()).map(|c| c.value().to_owned())
+        })
+    }
+
+    /// The token the request's cookie holds, if it opens and is well formed,
+    /// and whether the cookie must be re-issued (previous key or name). A
+    /// cookie that is present but unusable is removed. A sealed cookie that
+    /// is not there costs nothing: no decryption, no query.
+    fn token(&self, jar: &CookieJar<'_>) -> Option<(Token, bool)> {
+        let names = std::iter::once(&self.config.cookie_name).chain(&self.config.accept_names);
+        for (i, name) in names.enumerate() {
+            let Some(raw) = jar.get(name) else { continue };
+            let opened = match jar.get_private(name) {
+                Some(c) => Some((c.value().to_owned(), i > 0)),
+                None => self.open_with_fallbacks(&raw.clone()).map(|v| (v, true)),
+            };
+            if i > 0 || opened.is_none() {
+                jar.remove_private(self.removal_named(name));
+            }
+            match opened.and_then(|(value, reissue)| Token::decode(&value).map(|t| (t, reissue))) {
+                Some(found) => return Some(found),
+                None => log::warn!("unreadable session cookie ignored"),
+            }
         }
-        token
+        None
     }
 
     async fn load(&self, jar: &CookieJar<'_>) -> Result<Option<Arc<Live>>, StoreError> {
-        let Some(token) = self.token(jar) else { return Ok(None) };
+        let Some((token, reissue)) = self.token(jar) else { return Ok(None) };
         let hash = token.hash();
         let now = now();
         let Some(mut record) = self.store.load(&hash, now).await? else {
@@ -151,11 +175,14 @@ impl SessionManager {
                 jar.remove_private(self.removal());
                 return Ok(None);
             }
-            if record.persistent && expires_at != record.expires_at {
+            if record.persistent && expires_at != record.expires_at && !reissue {
                 jar.add_private(self.cookie(&token, true, expires_at, now));
             }
             record.last_seen_at = now;
             record.expires_at = expires_at;
+        }
+        if reissue {
+            jar.add_private(self.cookie(&token, record.persistent, record.expires_at, now));
         }
 
         let data = match serde_json::from_str::<Map<String, Value>>(&record.data) {
@@ -326,7 +353,7 @@ impl<'r> Sessions<'r> {
         persistent: bool,
         data: Map<String, Value>,
     ) -> Result<Session<'r>, SessionError> {
-        let replaces = self.manager.token(self.jar).map(|t| t.hash());
+        let replaces = self.manager.token(self.jar).map(|(t, _)| t.hash());
         let token = Token::generate();
         let now = now();
         let record = Record {
@@ -350,7 +377,8 @@ impl<'r> Sessions<'r> {
     /// Whether the request carried a session cookie at all (live or not):
     /// tells "your session expired" apart from "you never logged in".
     pub fn cookie_sent(&self) -> bool {
-        self.jar.get(&self.manager.config.cookie_name).is_some()
+        let config = &self.manager.config;
+        std::iter::once(&config.cookie_name).chain(&config.accept_names).any(|n| self.jar.get(n).is_some())
     }
 
     pub fn manager(&self) -> &'r SessionManager {

@@ -92,6 +92,9 @@ pub struct SessionConfig {
     pub purge_interval: Duration,
     /// Mark the cookie `Secure` (serve over HTTPS only).
     pub secure: bool,
+    /// Other names a session cookie may arrive under (an earlier
+    /// `cookie_name`): read, then re-issued under `cookie_name`.
+    pub accept_names: Vec<String>,
 }
 
 impl Default for SessionConfig {
@@ -103,6 +106,7 @@ impl Default for SessionConfig {
             touch_interval: 60,
             purge_interval: Duration::from_secs(300),
             secure: false,
+            accept_names: Vec::new(),
         }
     }
 }
@@ -113,11 +117,20 @@ impl Default for SessionConfig {
 pub struct SessionManager {
     store: Arc<dyn SessionStore>,
     config: SessionConfig,
+    fallback_keys: Vec<cookie::Key>,
 }
 
 impl SessionManager {
     pub fn new(store: impl SessionStore, config: SessionConfig) -> SessionManager {
-        SessionManager { store: Arc::new(store), config }
+        SessionManager { store: Arc::new(store), config, fallback_keys: Vec::new() }
+    }
+
+    /// Previous cookie keys: a cookie that opens only under one of them is
+    /// accepted and re-issued under Rocket's current `secret_key`, so
+    /// rotating the key logs nobody out.
+    pub fn with_fallback_keys(mut self, keys: Vec<cookie::Key>) -> SessionManager {
+        self.fallback_keys = keys;
+        self
     }
 
     pub fn store(&self) -> &dyn SessionStore {

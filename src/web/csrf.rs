@@ -7,32 +7,32 @@
 
 use rocket::http::{Cookie, CookieJar, SameSite};
 
+use crate::config::Settings;
 use crate::session::{constant_time_eq, Session, Token};
 
-pub const COOKIE: &str = "sesija_csrf";
 const SESSION_KEY: &str = "csrf";
 
 /// The anonymous token of this browser, set as a cookie if it has none yet.
-pub fn anonymous(jar: &CookieJar<'_>, secure: bool) -> String {
-    if let Some(token) = jar.get_private(COOKIE).filter(|c| Token::decode(c.value()).is_some()) {
+pub fn anonymous(jar: &CookieJar<'_>, settings: &Settings) -> String {
+    let name = settings.csrf_cookie_name();
+    if let Some(token) = jar.get_private(name).filter(|c| Token::decode(c.value()).is_some()) {
         return token.value().to_owned();
     }
     let token = Token::generate().encode();
     jar.add_private(
-        Cookie::build((COOKIE, token.clone()))
+        Cookie::build((name, token.clone()))
             .path("/")
             .http_only(true)
             .same_site(SameSite::Lax)
-            .secure(secure)
+            .secure(settings.cookie_secure)
             .expires(None),
     );
     token
 }
 
-pub fn anonymous_ok(jar: &CookieJar<'_>, submitted: &str) -> bool {
-    jar.get_private(COOKIE).is_some_and(|c| {
-        !submitted.is_empty() && constant_time_eq(c.value().as_bytes(), submitted.as_bytes())
-    })
+pub fn anonymous_ok(jar: &CookieJar<'_>, settings: &Settings, submitted: &str) -> bool {
+    jar.get_private(settings.csrf_cookie_name())
+        .is_some_and(|c| !submitted.is_empty() && constant_time_eq(c.value().as_bytes(), submitted.as_bytes()))
 }
 
 /// A fresh token for a new session's data.

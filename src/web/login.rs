@@ -42,7 +42,7 @@ fn login_page(
     error: Option<&str>,
     username: &str,
 ) -> Reply {
-    let csrf_token = csrf::anonymous(jar, app.settings.cookie_secure);
+    let csrf_token = csrf::anonymous(jar, &app.settings);
     Reply::page(status, pages::render(pages::Login { notice, error, csrf_token: &csrf_token, username }))
 }
 
@@ -65,15 +65,14 @@ pub async fn login(
     app: &State<App>,
     ip: Option<IpAddr>,
 ) -> Reply {
-    let secure = app.settings.cookie_secure;
-    if !csrf::anonymous_ok(jar, &form.csrf_token) {
+    if !csrf::anonymous_ok(jar, &app.settings, &form.csrf_token) {
         log::warn!("login refused: bad csrf token (user {:?}, ip {ip:?})", form.username);
         return login_page(Status::Forbidden, jar, app, None, Some(BAD_FORM), &form.username);
     }
     if let Some(wait) = app.throttle.check(&form.username, ip) {
         log::warn!("login throttled: user {:?}, ip {ip:?}, retry in {wait} s", form.username);
         let message = format!("Too many failed attempts. Try again in {wait} seconds.");
-        let csrf_token = csrf::anonymous(jar, secure);
+        let csrf_token = csrf::anonymous(jar, &app.settings);
         let page = pages::Login {
             notice: None,
             error: Some(&message),

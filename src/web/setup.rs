@@ -61,7 +61,7 @@ fn form_page(
     username: &str,
     error: Option<&str>,
 ) -> Reply {
-    let csrf_token = csrf::anonymous(jar, app.settings.cookie_secure);
+    let csrf_token = csrf::anonymous(jar, &app.settings);
     let page = pages::Setup { notice: None, error, csrf_token: &csrf_token, token, username };
     Reply::page(status, pages::render(page))
 }
@@ -93,7 +93,7 @@ pub async fn setup(
     app: &State<App>,
 ) -> Result<Reply, Status> {
     open(app, &form.token).await?;
-    if !csrf::anonymous_ok(jar, &form.csrf_token) {
+    if !csrf::anonymous_ok(jar, &app.settings, &form.csrf_token) {
         let error = Some("This form has expired. Please try again.");
         return Ok(form_page(Status::Forbidden, jar, app, &form.token, &form.username, error));
     }
