@@ -37,6 +37,29 @@ enum Command {
         #[command(subcommand)]
         command: SessionsCommand,
     },
+    /// Manage the key that encrypts cookies (the key file in the data dir).
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Write a consistent copy of the database while the server runs.
+    Backup {
+        /// Where to write the copy.
+        path: std::path::PathBuf,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the effective configuration (secrets masked); non-zero exit on a bad value.
+    CheckConfig,
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Make a new key; the old one is kept so nobody is logged out.
+    Rotate,
+    /// Retire the previous keys: cookies still under them stop working.
+    DropOld,
 }
 
 #[derive(Subcommand)]
@@ -102,6 +125,9 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<ExitCode, String>
         Command::Serve => serve(),
         Command::User { command } => admin(user(command)),
         Command::Sessions { command } => admin(sessions(command)),
+        Command::Key { command } => key(command),
+        Command::Backup { path, force } => admin(backup(path, force)),
+        Command::CheckConfig => check_config(),
     }
 }
 
@@ -130,6 +156,89 @@ fn admin(job: impl std::future::Future<Output = Result<(), String>>) -> Result<E
 async fn open() -> Result<Db, String> {
     let (_, db) = startup::open(&config::figment()).await.map_err(|e| e.to_string())?;
     Ok(db)
+}
+
+fn key(command: KeyCommand) -> Result<ExitCode, String> {
+    let figment = config::figment();
+    let settings = config::Settings::from_figment(&figment).map_err(|e| e.to_string())?;
+    let path = settings.key_path();
+    if crate::secret::configured(&figment) {
+        return Err(
+            "`secret_key` is set in the configuration, so there is no key file to manage: put a new \
+                    key in `secret_key` and the old one in `secret_key_fallbacks`, then restart"
+                .into(),
+        );
+    }
+    match command {
+        KeyCommand::Rotate => {
+            std::fs::create_dir_all(&settings.data_dir)
+                .map_err(|e| format!("cannot create data directory {}: {e}", settings.data_dir.display()))?;
+            let kept = crate::secret::rotate(&path)?;
+            println!("wrote a new secret key to {}", path.display());
+            if kept > 0 {
+                println!("kept {kept} previous key(s) in {}", crate::secret::previous_path(&path).display());
+            }
+            println!("Restart sesija to use it: cookies sealed under a previous key keep working and are");
+            println!("re-issued under the new one. Once every user has been back (at the latest after");
+            println!(
+                "session_absolute_timeout, {} s), retire the old key: sesija key drop-old",
+                settings.session_absolute_timeout
+            );
+        }
+        KeyCommand::DropOld => {
+            let dropped = crate::secret::drop_old(&path)?;
+            println!("dropped {dropped} previous key(s); restart sesija to stop accepting them");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn backup(path: std::path::PathBuf, force: bool) -> Result<(), String> {
+    let db = open().await?;
+    let report = db.backup(&path, force).await.map_err(|e| e.to_string())?;
+    println!(
+        "backed up {} to {}: {} bytes, {} users, {} sessions",
+        db.path.display(),
+        path.display(),
+        report.bytes,
+        report.users,
+        report.sessions
+    );
+    db.close().await;
+    Ok(())
+}
+
+fn check_config() -> Result<ExitCode, String> {
+    let figment = config::figment();
+    let settings = config::Settings::from_figment(&figment).map_err(|e| e.to_string())?;
+    let configured = crate::secret::check_configured(&figment)?;
+    let rocket: rocket::Config =
+        figment.extract().map_err(|e: rocket::figment::Error| format!("configuration: {e}"))?;
+    let fallbacks = crate::secret::fallbacks(&figment, &settings.key_path())?;
+    let key = if configured {
+        "[configured]".to_owned()
+    } else if settings.key_path().exists() {
+        format!("[file {}]", settings.key_path().display())
+    } else {
+        format!("[generated at first start in {}]", settings.key_path().display())
+    };
+    println!("profile = {}", figment.profile());
+    println!("address = {}", rocket.address);
+    println!("port = {}", rocket.port);
+    println!("ip_header = {}", rocket.ip_header.as_ref().map_or("false", |h| h.as_str()));
+    println!("log_level = {}", rocket.log_level);
+    println!("data_dir = {}", settings.data_dir.display());
+    println!("session_idle_timeout = {}", settings.session_idle_timeout);
+    println!("session_absolute_timeout = {}", settings.session_absolute_timeout);
+    println!("session_touch_interval = {}", settings.session_touch_interval);
+    println!("session_purge_interval = {}", settings.session_purge_interval);
+    println!("cookie_secure = {}", settings.cookie_secure);
+    println!("login_max_failures = {}", settings.login_max_failures);
+    println!("login_lockout = {}", settings.login_lockout);
+    println!("metrics = {}", settings.metrics);
+    println!("secret_key = {key}");
+    println!("secret_key_fallbacks = [{} key(s)]", fallbacks.len());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn read_password(name: &str, from_stdin: bool) -> Result<String, String> {

@@ -29,6 +29,8 @@ pub struct Settings {
     pub cookie_secure: bool,
     pub login_max_failures: i64,
     pub login_lockout: i64,
+    /// Serve `/metrics` (Prometheus text format).
+    pub metrics: bool,
 }
 
 impl Default for Settings {
@@ -42,6 +44,7 @@ impl Default for Settings {
             cookie_secure: false,
             login_max_failures: 5,
             login_lockout: 900,
+            metrics: false,
         }
     }
 }
@@ -137,8 +140,11 @@ impl Settings {
         // The name is part of what a private cookie authenticates, so a
         // cookie issued before `cookie_secure` was switched is read under its
         // old name and re-issued under the new one.
-        let (name, other) =
-            if self.cookie_secure { (SECURE_COOKIE_NAME, COOKIE_NAME) } else { (COOKIE_NAME, SECURE_COOKIE_NAME) };
+        let (name, other) = if self.cookie_secure {
+            (SECURE_COOKIE_NAME, COOKIE_NAME)
+        } else {
+            (COOKIE_NAME, SECURE_COOKIE_NAME)
+        };
         SessionConfig {
             cookie_name: name.into(),
             accept_names: vec![other.into()],

@@ -42,6 +42,29 @@ pub enum DbError {
     TooNew { path: PathBuf, found: i64, known: i64 },
     #[error("cannot migrate database {path}: {source}")]
     Migrate { path: PathBuf, source: sqlx::migrate::MigrateError },
+    #[error("cannot copy database {path} before migrating it: {source}")]
+    PreMigrationCopy { path: PathBuf, source: BackupError },
+}
+
+/// Why a backup could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("{0} exists; pass --force to overwrite it")]
+    Exists(PathBuf),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Db(#[from] sqlx::Error),
+    #[error("the copy at {0} failed its integrity check")]
+    Corrupt(PathBuf),
+}
+
+/// What a backup holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupReport {
+    pub bytes: u64,
+    pub users: i64,
+    pub sessions: i64,
 }
 
 impl Db {
@@ -90,6 +113,21 @@ impl Db {
         if let Some(found) = found.filter(|v| *v > known) {
             return Err(DbError::TooNew { path, found, known });
         }
+        // A database that already has a schema is copied before it changes,
+        // so an upgrade can always be undone by hand.
+        if let Some(found) = found.filter(|v| *v < known) {
+            let next = MIGRATOR.iter().map(|m| m.version).filter(|v| *v > found).min().unwrap_or(known);
+            let copy = path.with_extension(format!("db.pre-{next}"));
+            let db = Db { reader: reader.clone(), writer: writer.clone(), path: path.clone() };
+            db.backup(&copy, true)
+                .await
+                .map_err(|source| DbError::PreMigrationCopy { path: path.clone(), source })?;
+            println!(
+                "sesija: copied {} to {} before upgrading its schema from version {found} to {known}",
+                path.display(),
+                copy.display()
+            );
+        }
         MIGRATOR.run(&writer).await.map_err(|source| DbError::Migrate { path: path.clone(), source })?;
         Ok(Db { reader, writer, path })
     }
@@ -97,6 +135,63 @@ impl Db {
     /// Whether the database answers a trivial query.
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.reader).await.is_ok()
+    }
+
+    /// Writes a consistent snapshot of the live database to `target`
+    /// (`VACUUM INTO` a temporary file beside it, synced, then renamed), and
+    /// checks the copy. Readers and writers carry on meanwhile.
+    pub async fn backup(&self, target: &Path, force: bool) -> Result<BackupReport, BackupError> {
+        if !force && target.exists() {
+            return Err(BackupError::Exists(target.to_owned()));
+        }
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| BackupError::Io { path, source }
+        };
+        let dir = match target.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let name = target.file_name().ok_or_else(|| BackupError::Io {
+            path: target.to_owned(),
+            source: std::io::Error::other("not a file name"),
+        })?;
+        let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&tmp)(e)),
+            _ => {}
+        }
+        let tmp_text = tmp.to_str().ok_or_else(|| BackupError::Io {
+            path: tmp.clone(),
+            source: std::io::Error::other("path is not UTF-8"),
+        })?;
+        sqlx::query("VACUUM INTO ?").bind(tmp_text).execute(&self.reader).await?;
+
+        let options = SqliteConnectOptions::new().filename(&tmp);
+        let copy = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
+        let check: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(&copy).await?;
+        let tables: Vec<String> = sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .fetch_all(&copy)
+            .await?;
+        let has = |name: &str| tables.iter().any(|t| t == name);
+        let users: i64 = match has("users") {
+            true => sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&copy).await?,
+            false => 0,
+        };
+        let sessions: i64 = match has("sessions") {
+            true => sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(&copy).await?,
+            false => 0,
+        };
+        copy.close().await;
+        if check != "ok" {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(BackupError::Corrupt(tmp));
+        }
+        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, target).map_err(io(target))?;
+        std::fs::File::open(&dir).and_then(|f| f.sync_all()).map_err(io(&dir))?;
+        let bytes = std::fs::metadata(target).map_err(io(target))?.len();
+        Ok(BackupReport { bytes, users, sessions })
     }
 
     pub async fn close(&self) {

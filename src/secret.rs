@@ -41,7 +41,9 @@ pub fn parse_key(text: &str) -> Option<cookie::Key> {
     let text = text.trim();
     let bytes = match text.len() {
         44 | 88 => STANDARD.decode(text).ok()?,
-        64 => (0..64).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok()).collect::<Option<_>>()?,
+        64 => {
+            (0..64).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok()).collect::<Option<_>>()?
+        }
         _ => return None,
     };
     if bytes.iter().all(|b| *b == 0) {
@@ -59,7 +61,8 @@ pub fn parse_key(text: &str) -> Option<cookie::Key> {
 pub fn fallbacks(figment: &Figment, key_path: &Path) -> Result<Vec<cookie::Key>, String> {
     let mut texts: Vec<String> = match figment.find_value("secret_key_fallbacks") {
         Ok(_) => figment.extract_inner("secret_key_fallbacks").map_err(|_| {
-            "configuration: `secret_key_fallbacks` must be a list of keys, e.g. [\"KEY1\", \"KEY2\"]".to_owned()
+            "configuration: `secret_key_fallbacks` must be a list of keys, e.g. [\"KEY1\", \"KEY2\"]"
+                .to_owned()
         })?,
         Err(_) => Vec::new(),
     };
@@ -72,7 +75,8 @@ pub fn fallbacks(figment: &Figment, key_path: &Path) -> Result<Vec<cookie::Key>,
         .iter()
         .enumerate()
         .map(|(i, text)| {
-            parse_key(text).ok_or_else(|| format!("configuration: previous secret key #{} is not a valid key", i + 1))
+            parse_key(text)
+                .ok_or_else(|| format!("configuration: previous secret key #{} is not a valid key", i + 1))
         })
         .collect()
 }
@@ -114,13 +118,9 @@ pub fn drop_old(key_path: &Path) -> Result<usize, String> {
     }
 }
 
-/// Whether `secret_key` comes from the configuration rather than the key file.
-pub fn configured(figment: &Figment) -> bool {
-    figment.extract_inner::<SecretKey>("secret_key").is_ok_and(|k| !k.is_zero())
-}
-
-/// Returns `figment` with a usable `secret_key` in it.
-pub fn provide(figment: Figment, key_path: &Path) -> Result<(Figment, KeySource), String> {
+/// Checks a configured `secret_key`: `Ok(true)` when one is configured and
+/// usable, `Ok(false)` when none is (the key file serves).
+pub fn check_configured(figment: &Figment) -> Result<bool, String> {
     if let Ok(value) = figment.find_value("secret_key") {
         if value.as_str() == Some(PUBLISHED_KEY) {
             return Err("configuration: `secret_key` is the example key published in Rocket's \
@@ -130,10 +130,20 @@ pub fn provide(figment: Figment, key_path: &Path) -> Result<(Figment, KeySource)
     }
     let configured: SecretKey = figment.extract_inner("secret_key").map_err(|_| {
         "configuration: `secret_key` must be 44 or 88 base64 characters or 64 hex characters \
-             (e.g. the output of `openssl rand -base64 32`)"
+         (e.g. the output of `openssl rand -base64 32`)"
             .to_owned()
     })?;
-    if !configured.is_zero() {
+    Ok(!configured.is_zero())
+}
+
+/// Whether `secret_key` comes from the configuration rather than the key file.
+pub fn configured(figment: &Figment) -> bool {
+    check_configured(figment).unwrap_or(false)
+}
+
+/// Returns `figment` with a usable `secret_key` in it.
+pub fn provide(figment: Figment, key_path: &Path) -> Result<(Figment, KeySource), String> {
+    if check_configured(&figment)? {
         return Ok((figment, KeySource::Configured));
     }
 
@@ -153,21 +163,6 @@ pub fn provide(figment: Figment, key_path: &Path) -> Result<(Figment, KeySource)
         }
     }
     Ok((figment.merge(("secret_key", encoded)), source))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_parse_like_rocket_parses_them() {
-        assert!(parse_key(&STANDARD.encode([1u8; 64])).is_some());
-        assert!(parse_key(&STANDARD.encode([1u8; 32])).is_some());
-        assert!(parse_key(&"ab".repeat(32)).is_some());
-        assert!(parse_key(&STANDARD.encode([0u8; 64])).is_none());
-        assert!(parse_key("short").is_none());
-        assert!(parse_key(&"zz".repeat(32)).is_none());
-    }
 }
 
 /// Writes a new random key to `path` atomically, readable by the owner only.
@@ -196,4 +191,19 @@ pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     drop(file);
     fs::rename(&tmp, path)?;
     fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_parse_like_rocket_parses_them() {
+        assert!(parse_key(&STANDARD.encode([1u8; 64])).is_some());
+        assert!(parse_key(&STANDARD.encode([1u8; 32])).is_some());
+        assert!(parse_key(&"ab".repeat(32)).is_some());
+        assert!(parse_key(&STANDARD.encode([0u8; 64])).is_none());
+        assert!(parse_key("short").is_none());
+        assert!(parse_key(&"zz".repeat(32)).is_none());
+    }
 }

@@ -49,6 +49,7 @@ pub async fn app(figment: Figment) -> Result<Rocket<Build>, StartupError> {
         SessionManager::new(store, settings.session_config()).with_fallback_keys(fallbacks),
     ));
     let app = App {
+        metrics: Arc::default(),
         throttle: Throttle::new(
             settings.login_max_failures.try_into().unwrap_or(u32::MAX),
             Duration::from_secs(settings.login_lockout as u64),

@@ -305,6 +305,7 @@ impl<'r> Session<'r> {
     pub async fn destroy(self) -> Result<(), SessionError> {
         let hash = *self.live.token_hash.lock().unwrap();
         self.manager.store.delete(&hash).await?;
+        self.manager.stats.destroyed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.jar.remove_private(self.manager.removal());
         Ok(())
     }
@@ -369,6 +370,7 @@ impl<'r> Sessions<'r> {
         };
         let hash = token.hash();
         self.manager.store.create(&hash, &record, replaces.as_ref()).await?;
+        self.manager.stats.created.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.jar.add_private(self.manager.cookie(&token, persistent, record.expires_at, now));
         let live = Live { token_hash: Mutex::new(hash), record, data: Mutex::new(data) };
         Ok(Session { manager: self.manager, jar: self.jar, live: Arc::new(live) })

@@ -68,6 +68,7 @@ mod sqlite;
 mod store;
 mod token;
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -118,11 +119,30 @@ pub struct SessionManager {
     store: Arc<dyn SessionStore>,
     config: SessionConfig,
     fallback_keys: Vec<cookie::Key>,
+    stats: SessionStats,
+}
+
+/// Counters of what this process's session layer did, for metrics.
+#[derive(Debug, Default)]
+pub struct SessionStats {
+    /// Sessions started.
+    pub created: AtomicU64,
+    /// Sessions ended through [`Session::destroy`].
+    pub destroyed: AtomicU64,
+    /// Runs of the background purge.
+    pub purge_runs: AtomicU64,
+    /// Expired rows the background purge removed.
+    pub purged: AtomicU64,
 }
 
 impl SessionManager {
     pub fn new(store: impl SessionStore, config: SessionConfig) -> SessionManager {
-        SessionManager { store: Arc::new(store), config, fallback_keys: Vec::new() }
+        SessionManager {
+            store: Arc::new(store),
+            config,
+            fallback_keys: Vec::new(),
+            stats: SessionStats::default(),
+        }
     }
 
     /// Previous cookie keys: a cookie that opens only under one of them is
@@ -139,6 +159,10 @@ impl SessionManager {
 
     pub fn config(&self) -> &SessionConfig {
         &self.config
+    }
+
+    pub fn stats(&self) -> &SessionStats {
+        &self.stats
     }
 
     /// Deadline for a session created at `created_at` and last seen at `now`.

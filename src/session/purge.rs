@@ -1,5 +1,6 @@
 //! Removal of expired sessions, on demand and as a background task.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::store::{SessionStore, StoreError};
@@ -42,8 +43,11 @@ pub async fn run(manager: Arc<SessionManager>, shutdown: impl std::future::Futur
     let mut rounds = 0;
     loop {
         rounds += 1;
-        match purge_expired(manager.store(), super::now()).await {
+        let result = purge_expired(manager.store(), super::now()).await;
+        manager.stats().purge_runs.fetch_add(1, Ordering::Relaxed);
+        match result {
             Ok(report) if report.removed > 0 => {
+                manager.stats().purged.fetch_add(report.removed, Ordering::Relaxed);
                 log::info!("session purge removed {} expired sessions", report.removed)
             }
             Ok(_) => log::debug!("session purge found no expired sessions"),

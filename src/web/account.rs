@@ -9,7 +9,7 @@ use rocket::response::{content::RawHtml, Flash, Redirect};
 use rocket::{get, post, State};
 
 use super::sessions::session_failure;
-use super::{csrf, pages, App, Notice, Reply, Throttled};
+use super::{csrf, pages, App, Metrics, Notice, Reply, Throttled};
 use crate::auth::password::{check_new_password, MAX_PASSWORD_BYTES};
 use crate::auth::users;
 use crate::session::Session;
@@ -103,5 +103,6 @@ pub async fn change_password(
         return session_failure(e);
     }
     log::info!("password changed: user {:?}, ended {ended} other sessions", user.username);
+    Metrics::count(&app.metrics.ended_revoke, ended);
     Reply::Flash(Flash::success(Redirect::to("/user"), "Password changed"))
 }

@@ -31,8 +31,9 @@ pub fn anonymous(jar: &CookieJar<'_>, settings: &Settings) -> String {
 }
 
 pub fn anonymous_ok(jar: &CookieJar<'_>, settings: &Settings, submitted: &str) -> bool {
-    jar.get_private(settings.csrf_cookie_name())
-        .is_some_and(|c| !submitted.is_empty() && constant_time_eq(c.value().as_bytes(), submitted.as_bytes()))
+    jar.get_private(settings.csrf_cookie_name()).is_some_and(|c| {
+        !submitted.is_empty() && constant_time_eq(c.value().as_bytes(), submitted.as_bytes())
+    })
 }
 
 /// A fresh token for a new session's data.

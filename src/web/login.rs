@@ -7,7 +7,7 @@ use rocket::response::{content::RawHtml, Flash, Redirect};
 use rocket::{get, post, State};
 use std::net::IpAddr;
 
-use super::{csrf, pages, App, Notice, Reply, Throttled, BAD_FORM};
+use super::{csrf, pages, App, Metrics, Notice, Reply, Throttled, BAD_FORM};
 use crate::auth::password::MAX_PASSWORD_BYTES;
 use crate::auth::{users, HashError};
 use crate::session::{Session, SessionError, Sessions};
@@ -71,6 +71,7 @@ pub async fn login(
     }
     if let Some(wait) = app.throttle.check(&form.username, ip) {
         log::warn!("login throttled: user {:?}, ip {ip:?}, retry in {wait} s", form.username);
+        Metrics::count(&app.metrics.logins_throttled, 1);
         let message = format!("Too many failed attempts. Try again in {wait} seconds.");
         let csrf_token = csrf::anonymous(jar, &app.settings);
         let page = pages::Login {
@@ -110,6 +111,7 @@ pub async fn login(
     };
     let Some(user) = user.filter(|_| ok) else {
         app.throttle.failed(&form.username, ip);
+        Metrics::count(&app.metrics.logins_failed, 1);
         log::warn!("login failed: user {:?}, ip {ip:?}", form.username);
         return login_page(Status::Unauthorized, jar, app, None, Some(WRONG_CREDENTIALS), &form.username);
     };
@@ -118,6 +120,7 @@ pub async fn login(
     match sessions.start(user.id, form.remember, csrf::new_session_token()).await {
         Ok(session) => {
             log::info!("login: user {:?}, ip {ip:?}, session {}", user.username, session.handle());
+            Metrics::count(&app.metrics.logins_succeeded, 1);
             Reply::to("/user")
         }
         Err(e) => {
@@ -153,7 +156,7 @@ pub struct CsrfForm {
 }
 
 #[post("/logout", data = "<form>")]
-pub async fn logout(session: Session<'_>, form: Form<CsrfForm>) -> Reply {
+pub async fn logout(session: Session<'_>, form: Form<CsrfForm>, app: &State<App>) -> Reply {
     if !csrf::session_ok(&session, &form.csrf_token) {
         return Reply::error(Status::Forbidden, BAD_FORM);
     }
@@ -161,6 +164,7 @@ pub async fn logout(session: Session<'_>, form: Form<CsrfForm>) -> Reply {
     match session.destroy().await {
         Ok(()) => {
             log::info!("logout: session {handle}");
+            Metrics::count(&app.metrics.ended_logout, 1);
             Reply::Flash(Flash::success(Redirect::to("/login"), "You have been logged out."))
         }
         Err(SessionError::Store(e)) => {

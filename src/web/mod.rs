@@ -5,10 +5,13 @@ mod csrf;
 mod device;
 mod health;
 mod login;
+mod metrics;
 mod pages;
 mod sessions;
 mod setup;
 mod user;
+
+use std::sync::Arc;
 
 use rocket::fairing::AdHoc;
 use rocket::http::{Header, Status};
@@ -20,10 +23,12 @@ use crate::auth::{Hasher, Throttle};
 use crate::config::Settings;
 use crate::db::Db;
 
+pub use metrics::Metrics;
 pub use setup::SetupToken;
 
 /// Shared state of the web app.
 pub struct App {
+    pub metrics: Arc<Metrics>,
     pub db: Db,
     pub settings: Settings,
     pub hasher: Hasher,
@@ -61,6 +66,11 @@ pub fn routes() -> Vec<Route> {
 /// Mounts the app on `rocket`: routes, error pages and response headers.
 pub fn stage(rocket: Rocket<Build>) -> Rocket<Build> {
     let secure = rocket.state::<App>().is_some_and(|a| a.settings.cookie_secure);
+    let metrics = rocket.state::<App>().filter(|a| a.settings.metrics).map(|a| a.metrics.clone());
+    let rocket = match metrics {
+        Some(metrics) => rocket.mount("/", routes![metrics::metrics]).attach(metrics::RequestTimer(metrics)),
+        None => rocket,
+    };
     rocket.mount("/", routes()).register("/", catchers![default_catcher]).attach(AdHoc::on_response(
         "security headers",
         move |_, res| {

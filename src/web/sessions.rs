@@ -4,9 +4,9 @@ use rocket::form::{Form, FromForm};
 use rocket::http::Status;
 use rocket::request::FlashMessage;
 use rocket::response::{Flash, Redirect};
-use rocket::{get, post};
+use rocket::{get, post, State};
 
-use super::{csrf, device, pages, Notice, Reply};
+use super::{csrf, device, pages, App, Metrics, Notice, Reply};
 use crate::session::{now, Session, SessionError};
 
 #[get("/sessions")]
@@ -45,7 +45,7 @@ pub struct RevokeForm {
 }
 
 #[post("/sessions/revoke", data = "<form>")]
-pub async fn revoke(session: Session<'_>, form: Form<RevokeForm>) -> Reply {
+pub async fn revoke(session: Session<'_>, form: Form<RevokeForm>, app: &State<App>) -> Reply {
     if !csrf::session_ok(&session, &form.csrf_token) {
         return Reply::error(Status::Forbidden, super::BAD_FORM);
     }
@@ -54,6 +54,7 @@ pub async fn revoke(session: Session<'_>, form: Form<RevokeForm>) -> Reply {
         return match session.destroy().await {
             Ok(()) => {
                 log::info!("session {handle} ended by its owner");
+                Metrics::count(&app.metrics.ended_revoke, 1);
                 Reply::Flash(Flash::success(Redirect::to("/login"), "Session ended"))
             }
             Err(_) => Reply::unavailable(),
@@ -61,6 +62,7 @@ pub async fn revoke(session: Session<'_>, form: Form<RevokeForm>) -> Reply {
     }
     match session.manager().store().delete_handle(&form.handle, Some(session.user_id())).await {
         Ok(true) => {
+            Metrics::count(&app.metrics.ended_revoke, 1);
             log::info!(
                 "session {} ended by user {} from session {}",
                 form.handle,
@@ -85,12 +87,13 @@ pub struct CsrfOnly {
 }
 
 #[post("/sessions/revoke-others", data = "<form>")]
-pub async fn revoke_others(session: Session<'_>, form: Form<CsrfOnly>) -> Reply {
+pub async fn revoke_others(session: Session<'_>, form: Form<CsrfOnly>, app: &State<App>) -> Reply {
     if !csrf::session_ok(&session, &form.csrf_token) {
         return Reply::error(Status::Forbidden, super::BAD_FORM);
     }
     match session.manager().store().delete_for_user(session.user_id(), Some(session.handle())).await {
         Ok(n) => {
+            Metrics::count(&app.metrics.ended_revoke, n);
             log::info!(
                 "user {} ended {n} other sessions from session {}",
                 session.user_id(),

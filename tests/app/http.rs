@@ -215,8 +215,17 @@ impl Server {
     }
 
     /// Sends SIGTERM and waits for the exit code.
-    pub fn terminate(mut self) -> (Option<i32>, String) {
+    pub fn terminate(self) -> (Option<i32>, String) {
+        self.signal_term();
+        self.wait()
+    }
+
+    pub fn signal_term(&self) {
         Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
+    }
+
+    /// Waits (at most 15 s) for the exit code.
+    pub fn wait(mut self) -> (Option<i32>, String) {
         let started = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {

@@ -127,14 +127,25 @@ async fn remember_me_sets_max_age_up_to_the_deadline() {
 }
 
 #[rocket::async_test]
-async fn secure_cookies_when_configured() {
+async fn secure_cookies_use_the_host_prefix() {
     let app = spawn_app_with(|f| f.merge(("cookie_secure", true))).await;
     app.add_user("alice").await;
     let page = app.client.get("/login").dispatch().await;
-    assert!(set_cookie(&page, "sesija_csrf").unwrap().contains("Secure"));
+    let csrf = set_cookie(&page, "__Host-sesija_csrf").expect("prefixed csrf cookie");
+    assert!(csrf.contains("Secure") && csrf.contains("Path=/") && !csrf.contains("Domain="), "{csrf}");
+    drop(page);
     let res = login(&app.client, "alice", PASSWORD, false).await;
-    assert!(set_cookie(&res, "sesija").unwrap().contains("Secure"));
-    assert!(res.headers().get_one("Strict-Transport-Security").is_some());
+    assert!(set_cookie(&res, "sesija").is_none());
+    let cookie = set_cookie(&res, "__Host-sesija").expect("prefixed session cookie");
+    for attr in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(cookie.contains(attr), "{attr}: {cookie}");
+    }
+    assert!(!cookie.contains("Domain="));
+    assert!(res
+        .headers()
+        .get_one("Strict-Transport-Security")
+        .is_some_and(|h| h.contains("max-age=31536000")));
+    drop(res);
     // The removal cookie at logout is Secure and HttpOnly too.
     let html = app.client.get("/user").dispatch().await.into_string().await.unwrap();
     let res = app
@@ -144,7 +155,8 @@ async fn secure_cookies_when_configured() {
         .body(form(&[("csrf_token", &csrf_in(&html))]))
         .dispatch()
         .await;
-    let removal = set_cookie(&res, "sesija").unwrap();
+    assert_to_login(&res);
+    let removal = set_cookie(&res, "__Host-sesija").unwrap();
     for attr in ["Max-Age=0", "Secure", "HttpOnly", "Path=/"] {
         assert!(removal.contains(attr), "{attr}: {removal}");
     }

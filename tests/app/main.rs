@@ -11,5 +11,6 @@ mod devices;
 mod layer;
 mod login;
 mod logout;
+mod operations;
 mod process;
 mod setup;
