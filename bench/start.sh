@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Benchmark target for the peer harness in ../shared/bench (see its README):
+# a fresh data dir under $BENCH_TMP, the bench account, then the server on
+# $PORT with one worker, exec'd so the harness measures the server itself.
+set -euo pipefail
+bin=${SESIJA_BIN:-$BENCH_BUILD/cargo-target/release/sesija}
+work=$BENCH_TMP/sesija
+rm -rf "$work"
+mkdir -p "$work"
+cd "$work"
+export ROCKET_ADDRESS=127.0.0.1 ROCKET_PORT="$PORT" ROCKET_WORKERS=1 ROCKET_LOG_LEVEL=critical
+export ROCKET_DATA_DIR="$work/data"
+printf '%s\n' "$BENCH_PASSWORD" | "$bin" user add "$BENCH_USER" --password-stdin >/dev/null
+exec "$bin" serve
