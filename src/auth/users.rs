@@ -2,6 +2,8 @@
 
 use sqlx::{FromRow, SqlitePool};
 
+use crate::session::write_transaction;
+
 #[derive(Debug, Clone, FromRow)]
 pub struct User {
     pub id: i64,
@@ -103,33 +105,44 @@ pub async fn set_password(
     hash: &str,
     keep: Option<&str>,
 ) -> Result<u64, UserError> {
-    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-    let id: Option<i64> =
-        sqlx::query_scalar("UPDATE users SET password_hash = ? WHERE username = ? RETURNING id")
-            .bind(hash)
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let Some(id) = id else { return Err(UserError::NotFound(name.to_owned())) };
-    let ended = sqlx::query("DELETE FROM sessions WHERE user_id = ? AND handle IS NOT ?")
-        .bind(id)
-        .bind(keep)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(ended.rows_affected())
+    let (owned, hash, keep) = (name.to_owned(), hash.to_owned(), keep.map(str::to_owned));
+    let ended = write_transaction(writer, |tx| {
+        Box::pin(async move {
+            let id: Option<i64> =
+                sqlx::query_scalar("UPDATE users SET password_hash = ? WHERE username = ? RETURNING id")
+                    .bind(&hash)
+                    .bind(&owned)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let Some(id) = id else { return Ok(None) };
+            let ended = sqlx::query("DELETE FROM sessions WHERE user_id = ? AND handle IS NOT ?")
+                .bind(id)
+                .bind(&keep)
+                .execute(&mut *tx)
+                .await?;
+            Ok(Some(ended.rows_affected()))
+        })
+    })
+    .await?;
+    ended.ok_or_else(|| UserError::NotFound(name.to_owned()))
 }
 
 /// Removes the account and, in the same transaction, every session it has;
 /// returns how many sessions ended.
 pub async fn remove(writer: &SqlitePool, name: &str) -> Result<u64, UserError> {
-    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-    let id: Option<i64> = sqlx::query_scalar("DELETE FROM users WHERE username = ? RETURNING id")
-        .bind(name)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let Some(id) = id else { return Err(UserError::NotFound(name.to_owned())) };
-    let ended = sqlx::query("DELETE FROM sessions WHERE user_id = ?").bind(id).execute(&mut *tx).await?;
-    tx.commit().await?;
-    Ok(ended.rows_affected())
+    let owned = name.to_owned();
+    let ended = write_transaction(writer, |tx| {
+        Box::pin(async move {
+            let id: Option<i64> = sqlx::query_scalar("DELETE FROM users WHERE username = ? RETURNING id")
+                .bind(&owned)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(id) = id else { return Ok(None) };
+            let ended =
+                sqlx::query("DELETE FROM sessions WHERE user_id = ?").bind(id).execute(&mut *tx).await?;
+            Ok(Some(ended.rows_affected()))
+        })
+    })
+    .await?;
+    ended.ok_or_else(|| UserError::NotFound(name.to_owned()))
 }

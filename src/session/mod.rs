@@ -74,7 +74,7 @@ use std::time::Duration;
 
 pub use guard::{Session, SessionError, SessionLayer, Sessions};
 pub use purge::{purge_expired, PurgeReport, PURGE_BATCH};
-pub use sqlite::SqliteStore;
+pub use sqlite::{write_transaction, SqliteStore};
 pub use store::{Record, SessionStore, StoreError};
 pub use token::{constant_time_eq, new_handle, Token, TokenHash};
 

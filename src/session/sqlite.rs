@@ -6,8 +6,9 @@
 //! application's migrations (see `migrations/`).
 
 use rocket::async_trait;
-use sqlx::sqlite::{SqlitePool, SqliteRow};
-use sqlx::Row;
+use rocket::futures::future::BoxFuture;
+use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
+use sqlx::{Connection, Row};
 
 use super::store::{Record, SessionStore, StoreError};
 use super::token::TokenHash;
@@ -31,6 +32,31 @@ impl SqliteStore {
     pub fn new(reader: SqlitePool, writer: SqlitePool) -> SqliteStore {
         SqliteStore { reader, writer }
     }
+}
+
+/// Runs `work` in a `BEGIN IMMEDIATE` transaction on a connection of `pool`.
+///
+/// After a failure the connection is closed rather than handed back: SQLite
+/// rolls some transactions back by itself (a full disk, an I/O error), after
+/// which sqlx still counts the transaction as open and refuses every later
+/// `BEGIN` on that connection. With a single writer connection that would
+/// stop every write until a restart.
+pub async fn write_transaction<T: Send>(
+    pool: &SqlitePool,
+    work: impl for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, sqlx::Error>> + Send,
+) -> Result<T, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let result = async {
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let value = work(&mut tx).await?;
+        tx.commit().await?;
+        Ok(value)
+    }
+    .await;
+    if result.is_err() {
+        let _ = conn.close().await;
+    }
+    result
 }
 
 fn unavailable(e: sqlx::Error) -> StoreError {
@@ -59,33 +85,37 @@ impl SessionStore for SqliteStore {
         r: &Record,
         replaces: Option<&TokenHash>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(unavailable)?;
-        if let Some(old) = replaces {
-            sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
-                .bind(&old.0[..])
+        let (token_hash, replaces, r) = (*token_hash, replaces.copied(), r.clone());
+        write_transaction(&self.writer, |tx| {
+            Box::pin(async move {
+                if let Some(old) = replaces {
+                    sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
+                        .bind(&old.0[..])
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query(concat!(
+                    "INSERT INTO sessions (token_hash, ",
+                    columns!(),
+                    ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                ))
+                .bind(&token_hash.0[..])
+                .bind(&r.handle)
+                .bind(r.user_id)
+                .bind(&r.data)
+                .bind(r.created_at)
+                .bind(r.last_seen_at)
+                .bind(r.expires_at)
+                .bind(r.persistent)
+                .bind(&r.user_agent)
+                .bind(&r.ip)
                 .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-        }
-        sqlx::query(concat!(
-            "INSERT INTO sessions (token_hash, ",
-            columns!(),
-            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ))
-        .bind(&token_hash.0[..])
-        .bind(&r.handle)
-        .bind(r.user_id)
-        .bind(&r.data)
-        .bind(r.created_at)
-        .bind(r.last_seen_at)
-        .bind(r.expires_at)
-        .bind(r.persistent)
-        .bind(&r.user_agent)
-        .bind(&r.ip)
-        .execute(&mut *tx)
+                .await?;
+                Ok(())
+            })
+        })
         .await
-        .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)
+        .map_err(unavailable)
     }
 
     async fn load(&self, token_hash: &TokenHash, now: i64) -> Result<Option<Record>, StoreError> {

@@ -106,3 +106,8 @@ pub async fn change_password(
     Metrics::count(&app.metrics.ended_revoke, ended);
     Reply::Flash(Flash::success(Redirect::to("/user"), "Password changed"))
 }
+
+#[post("/account/password", rank = 2)]
+pub fn change_password_anonymous() -> Redirect {
+    Redirect::to("/login")
+}

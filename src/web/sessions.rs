@@ -124,3 +124,13 @@ pub fn session_failure(e: SessionError) -> Reply {
 pub fn list_anonymous() -> Redirect {
     Redirect::to("/login")
 }
+
+#[post("/sessions/revoke", rank = 2)]
+pub fn revoke_anonymous() -> Redirect {
+    Redirect::to("/login")
+}
+
+#[post("/sessions/revoke-others", rank = 2)]
+pub fn revoke_others_anonymous() -> Redirect {
+    Redirect::to("/login")
+}

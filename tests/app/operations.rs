@@ -313,7 +313,10 @@ fn check_config_prints_the_effective_settings_with_secrets_masked() {
     );
     assert!(!stdout.contains(&key));
     let fallbacks = format!(r#"["{}", "{}"]"#, STANDARD.encode([5u8; 64]), STANDARD.encode([6u8; 32]));
-    let out = sesija(work.path(), &[("ROCKET_SECRET_KEY_FALLBACKS", &fallbacks)]).arg("check-config").output().unwrap();
+    let out = sesija(work.path(), &[("ROCKET_SECRET_KEY_FALLBACKS", &fallbacks)])
+        .arg("check-config")
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("secret_key_fallbacks = [2 key(s)]"));
     for (key, value) in [
         ("ROCKET_SESSION_PURGE_INTERVAL", "0"),
