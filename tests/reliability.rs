@@ -17,8 +17,8 @@ mod helpers;
 #[path = "app/http.rs"]
 mod http;
 #[allow(dead_code)]
-#[path = "app/process.rs"]
-mod process;
+#[path = "app/server.rs"]
+mod server;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use helpers::{csrf_in, form, PASSWORD};
 use http::{free_port, request, sesija, Browser, Server};
-use process::{block_on, first_account};
+use server::{block_on, first_account};
 use tempfile::TempDir;
 
 fn add_user(work: &Path, name: &str) {

@@ -1,11 +1,13 @@
 //! Argon2id hashing and verification, off the async workers and bounded.
 //!
-//! Each hash takes about 19 MiB and a core for tens of milliseconds. Rocket
-//! would allow 512 blocking threads at once, so hashing is gated by a
-//! semaphore sized to the cores: beyond it, requests queue, and only a wait
-//! longer than [`MAX_QUEUE_WAIT`] is refused.
+//! Each hash takes about 19 MiB and a core for tens of milliseconds. Hashing
+//! runs on a fixed set of threads of its own, one per core, gated by a
+//! semaphore of the same size: beyond it requests queue, and only a wait
+//! longer than [`MAX_QUEUE_WAIT`] is refused. Fixed threads also bound
+//! memory: the allocator keeps a hash's 19 MiB around per thread that ran
+//! it, and Rocket's blocking pool would spread hashes over up to 512.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use argon2::password_hash::rand_core::OsRng;
@@ -32,13 +34,29 @@ pub enum HashError {
 #[derive(Clone)]
 pub struct Hasher {
     permits: Arc<Semaphore>,
+    jobs: mpsc::Sender<Job>,
     dummy: Arc<OnceLock<String>>,
 }
+
+type Job = Box<dyn FnOnce() + Send>;
 
 impl Default for Hasher {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        Hasher { permits: Arc::new(Semaphore::new(cores)), dummy: Arc::default() }
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for i in 0..cores {
+            let queue = queue.clone();
+            // The threads end when the last Hasher clone is dropped.
+            let _ = std::thread::Builder::new().name(format!("sesija-hash-{i}")).spawn(move || loop {
+                let job = queue.lock().map_err(|_| ()).and_then(|q| q.recv().map_err(|_| ()));
+                match job {
+                    Ok(job) => job(),
+                    Err(()) => return,
+                }
+            });
+        }
+        Hasher { permits: Arc::new(Semaphore::new(cores)), jobs, dummy: Arc::default() }
     }
 }
 
@@ -47,16 +65,17 @@ impl Hasher {
         &self,
         job: impl FnOnce() -> Result<T, HashError> + Send + 'static,
     ) -> Result<T, HashError> {
-        let permit = tokio::time::timeout(MAX_QUEUE_WAIT, self.permits.clone().acquire_owned())
+        let _permit = tokio::time::timeout(MAX_QUEUE_WAIT, self.permits.acquire())
             .await
             .map_err(|_| HashError::Busy)?
             .map_err(|_| HashError::Busy)?;
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            job()
-        })
-        .await
-        .map_err(|e| HashError::Failed(e.to_string()))?
+        let (done, result) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move || {
+                let _ = done.send(job());
+            }))
+            .map_err(|_| HashError::Failed("hashing threads are gone".into()))?;
+        result.await.map_err(|_| HashError::Failed("hashing thread failed".into()))?
     }
 
     /// A PHC string (`$argon2id$v=19$m=19456,t=2,p=1$...`) with a fresh salt.

@@ -14,7 +14,7 @@ use tempfile::TempDir;
 
 use crate::helpers::PASSWORD;
 use crate::http::{free_port, request, Server};
-use crate::process::setup_path;
+use crate::server::setup_path;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";

@@ -7,7 +7,7 @@ use tempfile::TempDir;
 
 use crate::helpers::PASSWORD;
 use crate::http::sesija;
-use crate::process::{block_on, count_sessions};
+use crate::server::{block_on, count_sessions};
 
 fn run(work: &TempDir, args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = sesija(work.path(), &[])

@@ -614,3 +614,15 @@ async fn undecodable_session_data_is_dropped_not_fatal() {
         sqlx::query_scalar("SELECT data FROM sessions").fetch_one(&app.db().await).await.unwrap();
     assert!(serde_json::from_str::<serde_json::Value>(&data).is_ok(), "rewritten as valid data: {data}");
 }
+
+#[rocket::async_test]
+async fn a_token_in_the_url_is_never_a_session() {
+    let app = spawn_app().await;
+    app.add_user("alice").await;
+    let cookie = sealed(&logged_in(&app.client, "alice", false).await);
+    let token = app.client.cookies().get_private("sesija").unwrap().value().to_owned();
+    let stranger = app.other_browser().await;
+    for uri in [format!("/user?sesija={}", urlencode(&cookie)), format!("/user?sesija={token}")] {
+        assert_to_login(&stranger.get(uri).dispatch().await);
+    }
+}

@@ -13,4 +13,5 @@ mod login;
 mod logout;
 mod operations;
 mod process;
+mod server;
 mod setup;

@@ -13,7 +13,7 @@ use tempfile::TempDir;
 
 use crate::helpers::*;
 use crate::http::{free_port, sesija, Browser, Server};
-use crate::process::{block_on, first_account, log_in};
+use crate::server::{block_on, first_account, log_in};
 
 async fn client_on(
     data_dir: &std::path::Path,
