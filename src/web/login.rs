@@ -117,7 +117,7 @@ pub async fn login(
     };
 
     app.throttle.succeeded(&form.username, ip);
-    match sessions.start(user.id, form.remember, csrf::new_session_token()).await {
+    match sessions.start(user.id, form.remember, super::new_session_data(&user.username)).await {
         Ok(session) => {
             log::info!("login: user {:?}, ip {ip:?}, session {}", user.username, session.handle());
             Metrics::count(&app.metrics.logins_succeeded, 1);

@@ -135,6 +135,16 @@ impl Reply {
     }
 }
 
+/// Session value holding the user name, set at login.
+const USER_KEY: &str = "user";
+
+/// What a new session starts with: its CSRF token and the user's name.
+fn new_session_data(username: &str) -> serde_json::Map<String, serde_json::Value> {
+    let mut data = csrf::new_session_token();
+    data.insert(USER_KEY.into(), username.into());
+    data
+}
+
 const BAD_FORM: &str = "This form has expired or came from another site. Please try again.";
 const UNAVAILABLE: &str = "sesija cannot reach its database right now. Try again in a moment.";
 

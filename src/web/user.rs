@@ -5,12 +5,17 @@ use rocket::request::FlashMessage;
 use rocket::response::{Flash, Redirect};
 use rocket::{get, State};
 
-use super::{csrf, pages, App, Notice, Reply};
+use super::{csrf, pages, App, Notice, Reply, USER_KEY};
 use crate::auth::users;
 use crate::session::{Session, Sessions};
 
 #[get("/user")]
 pub async fn user(session: Session<'_>, app: &State<App>, flash: Option<FlashMessage<'_>>) -> Reply {
+    // The name is kept in the session at login (accounts are never renamed,
+    // and removing one ends its sessions), so this page costs one query.
+    if let Some(name) = session.get::<String>(USER_KEY) {
+        return user_page(&session, &name, flash).await;
+    }
     let user = match users::by_id(&app.db.reader, session.user_id()).await {
         Ok(Some(user)) => user,
         Ok(None) => {
@@ -23,10 +28,14 @@ pub async fn user(session: Session<'_>, app: &State<App>, flash: Option<FlashMes
             return Reply::unavailable();
         }
     };
-    let Ok(csrf_token) = csrf::of_session(&session).await else { return Reply::unavailable() };
+    user_page(&session, &user.username, flash).await
+}
+
+async fn user_page(session: &Session<'_>, username: &str, flash: Option<FlashMessage<'_>>) -> Reply {
+    let Ok(csrf_token) = csrf::of_session(session).await else { return Reply::unavailable() };
     let page = pages::User {
         notice: Notice::from_flash(flash),
-        username: &user.username,
+        username,
         csrf_token: &csrf_token,
         persistent: session.record().persistent,
     };
