@@ -17,19 +17,19 @@ use sesija::session::{
 
 use crate::helpers::*;
 
-fn token_of(sealed_value: &str, app: &TestApp) -> Token {
-    // The local client opens private cookies with the app's key.
-    let jar = app.client.cookies();
-    let _ = sealed_value;
-    Token::decode(jar.get_private("sesija").expect("client holds the cookie").value()).unwrap()
+/// The token inside the client's session cookie (the local client opens
+/// private cookies with the app's key).
+fn token_of(app: &TestApp) -> Token {
+    Token::decode(app.client.cookies().get_private("sesija").expect("client holds the cookie").value())
+        .unwrap()
 }
 
 #[rocket::async_test]
 async fn the_database_holds_only_the_token_hash() {
     let app = spawn_app().await;
     app.add_user("alice").await;
-    let cookie = sealed(&logged_in(&app.client, "alice", false).await);
-    let token = token_of(&cookie, &app);
+    logged_in(&app.client, "alice", false).await;
+    let token = token_of(&app);
     let (hash, handle, data): (Vec<u8>, String, String) =
         sqlx::query_as("SELECT token_hash, handle, data FROM sessions")
             .fetch_one(&app.db().await)

@@ -7,7 +7,6 @@ mod http;
 mod browser;
 mod cli;
 mod devices;
-// mod keys;
 mod layer;
 mod login;
 mod logout;
