@@ -10,9 +10,13 @@
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use std::cell::RefCell;
+
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+
+use crate::session::constant_time_eq;
 use tokio::sync::Semaphore;
 
 /// Longest a login waits for a hashing slot before it is answered 503.
@@ -94,20 +98,71 @@ impl Hasher {
                     (dummy.get_or_init(|| hash_now("dummy password").unwrap_or_default()).as_str(), false)
                 }
             };
-            let parsed = PasswordHash::new(hash).map_err(|e| HashError::Failed(e.to_string()))?;
-            let ok = Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok();
-            Ok(ok && real)
+            Ok(verify_now(&password, hash)? && real)
         })
         .await
     }
 }
 
+fn failed(e: impl std::fmt::Display) -> HashError {
+    HashError::Failed(e.to_string())
+}
+
+thread_local! {
+    /// Argon2's working memory, kept by each hashing thread for its next hash:
+    /// allocating 19 MiB per hash leaves the allocator holding several copies.
+    static BLOCKS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs argon2 into `out` with this thread's kept memory.
+fn argon2_into(
+    argon: &Argon2<'_>,
+    blocks: usize,
+    password: &str,
+    salt: &[u8],
+    out: &mut [u8],
+) -> Result<(), HashError> {
+    BLOCKS.with(|kept| {
+        let mut kept = kept.borrow_mut();
+        if kept.len() < blocks {
+            kept.resize(blocks, Block::default());
+        }
+        argon
+            .hash_password_into_with_memory(password.as_bytes(), salt, out, &mut kept[..blocks])
+            .map_err(failed)
+    })
+}
+
 fn hash_now(password: &str) -> Result<String, HashError> {
     let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| HashError::Failed(e.to_string()))
+    let mut salt_buf = [0u8; 64];
+    let salt_bytes = salt.as_salt().decode_b64(&mut salt_buf).map_err(failed)?;
+    let params = Params::default();
+    let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    argon2_into(&argon, params.block_count(), password, salt_bytes, &mut out)?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params).map_err(failed)?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out).map_err(failed)?),
+    };
+    Ok(phc.to_string())
+}
+
+fn verify_now(password: &str, phc: &str) -> Result<bool, HashError> {
+    let parsed = PasswordHash::new(phc).map_err(failed)?;
+    let algorithm = Algorithm::try_from(parsed.algorithm).map_err(failed)?;
+    let version = parsed.version.map(Version::try_from).transpose().map_err(failed)?.unwrap_or_default();
+    let params = Params::try_from(&parsed).map_err(failed)?;
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else { return Ok(false) };
+    let mut salt_buf = [0u8; 64];
+    let salt_bytes = salt.decode_b64(&mut salt_buf).map_err(failed)?;
+    let mut out = vec![0u8; expected.len()];
+    let argon = Argon2::new(algorithm, version, params.clone());
+    argon2_into(&argon, params.block_count(), password, salt_bytes, &mut out)?;
+    Ok(constant_time_eq(&out, expected.as_bytes()))
 }
 
 /// Why a new password is refused, in words for the person choosing it.
@@ -138,6 +193,20 @@ mod tests {
         assert!(h.verify("correct horse".into(), Some(a.clone())).await.unwrap());
         assert!(!h.verify("correct hors".into(), Some(a)).await.unwrap());
         assert!(!h.verify("dummy password".into(), None).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn hashes_from_the_standard_api_verify_and_weaker_params_too() {
+        use argon2::password_hash::PasswordHasher;
+        let h = Hasher::default();
+        let salt = SaltString::generate(&mut OsRng);
+        let standard = Argon2::default().hash_password(b"correct horse", &salt).unwrap().to_string();
+        assert!(h.verify("correct horse".into(), Some(standard.clone())).await.unwrap());
+        assert!(!h.verify("wrong horse".into(), Some(standard)).await.unwrap());
+        let small = Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(1024, 1, 1, None).unwrap());
+        let small = small.hash_password(b"pw", &salt).unwrap().to_string();
+        assert!(h.verify("pw".into(), Some(small)).await.unwrap());
+        assert!(h.verify("pw".into(), Some("not a hash".into())).await.is_err());
     }
 
     #[test]
