@@ -10,15 +10,7 @@ const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 
 /// A browser logged in as `name` with this User-Agent.
 async fn device(app: &TestApp, name: &str, user_agent: &str) -> Client {
     let client = app.other_browser().await;
-    let token = login_token(&client).await;
-    let body = form(&[("username", name), ("password", PASSWORD), ("csrf_token", &token)]);
-    let res = client
-        .post("/login")
-        .header(ContentType::Form)
-        .header(Header::new("User-Agent", user_agent.to_owned()))
-        .body(body)
-        .dispatch()
-        .await;
+    let res = login_from(&client, name, Header::new("User-Agent", user_agent.to_owned()), None).await;
     assert_eq!(res.status(), Status::SeeOther);
     drop(res);
     client

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use rocket::figment::Figment;
-use rocket::http::{ContentType, Cookie, Status};
+use rocket::http::{ContentType, Cookie, Header, Status};
 use rocket::local::asynchronous::{Client, LocalResponse};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{Connection, SqliteConnection, SqlitePool};
@@ -118,6 +118,23 @@ pub async fn login<'c>(client: &'c Client, name: &str, password: &str, remember:
         fields.push(("remember", "on"));
     }
     client.post("/login").header(ContentType::Form).body(form(&fields)).dispatch().await
+}
+
+/// Posts the login form (correct password) with one extra request header
+/// and, optionally, the client's socket address.
+pub async fn login_from<'c>(
+    client: &'c Client,
+    name: &str,
+    header: Header<'static>,
+    remote: Option<std::net::SocketAddr>,
+) -> LocalResponse<'c> {
+    let token = login_token(client).await;
+    let body = form(&[("username", name), ("password", PASSWORD), ("csrf_token", &token)]);
+    let mut request = client.post("/login").header(ContentType::Form).header(header).body(body);
+    if let Some(remote) = remote {
+        request = request.remote(remote);
+    }
+    request.dispatch().await
 }
 
 /// Logs in and checks it worked.

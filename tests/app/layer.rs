@@ -581,20 +581,11 @@ async fn the_layer_queries_only_for_handlers_that_ask_and_once_per_request() {
 
 #[rocket::async_test]
 async fn login_records_the_user_agent_and_client_ip() {
-    use rocket::http::{ContentType, Header};
+    use rocket::http::Header;
     let app = spawn_app().await;
     app.add_user("alice").await;
-    let token = login_token(&app.client).await;
-    let body = form(&[("username", "alice"), ("password", PASSWORD), ("csrf_token", &token)]);
-    let res = app
-        .client
-        .post("/login")
-        .header(ContentType::Form)
-        .header(Header::new("User-Agent", "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0"))
-        .remote("192.0.2.7:5555".parse().unwrap())
-        .body(body)
-        .dispatch()
-        .await;
+    let ua = Header::new("User-Agent", "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0");
+    let res = login_from(&app.client, "alice", ua, Some("192.0.2.7:5555".parse().unwrap())).await;
     assert_eq!(res.status(), Status::SeeOther);
     let (ua, ip): (String, String) =
         sqlx::query_as("SELECT user_agent, ip FROM sessions").fetch_one(&app.db().await).await.unwrap();

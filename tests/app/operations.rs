@@ -281,17 +281,8 @@ async fn metrics_count_logins_sessions_and_requests_when_enabled() {
 async fn a_configured_proxy_header_supplies_the_client_ip() {
     let app = spawn_app_with(|f| f.merge(("ip_header", "X-Forwarded-For"))).await;
     app.add_user("alice").await;
-    let token = login_token(&app.client).await;
-    let body = form(&[("username", "alice"), ("password", PASSWORD), ("csrf_token", &token)]);
-    let res = app
-        .client
-        .post("/login")
-        .header(ContentType::Form)
-        .header(Header::new("X-Forwarded-For", "203.0.113.5"))
-        .remote("127.0.0.1:9999".parse().unwrap())
-        .body(body)
-        .dispatch()
-        .await;
+    let forwarded = Header::new("X-Forwarded-For", "203.0.113.5");
+    let res = login_from(&app.client, "alice", forwarded, Some("127.0.0.1:9999".parse().unwrap())).await;
     assert_eq!(res.status(), Status::SeeOther);
     let ip: String = sqlx::query_scalar("SELECT ip FROM sessions").fetch_one(&app.db().await).await.unwrap();
     assert_eq!(ip, "203.0.113.5");
