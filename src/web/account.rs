@@ -3,13 +3,13 @@
 use std::net::IpAddr;
 
 use rocket::form::{Form, FromForm};
-use rocket::http::{Header, Status};
+use rocket::http::Status;
 use rocket::request::FlashMessage;
-use rocket::response::{content::RawHtml, Flash, Redirect};
+use rocket::response::{Flash, Redirect};
 use rocket::{get, post, State};
 
 use super::sessions::session_failure;
-use super::{csrf, pages, App, Metrics, Notice, Reply, Throttled};
+use super::{csrf, pages, App, Metrics, Notice, Reply};
 use crate::auth::password::{check_new_password, MAX_PASSWORD_BYTES};
 use crate::auth::users;
 use crate::session::Session;
@@ -61,14 +61,8 @@ pub async fn change_password(
         Err(_) => return Reply::unavailable(),
     };
     if let Some(wait) = app.throttle.check(&user.username, ip) {
-        let message = format!("Too many failed attempts. Try again in {wait} seconds.");
-        return Reply::Throttled(Throttled {
-            page: RawHtml(pages::render(pages::Password {
-                notice: None,
-                error: Some(&message),
-                csrf_token: &token,
-            })),
-            retry_after: Header::new("Retry-After", wait.to_string()),
+        return Reply::throttled(wait, |message| {
+            pages::render(pages::Password { notice: None, error: Some(message), csrf_token: &token })
         });
     }
     let current = if form.current_password.len() > MAX_PASSWORD_BYTES {

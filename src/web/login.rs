@@ -1,13 +1,13 @@
 //! `/`, `/login` and `/logout`.
 
 use rocket::form::{Form, FromForm};
-use rocket::http::{CookieJar, Header, Status};
+use rocket::http::{CookieJar, Status};
 use rocket::request::FlashMessage;
-use rocket::response::{content::RawHtml, Flash, Redirect};
+use rocket::response::{Flash, Redirect};
 use rocket::{get, post, State};
 use std::net::IpAddr;
 
-use super::{csrf, pages, App, Metrics, Notice, Reply, Throttled, BAD_FORM};
+use super::{csrf, pages, App, Metrics, Notice, Reply, BAD_FORM};
 use crate::auth::password::MAX_PASSWORD_BYTES;
 use crate::auth::{users, HashError};
 use crate::session::{Session, SessionError, Sessions};
@@ -72,17 +72,15 @@ pub async fn login(
     if let Some(wait) = app.throttle.check(&form.username, ip) {
         log::warn!("login throttled: user {:?}, ip {ip:?}, retry in {wait} s", form.username);
         Metrics::count(&app.metrics.logins_throttled, 1);
-        let message = format!("Too many failed attempts. Try again in {wait} seconds.");
         let csrf_token = csrf::anonymous(jar, &app.settings);
-        let page = pages::Login {
-            notice: None,
-            error: Some(&message),
-            csrf_token: &csrf_token,
-            username: &form.username,
-        };
-        return Reply::Throttled(Throttled {
-            page: RawHtml(pages::render(page)),
-            retry_after: Header::new("Retry-After", wait.to_string()),
+        return Reply::throttled(wait, |message| {
+            let page = pages::Login {
+                notice: None,
+                error: Some(message),
+                csrf_token: &csrf_token,
+                username: &form.username,
+            };
+            pages::render(page)
         });
     }
 

@@ -122,6 +122,16 @@ impl Reply {
         Reply::Page((status, RawHtml(html)))
     }
 
+    /// 429 with `Retry-After`; `page` renders the refused form around the
+    /// message it is given.
+    pub fn throttled(wait: u64, page: impl FnOnce(&str) -> String) -> Reply {
+        let message = format!("Too many failed attempts. Try again in {wait} seconds.");
+        Reply::Throttled(Throttled {
+            page: RawHtml(page(&message)),
+            retry_after: Header::new("Retry-After", wait.to_string()),
+        })
+    }
+
     pub fn to(uri: &'static str) -> Reply {
         Reply::Redirect(Redirect::to(uri))
     }

@@ -172,6 +172,17 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8(out).unwrap()
 }
 
+/// Logs out through the form on `/user` (with the session's token).
+pub async fn log_out<'c>(client: &'c Client) -> LocalResponse<'c> {
+    let html = client.get("/user").dispatch().await.into_string().await.unwrap();
+    client
+        .post("/logout")
+        .header(ContentType::Form)
+        .body(form(&[("csrf_token", &csrf_in(&html))]))
+        .dispatch()
+        .await
+}
+
 /// Sends `GET /user` carrying exactly this session cookie value.
 pub async fn user_page_with<'c>(client: &'c Client, sealed_value: &str) -> LocalResponse<'c> {
     client.get("/user").cookie(Cookie::new("sesija", sealed_value.to_owned())).dispatch().await

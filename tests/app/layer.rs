@@ -399,16 +399,11 @@ async fn the_purge_task_survives_database_errors_and_stops_on_shutdown() {
     assert!(rounds >= 3);
 }
 
-#[rocket::async_test]
-async fn writes_after_a_concurrent_logout_never_resurrect_the_session() {
-    let dir = tempfile::TempDir::new().unwrap();
-    let db = sesija::db::Db::open(&dir.path().join("data")).await.unwrap();
-    let store = SqliteStore::new(db.reader.clone(), db.writer.clone());
-    let token = Token::generate();
-    let now = session::now();
-    let record = Record {
+/// A session of `user_id` created at `now`, live for a minute.
+fn live_record(user_id: i64, now: i64) -> Record {
+    Record {
         handle: session::new_handle(),
-        user_id: 1,
+        user_id,
         data: "{}".into(),
         created_at: now,
         last_seen_at: now,
@@ -416,7 +411,17 @@ async fn writes_after_a_concurrent_logout_never_resurrect_the_session() {
         persistent: false,
         user_agent: None,
         ip: None,
-    };
+    }
+}
+
+#[rocket::async_test]
+async fn writes_after_a_concurrent_logout_never_resurrect_the_session() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let db = sesija::db::Db::open(&dir.path().join("data")).await.unwrap();
+    let store = SqliteStore::new(db.reader.clone(), db.writer.clone());
+    let token = Token::generate();
+    let now = session::now();
+    let record = live_record(1, now);
     store.create(&token.hash(), &record, None).await.unwrap();
     // A request loaded it...
     assert!(store.load(&token.hash(), now).await.unwrap().is_some());
@@ -448,17 +453,7 @@ async fn concurrent_logins_never_see_database_is_locked() {
             for _ in 0..40 {
                 let token = Token::generate();
                 let now = session::now();
-                let record = Record {
-                    handle: session::new_handle(),
-                    user_id: t as i64,
-                    data: "{}".into(),
-                    created_at: now,
-                    last_seen_at: now,
-                    expires_at: now + 60,
-                    persistent: false,
-                    user_agent: None,
-                    ip: None,
-                };
+                let record = live_record(t as i64, now);
                 store.create(&token.hash(), &record, previous.as_ref()).await?;
                 store.load(&token.hash(), now).await?;
                 previous = Some(token.hash());

@@ -147,14 +147,7 @@ async fn secure_cookies_use_the_host_prefix() {
         .is_some_and(|h| h.contains("max-age=31536000")));
     drop(res);
     // The removal cookie at logout is Secure and HttpOnly too.
-    let html = app.client.get("/user").dispatch().await.into_string().await.unwrap();
-    let res = app
-        .client
-        .post("/logout")
-        .header(ContentType::Form)
-        .body(form(&[("csrf_token", &csrf_in(&html))]))
-        .dispatch()
-        .await;
+    let res = log_out(&app.client).await;
     assert_to_login(&res);
     let removal = set_cookie(&res, "__Host-sesija").unwrap();
     for attr in ["Max-Age=0", "Secure", "HttpOnly", "Path=/"] {

@@ -39,14 +39,7 @@ async fn logout_deletes_the_row_and_the_old_cookie_is_dead() {
     let app = spawn_app().await;
     app.add_user("alice").await;
     let cookie = sealed(&logged_in(&app.client, "alice", true).await);
-    let html = app.client.get("/user").dispatch().await.into_string().await.unwrap();
-    let res = app
-        .client
-        .post("/logout")
-        .header(ContentType::Form)
-        .body(form(&[("csrf_token", &csrf_in(&html))]))
-        .dispatch()
-        .await;
+    let res = log_out(&app.client).await;
     assert_to_login(&res);
     assert_eq!(res.headers().get_one("Cache-Control"), Some("no-store"));
     let removal = set_cookie(&res, "sesija").expect("removal cookie");

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use rocket::http::{ContentType, Header, Status};
+use rocket::http::{Header, Status};
 use rocket::local::asynchronous::Client;
 use tempfile::TempDir;
 
@@ -241,13 +241,7 @@ async fn metrics_count_logins_sessions_and_requests_when_enabled() {
     assert_eq!(login(&app.client, "alice", PASSWORD, false).await.status(), Status::TooManyRequests);
     let other = app.other_browser().await;
     logged_in(&other, "alice", false).await;
-    let html = other.get("/user").dispatch().await.into_string().await.unwrap();
-    let res = other
-        .post("/logout")
-        .header(ContentType::Form)
-        .body(form(&[("csrf_token", &csrf_in(&html))]))
-        .dispatch()
-        .await;
+    let res = log_out(&other).await;
     assert_to_login(&res);
     drop(res);
     logged_in(&other, "alice", false).await;
