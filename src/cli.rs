@@ -12,6 +12,7 @@ use crate::auth::password::check_new_password;
 use crate::auth::users::{self, check_username, UserError};
 use crate::auth::Hasher;
 use crate::config;
+use crate::control;
 use crate::db::Db;
 use crate::session::{purge_expired, SessionStore, SqliteStore};
 use crate::startup;
@@ -232,6 +233,7 @@ fn check_config() -> Result<ExitCode, String> {
     println!("session_absolute_timeout = {}", settings.session_absolute_timeout);
     println!("session_touch_interval = {}", settings.session_touch_interval);
     println!("session_purge_interval = {}", settings.session_purge_interval);
+    println!("session_cache_capacity = {}", settings.session_cache_capacity);
     println!("cookie_secure = {}", settings.cookie_secure);
     println!("login_max_failures = {}", settings.login_max_failures);
     println!("login_lockout = {}", settings.login_lockout);
@@ -299,6 +301,7 @@ async fn user(command: UserCommand) -> Result<(), String> {
             let ended = users::set_password(&db.writer, &name, &hash, None).await.map_err(user_error)?;
             println!("changed the password of {name}; ended {ended} sessions");
             db.close().await;
+            tell_server("the password was changed").await?;
         }
         UserCommand::List => {
             let db = open().await?;
@@ -319,6 +322,7 @@ async fn user(command: UserCommand) -> Result<(), String> {
             let ended = users::remove(&db.writer, &name).await.map_err(user_error)?;
             println!("removed user {name}; ended {ended} sessions");
             db.close().await;
+            tell_server("the user was removed").await?;
         }
     }
     Ok(())
@@ -328,6 +332,7 @@ async fn sessions(command: SessionsCommand) -> Result<(), String> {
     let db = open().await?;
     let store = SqliteStore::new(db.reader.clone(), db.writer.clone());
     let failed = |e: crate::session::StoreError| e.to_string();
+    let changes = !matches!(command, SessionsCommand::List { .. });
     let user_id = |name: String| {
         let reader = db.reader.clone();
         async move {
@@ -411,5 +416,19 @@ async fn sessions(command: SessionsCommand) -> Result<(), String> {
         }
     }
     db.close().await;
-    Ok(())
+    match changes {
+        true => tell_server("the sessions were changed").await,
+        false => Ok(()),
+    }
+}
+
+/// After a command changed sessions in the database: a running server drops
+/// what it cached before this returns, so the change counts from the next
+/// request it serves.
+async fn tell_server(done: &str) -> Result<(), String> {
+    let settings = config::Settings::from_figment(&config::figment()).map_err(|e| e.to_string())?;
+    control::notify(&settings.data_dir.join(control::SOCKET_NAME))
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{done} in the database, but {e}; restart the server to be sure it honours it"))
 }

@@ -16,6 +16,9 @@ pub const COOKIE_NAME: &str = "sesija";
 /// insist on Secure, Path=/ and no Domain.
 pub const SECURE_COOKIE_NAME: &str = "__Host-sesija";
 
+/// Upper bound of `session_cache_capacity` (about 2 GiB of entries at most).
+pub const MAX_CACHE_CAPACITY: i64 = 10_000_000;
+
 /// sesija's own keys, with the seed tutorial's 5-day idle lifetime as default.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
@@ -26,6 +29,8 @@ pub struct Settings {
     pub session_absolute_timeout: i64,
     pub session_touch_interval: i64,
     pub session_purge_interval: i64,
+    /// Most sessions kept in memory in front of SQLite; 0 turns the cache off.
+    pub session_cache_capacity: i64,
     pub cookie_secure: bool,
     pub login_max_failures: i64,
     pub login_lockout: i64,
@@ -41,6 +46,7 @@ impl Default for Settings {
             session_absolute_timeout: 2_592_000,
             session_touch_interval: 60,
             session_purge_interval: 300,
+            session_cache_capacity: 10_000,
             cookie_secure: false,
             login_max_failures: 5,
             login_lockout: 900,
@@ -101,6 +107,12 @@ impl Settings {
                 self.session_touch_interval
             )));
         }
+        if !(0..=MAX_CACHE_CAPACITY).contains(&self.session_cache_capacity) {
+            return Err(ConfigError(format!(
+                "`session_cache_capacity` must be between 0 and {MAX_CACHE_CAPACITY} (got {})",
+                self.session_cache_capacity
+            )));
+        }
         if self.session_idle_timeout > self.session_absolute_timeout {
             return Err(ConfigError(format!(
                 "`session_idle_timeout` ({}) must not exceed `session_absolute_timeout` ({})",
@@ -134,6 +146,11 @@ impl Settings {
         } else {
             "sesija_csrf"
         }
+    }
+
+    /// `session_cache_capacity` as a size (validated: never negative).
+    pub fn cache_capacity(&self) -> usize {
+        usize::try_from(self.session_cache_capacity).unwrap_or(0)
     }
 
     pub fn session_config(&self) -> SessionConfig {
@@ -182,6 +199,8 @@ mod tests {
             ("session_touch_interval", -5),
             ("login_max_failures", 0),
             ("login_lockout", -3),
+            ("session_cache_capacity", -1),
+            ("session_cache_capacity", 10_000_001),
         ] {
             let err = with(key, value).unwrap_err().to_string();
             assert!(err.contains(key), "{err}");

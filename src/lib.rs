@@ -5,11 +5,13 @@
 //! * [`auth`]: accounts, password hashing, login throttling.
 //! * [`web`]: the pages and forms.
 //! * [`config`], [`secret`], [`db`]: settings, the cookie key, the database.
-//! * [`startup`]: wires them into one Rocket app; [`cli`]: the command line.
+//! * [`startup`]: wires them into one Rocket app; [`cli`]: the command line;
+//!   [`control`]: the local socket through which commands reach the server.
 
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod db;
 pub mod secret;
 pub mod session;

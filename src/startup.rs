@@ -10,9 +10,10 @@ use rocket::{Build, Rocket};
 
 use crate::auth::{users, Hasher, Throttle};
 use crate::config::Settings;
+use crate::control::{self, Claim, NotifyingStore};
 use crate::db::Db;
 use crate::secret::{self, KeySource};
-use crate::session::{SessionLayer, SessionManager, SqliteStore};
+use crate::session::{CachingStore, SessionLayer, SessionManager, SqliteStore};
 use crate::web::{self, App, SetupToken};
 
 /// Why sesija cannot start: one line for the operator.
@@ -45,9 +46,23 @@ pub async fn app(figment: Figment) -> Result<Rocket<Build>, StartupError> {
         Err(e) => return Err(StartupError(format!("cannot read {}: {e}", db.path.display()))),
     };
     let store = SqliteStore::new(db.reader.clone(), db.writer.clone());
-    let sessions = SessionLayer::from_manager(Arc::new(
-        SessionManager::new(store, settings.session_config()).with_fallback_keys(fallbacks),
-    ));
+    let config = settings.session_config();
+    let (manager, control) = match control::claim(&settings.data_dir).map_err(StartupError)? {
+        Claim::Owner(control) => match settings.cache_capacity() {
+            0 => (SessionManager::new(store, config), Some(control)),
+            n => (SessionManager::new(CachingStore::new(store, n), config), Some(control)),
+        },
+        Claim::Peer(socket) => {
+            log::warn!(
+                "another sesija server runs on {}: this one caches no sessions and tells that one of each change",
+                settings.data_dir.display()
+            );
+            (SessionManager::new(NotifyingStore::new(store, socket), config), None)
+        }
+    };
+    let manager = Arc::new(manager.with_fallback_keys(fallbacks));
+    let control = control.map(|c| c.serving(manager.clone()));
+    let sessions = SessionLayer::from_manager(manager);
     let app = App {
         metrics: Arc::default(),
         throttle: Throttle::new(
@@ -82,5 +97,9 @@ pub async fn app(figment: Figment) -> Result<Rocket<Build>, StartupError> {
                 }
             })
         }));
+    let rocket = match control {
+        Some(control) => rocket.attach(control),
+        None => rocket,
+    };
     Ok(web::stage(rocket))
 }

@@ -62,6 +62,7 @@
 //! back. The cached load of a request is not refreshed by [`Session::destroy`]
 //! or [`Sessions::start`] within the same request.
 
+mod cache;
 mod guard;
 pub mod purge;
 mod sqlite;
@@ -72,10 +73,11 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use cache::{CachingStore, FLUSH_MARGIN};
 pub use guard::{Session, SessionError, SessionLayer, Sessions};
 pub use purge::{purge_expired, PurgeReport, PURGE_BATCH};
 pub use sqlite::{write_transaction, SqliteStore};
-pub use store::{Record, SessionStore, StoreError};
+pub use store::{Record, SessionStore, StoreError, Touch};
 pub use token::{constant_time_eq, new_handle, Token, TokenHash};
 
 /// How sessions behave. Times in seconds unless a `Duration`.

@@ -2,6 +2,9 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::store::{SessionStore, StoreError};
 use super::SessionManager;
@@ -34,28 +37,50 @@ pub async fn purge_expired(store: &dyn SessionStore, now: i64) -> Result<PurgeRe
     }
 }
 
-/// Purges at once, then every `purge_interval`, until `shutdown` resolves. An
-/// error is logged and the next round tries again: the task never dies of it.
-/// Returns the number of rounds run.
+/// How often the background task asks the store to write out what it holds
+/// back ([`SessionStore::flush`]).
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Purges at once, then every `purge_interval`, and flushes the store every
+/// [`FLUSH_INTERVAL`] and once more when `shutdown` resolves. An error is
+/// logged and the next round tries again: the task never dies of it.
+/// Returns the number of purge rounds run.
 pub async fn run(manager: Arc<SessionManager>, shutdown: impl std::future::Future<Output = ()>) -> u64 {
     tokio::pin!(shutdown);
     let interval = manager.config().purge_interval;
     let mut rounds = 0;
+    let mut next_purge = Instant::now();
     loop {
-        rounds += 1;
-        let result = purge_expired(manager.store(), super::now()).await;
-        manager.stats().purge_runs.fetch_add(1, Ordering::Relaxed);
-        match result {
-            Ok(report) if report.removed > 0 => {
-                manager.stats().purged.fetch_add(report.removed, Ordering::Relaxed);
-                log::info!("session purge removed {} expired sessions", report.removed)
-            }
-            Ok(_) => log::debug!("session purge found no expired sessions"),
-            Err(e) => log::error!("session purge failed, will retry next round: {e}"),
+        if Instant::now() >= next_purge {
+            rounds += 1;
+            purge_round(&manager).await;
+            next_purge = Instant::now() + interval;
         }
         tokio::select! {
-            _ = &mut shutdown => return rounds,
-            _ = tokio::time::sleep(interval) => {}
+            _ = &mut shutdown => {
+                flush(&manager).await;
+                return rounds;
+            }
+            _ = tokio::time::sleep(FLUSH_INTERVAL.min(interval)) => flush(&manager).await,
         }
+    }
+}
+
+async fn purge_round(manager: &SessionManager) {
+    let result = purge_expired(manager.store(), super::now()).await;
+    manager.stats().purge_runs.fetch_add(1, Ordering::Relaxed);
+    match result {
+        Ok(report) if report.removed > 0 => {
+            manager.stats().purged.fetch_add(report.removed, Ordering::Relaxed);
+            log::info!("session purge removed {} expired sessions", report.removed)
+        }
+        Ok(_) => log::debug!("session purge found no expired sessions"),
+        Err(e) => log::error!("session purge failed, will retry next round: {e}"),
+    }
+}
+
+async fn flush(manager: &SessionManager) {
+    if let Err(e) = manager.store().flush().await {
+        log::warn!("session deadline flush failed, will retry: {e}");
     }
 }

@@ -10,7 +10,7 @@ use rocket::futures::future::BoxFuture;
 use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
 use sqlx::{Connection, Row};
 
-use super::store::{Record, SessionStore, StoreError};
+use super::store::{Record, SessionStore, StoreError, Touch};
 use super::token::TokenHash;
 
 macro_rules! columns {
@@ -250,5 +250,34 @@ impl SessionStore for SqliteStore {
     async fn delete_all(&self) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM sessions").execute(&self.writer).await.map_err(unavailable)?;
         Ok(done.rows_affected())
+    }
+
+    async fn touch_many(&self, touches: &[Touch], now: i64) -> Result<u64, StoreError> {
+        if touches.is_empty() {
+            return Ok(0);
+        }
+        let touches = touches.to_vec();
+        write_transaction(&self.writer, |tx| {
+            Box::pin(async move {
+                let mut live = 0;
+                for t in touches {
+                    live += sqlx::query(
+                        // A batch may land after a later single touch: never move back.
+                        "UPDATE sessions SET last_seen_at = MAX(last_seen_at, ?), \
+                         expires_at = MAX(expires_at, ?) WHERE token_hash = ? AND expires_at > ?",
+                    )
+                    .bind(t.last_seen_at)
+                    .bind(t.expires_at)
+                    .bind(&t.token_hash.0[..])
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                }
+                Ok(live)
+            })
+        })
+        .await
+        .map_err(unavailable)
     }
 }

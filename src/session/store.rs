@@ -85,4 +85,33 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Ends every session; returns how many.
     async fn delete_all(&self) -> Result<u64, StoreError>;
+
+    /// Moves the deadlines of many sessions, in one transaction where the
+    /// backend has them; returns how many were still live.
+    async fn touch_many(&self, touches: &[Touch], now: i64) -> Result<u64, StoreError> {
+        let mut live = 0;
+        for t in touches {
+            live += u64::from(self.touch(&t.token_hash, t.last_seen_at, t.expires_at, now).await?);
+        }
+        Ok(live)
+    }
+
+    /// Writes out whatever the store holds back (a cache's batched deadline
+    /// moves); returns how many sessions it wrote. The session layer calls it
+    /// about once a second and at shutdown.
+    async fn flush(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+
+    /// Sessions changed behind this store's back (another process, a raw SQL
+    /// transaction): forget anything remembered about them.
+    async fn invalidate(&self) {}
+}
+
+/// One deadline move, for [`SessionStore::touch_many`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Touch {
+    pub token_hash: TokenHash,
+    pub last_seen_at: i64,
+    pub expires_at: i64,
 }

@@ -93,6 +93,8 @@ pub async fn change_password(
             return Reply::unavailable();
         }
     };
+    // The sessions ended in that transaction went behind the store's back.
+    session.manager().store().invalidate().await;
     if let Err(e) = session.rotate().await {
         return session_failure(e);
     }

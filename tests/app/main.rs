@@ -5,6 +5,7 @@ mod helpers;
 mod http;
 
 mod browser;
+mod cache;
 mod cli;
 mod devices;
 mod layer;

@@ -265,6 +265,7 @@ fn an_operator_lists_and_ends_sessions_while_the_server_runs() {
     // End one session by handle: that browser is out at its next request.
     let laptop_handle =
         rows.iter().find(|r| r["persistent"] == true).unwrap()["handle"].as_str().unwrap().to_owned();
+    assert_eq!(laptop.get("/user").status, 200, "in the server's cache now");
     let (code, out, _) = cli(&["sessions", "revoke", "--id", &laptop_handle]);
     assert_eq!((code, out.trim()), (Some(0), "ended 1 sessions"));
     assert_eq!(laptop.get("/user").status, 303);
@@ -286,6 +287,21 @@ fn an_operator_lists_and_ends_sessions_while_the_server_runs() {
     log_in(&mut alice, "alice", false);
     let (code, out, _) = cli(&["sessions", "revoke", "--all"]);
     assert_eq!((code, out.trim()), (Some(0), "ended 1 sessions"));
+    assert_eq!(alice.get("/user").status, 303);
+
+    // A password set from the command line ends the sessions at once too.
+    log_in(&mut alice, "alice", false);
+    assert_eq!(alice.get("/user").status, 200);
+    let mut passwd = sesija(work.path(), &[])
+        .args(["user", "passwd", "alice", "--password-stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    passwd.stdin.take().unwrap().write_all(b"a whole new password\n").unwrap();
+    let out = passwd.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
     assert_eq!(alice.get("/user").status, 303);
     drop(server);
 }

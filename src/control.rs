@@ -1,0 +1,300 @@
+//! The control socket: how an administrative command tells the running server
+//! that it changed sessions in the database, so that the server's session
+//! cache forgets them before the command exits.
+//!
+//! The socket is `control.sock` in the data directory, readable and writable
+//! by its owner only. One request per connection, one line each way:
+//! `forget` (drop every cached session) or `ping`; the server answers `ok`
+//! once done. It also stops a second server from starting on the same data
+//! directory, whose cache would never hear of the first one's writes.
+
+use std::io::ErrorKind;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener as StdListener, UnixStream as StdStream};
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rocket::fairing::{Fairing, Info, Kind};
+use rocket::{async_trait, Orbit, Rocket};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinHandle;
+
+use crate::session::{Record, SessionManager, SessionStore, StoreError, TokenHash, Touch};
+
+/// File name of the socket inside the data directory.
+pub const SOCKET_NAME: &str = "control.sock";
+
+/// How long either side waits for the other.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How a server stands on its data directory, decided at start-up.
+pub enum Claim {
+    /// The first server: it may cache sessions, and owns the control socket.
+    Owner(Control),
+    /// Another server owns the directory: this one must cache nothing and
+    /// tell the owner of every session change ([`NotifyingStore`]).
+    Peer(PathBuf),
+}
+
+/// The server's end of the socket: bound at start-up, served from liftoff,
+/// removed at shutdown (or when the app is dropped).
+pub struct Control {
+    path: PathBuf,
+    inode: u64,
+    manager: Mutex<Option<Arc<SessionManager>>>,
+    listener: Mutex<Option<StdListener>>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Binds `control.sock` in `data_dir`, unless a running server answers on it.
+/// A socket left by a server that died is replaced.
+pub fn claim(data_dir: &Path) -> Result<Claim, String> {
+    let path = data_dir.join(SOCKET_NAME);
+    if std::fs::symlink_metadata(&path).is_ok() {
+        if StdStream::connect(&path).is_ok() {
+            return Ok(Claim::Peer(path));
+        }
+        std::fs::remove_file(&path)
+            .map_err(|e| format!("cannot remove stale control socket {}: {e}", path.display()))?;
+    }
+    let listener = StdListener::bind(&path)
+        .map_err(|e| format!("cannot create control socket {}: {e}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .and_then(|_| listener.set_nonblocking(true))
+        .map_err(|e| format!("cannot set up control socket {}: {e}", path.display()))?;
+    let inode = std::fs::metadata(&path).map(|m| m.ino()).unwrap_or(0);
+    Ok(Claim::Owner(Control {
+        path,
+        inode,
+        manager: Mutex::new(None),
+        listener: Mutex::new(Some(listener)),
+        task: Mutex::new(None),
+    }))
+}
+
+impl Control {
+    /// The sessions whose cache a `forget` request clears.
+    pub fn serving(self, manager: Arc<SessionManager>) -> Control {
+        *self.manager.lock().unwrap() = Some(manager);
+        self
+    }
+
+    fn stop(&self) {
+        if let Some(task) = self.task.lock().unwrap().take() {
+            task.abort();
+        }
+        // Only our own socket: a later server may have bound the path since.
+        if std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[async_trait]
+impl Fairing for Control {
+    fn info(&self) -> Info {
+        Info { name: "control socket", kind: Kind::Liftoff | Kind::Shutdown }
+    }
+
+    async fn on_liftoff(&self, _: &Rocket<Orbit>) {
+        let Some(listener) = self.listener.lock().unwrap().take() else { return };
+        let listener = match tokio::net::UnixListener::from_std(listener) {
+            Ok(listener) => listener,
+            Err(e) => {
+                log::error!("control socket unusable: {e}");
+                return;
+            }
+        };
+        let Some(manager) = self.manager.lock().unwrap().clone() else { return };
+        *self.task.lock().unwrap() = Some(tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        tokio::spawn(answer(stream, manager.clone()));
+                    }
+                    Err(e) => {
+                        log::warn!("control socket: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }));
+    }
+
+    async fn on_shutdown(&self, _: &Rocket<Orbit>) {
+        self.stop();
+    }
+}
+
+async fn answer(stream: tokio::net::UnixStream, manager: Arc<SessionManager>) {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut read = tokio::io::BufReader::new(read.take(64));
+    let reply = match tokio::time::timeout(TIMEOUT, read.read_line(&mut line)).await {
+        Ok(Ok(_)) => match line.trim() {
+            "forget" => {
+                manager.store().invalidate().await;
+                log::info!("control socket: session cache cleared on request");
+                "ok\n"
+            }
+            "ping" => "ok\n",
+            _ => "error: unknown request\n",
+        },
+        _ => return,
+    };
+    let _ = tokio::time::timeout(TIMEOUT, write.write_all(reply.as_bytes())).await;
+}
+
+/// What [`notify`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notified {
+    /// A running server forgot its cached sessions.
+    Server,
+    /// No server runs on this data directory.
+    NoServer,
+}
+
+/// Tells the server whose control socket is `socket`, if one runs, to forget
+/// its cached sessions, and waits until it has.
+pub async fn notify(socket: &Path) -> Result<Notified, String> {
+    let mut stream = match tokio::net::UnixStream::connect(socket).await {
+        Ok(stream) => stream,
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) => {
+            return Ok(Notified::NoServer)
+        }
+        Err(e) => return Err(format!("cannot reach the server at {}: {e}", socket.display())),
+    };
+    let talk = async {
+        stream.write_all(b"forget\n").await?;
+        let mut line = String::new();
+        tokio::io::BufReader::new((&mut stream).take(64)).read_line(&mut line).await?;
+        Ok::<_, std::io::Error>(line)
+    };
+    match tokio::time::timeout(TIMEOUT, talk).await {
+        Ok(Ok(line)) if line.trim() == "ok" => Ok(Notified::Server),
+        Ok(Ok(line)) => Err(format!("the server at {} answered {:?}", socket.display(), line.trim())),
+        Ok(Err(e)) => Err(format!("the server at {} did not answer: {e}", socket.display())),
+        Err(_) => Err(format!("the server at {} did not answer within {TIMEOUT:?}", socket.display())),
+    }
+}
+
+/// The store of a server that is not the owner of its data directory: it
+/// caches nothing, and after each write that changes or ends a session it
+/// makes the owner forget its cached sessions before the write returns.
+pub struct NotifyingStore<S> {
+    inner: S,
+    socket: PathBuf,
+}
+
+impl<S: SessionStore> NotifyingStore<S> {
+    pub fn new(inner: S, socket: PathBuf) -> NotifyingStore<S> {
+        NotifyingStore { inner, socket }
+    }
+
+    async fn tell<T>(&self, written: T) -> T {
+        if let Err(e) = notify(&self.socket).await {
+            log::error!("a session change may not be seen by the other server yet: {e}");
+        }
+        written
+    }
+}
+
+#[async_trait]
+impl<S: SessionStore> SessionStore for NotifyingStore<S> {
+    async fn create(
+        &self,
+        hash: &TokenHash,
+        record: &Record,
+        replaces: Option<&TokenHash>,
+    ) -> Result<(), StoreError> {
+        self.inner.create(hash, record, replaces).await?;
+        // A brand-new session is in nobody's cache; the one it replaces may be.
+        if replaces.is_some() {
+            self.tell(()).await;
+        }
+        Ok(())
+    }
+
+    async fn load(&self, hash: &TokenHash, now: i64) -> Result<Option<Record>, StoreError> {
+        self.inner.load(hash, now).await
+    }
+
+    async fn touch(
+        &self,
+        hash: &TokenHash,
+        last_seen: i64,
+        expires: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let live = self.inner.touch(hash, last_seen, expires, now).await?;
+        Ok(self.tell(live).await)
+    }
+
+    async fn save_data(&self, hash: &TokenHash, data: &str, now: i64) -> Result<bool, StoreError> {
+        let live = self.inner.save_data(hash, data, now).await?;
+        Ok(self.tell(live).await)
+    }
+
+    async fn rotate(&self, old: &TokenHash, new: &TokenHash, now: i64) -> Result<bool, StoreError> {
+        let live = self.inner.rotate(old, new, now).await?;
+        Ok(self.tell(live).await)
+    }
+
+    async fn delete(&self, hash: &TokenHash) -> Result<bool, StoreError> {
+        let found = self.inner.delete(hash).await?;
+        Ok(self.tell(found).await)
+    }
+
+    async fn delete_expired(&self, now: i64, limit: u32) -> Result<u64, StoreError> {
+        let removed = self.inner.delete_expired(now, limit).await?;
+        match removed {
+            0 => Ok(0),
+            n => Ok(self.tell(n).await),
+        }
+    }
+
+    async fn list_for_user(&self, user_id: i64, now: i64) -> Result<Vec<Record>, StoreError> {
+        self.inner.list_for_user(user_id, now).await
+    }
+
+    async fn delete_for_user(&self, user_id: i64, keep: Option<&str>) -> Result<u64, StoreError> {
+        let removed = self.inner.delete_for_user(user_id, keep).await?;
+        Ok(self.tell(removed).await)
+    }
+
+    async fn delete_handle(&self, handle: &str, user_id: Option<i64>) -> Result<bool, StoreError> {
+        let found = self.inner.delete_handle(handle, user_id).await?;
+        Ok(self.tell(found).await)
+    }
+
+    async fn list_live(&self, now: i64) -> Result<Vec<Record>, StoreError> {
+        self.inner.list_live(now).await
+    }
+
+    async fn delete_all(&self) -> Result<u64, StoreError> {
+        let removed = self.inner.delete_all().await?;
+        Ok(self.tell(removed).await)
+    }
+
+    async fn touch_many(&self, touches: &[Touch], now: i64) -> Result<u64, StoreError> {
+        let live = self.inner.touch_many(touches, now).await?;
+        Ok(self.tell(live).await)
+    }
+
+    async fn flush(&self) -> Result<u64, StoreError> {
+        self.inner.flush().await
+    }
+
+    async fn invalidate(&self) {
+        self.inner.invalidate().await;
+        self.tell(()).await
+    }
+}

@@ -1,0 +1,316 @@
+//! A bounded in-process cache in front of any [`SessionStore`], so that a page
+//! view of a recently seen session costs a hash-map look-up instead of a trip
+//! to the database.
+//!
+//! ```no_run
+//! # fn pools() -> (sqlx::SqlitePool, sqlx::SqlitePool) { unimplemented!() }
+//! use sesija::session::{CachingStore, SessionConfig, SessionLayer, SqliteStore};
+//! let (reader, writer) = pools();
+//! let store = CachingStore::new(SqliteStore::new(reader, writer), 10_000);
+//! let layer = SessionLayer::new(store, SessionConfig::default());
+//! ```
+//!
+//! What it guarantees:
+//! * Every write goes to the inner store and is committed first; only then is
+//!   the entry dropped and a generation counter moved, so a look-up that read
+//!   the database before the write finished cannot put the old row back.
+//! * An entry is never honoured past its `expires_at`.
+//! * Deadline moves ([`SessionStore::touch`]) of cached sessions are held
+//!   back and written in one transaction per [`SessionStore::flush`] (the
+//!   session layer flushes about once a second and at shutdown), unless the
+//!   stored deadline is less than [`FLUSH_MARGIN`] away: a crash can lose one
+//!   second of deadline moves, which only shortens sessions.
+//! * Changes made behind the store's back (another process, a raw SQL
+//!   transaction) must be announced with [`SessionStore::invalidate`], which
+//!   forgets everything.
+//! * At most `capacity` entries: when full, an arbitrary entry makes room.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use rocket::async_trait;
+
+use super::store::{Record, SessionStore, StoreError, Touch};
+use super::token::TokenHash;
+
+/// A held-back deadline move is written at once instead when the stored
+/// deadline is this close (seconds), so a purge never removes a session
+/// whose newer deadline is still waiting for the next flush.
+pub const FLUSH_MARGIN: i64 = 5;
+
+/// Sessions cached in memory in front of `S`.
+pub struct CachingStore<S> {
+    inner: S,
+    capacity: usize,
+    state: Mutex<State>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    entries: HashMap<TokenHash, Entry, KeyHasher>,
+    /// Deadline moves not yet written, by session.
+    pending: HashMap<TokenHash, Touch, KeyHasher>,
+    /// Moves on every write and invalidation; a load may fill the cache only
+    /// if it did not move while the load read the database.
+    generation: u64,
+}
+
+struct Entry {
+    record: Record,
+    /// The deadline the inner store holds (the record's may be later).
+    stored_expires_at: i64,
+}
+
+/// Keys are SHA-256 outputs of random tokens: their first bytes are already
+/// uniformly spread, so hashing them again would only cost time.
+type KeyHasher = BuildHasherDefault<PrefixHasher>;
+
+#[derive(Default)]
+struct PrefixHasher(u64);
+
+impl Hasher for PrefixHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8).take(1) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(word);
+        }
+    }
+}
+
+impl<S: SessionStore> CachingStore<S> {
+    /// A cache of at most `capacity` sessions (0 caches nothing, and every
+    /// call goes straight to `inner`).
+    pub fn new(inner: S, capacity: usize) -> CachingStore<S> {
+        CachingStore {
+            inner,
+            capacity,
+            state: Mutex::default(),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    /// Look-ups answered from memory and from the inner store.
+    pub fn hit_miss(&self) -> (u64, u64) {
+        (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
+    }
+
+    /// Sessions held in memory now.
+    pub fn len(&self) -> usize {
+        self.state.lock().unwrap().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// After a committed write: forget the entries `drop` picks.
+    fn written(&self, mut drop: impl FnMut(&TokenHash, &Record) -> bool) {
+        let mut state = self.state.lock().unwrap();
+        state.generation += 1;
+        state.entries.retain(|hash, entry| !drop(hash, &entry.record));
+    }
+
+    /// After a committed write to one session: forget it.
+    fn written_one(&self, hash: &TokenHash) {
+        let mut state = self.state.lock().unwrap();
+        state.generation += 1;
+        state.entries.remove(hash);
+        state.pending.remove(hash);
+    }
+}
+
+#[async_trait]
+impl<S: SessionStore> SessionStore for CachingStore<S> {
+    async fn create(
+        &self,
+        token_hash: &TokenHash,
+        record: &Record,
+        replaces: Option<&TokenHash>,
+    ) -> Result<(), StoreError> {
+        self.inner.create(token_hash, record, replaces).await?;
+        if let Some(old) = replaces {
+            self.written_one(old);
+        }
+        // Not cached yet: the first page view after a login fills it.
+        self.written_one(token_hash);
+        Ok(())
+    }
+
+    async fn load(&self, token_hash: &TokenHash, now: i64) -> Result<Option<Record>, StoreError> {
+        if self.capacity == 0 {
+            return self.inner.load(token_hash, now).await;
+        }
+        let generation = {
+            let mut state = self.state.lock().unwrap();
+            if let Some(entry) = state.entries.get(token_hash) {
+                if entry.record.expires_at > now {
+                    self.hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Some(entry.record.clone()));
+                }
+                // Cached deadlines are never earlier than stored ones: the
+                // database agrees that this session is over.
+                state.entries.remove(token_hash);
+                state.pending.remove(token_hash);
+                return Ok(None);
+            }
+            state.generation
+        };
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let found = self.inner.load(token_hash, now).await?;
+        if let Some(record) = &found {
+            let mut state = self.state.lock().unwrap();
+            if state.generation == generation {
+                if state.entries.len() >= self.capacity {
+                    if let Some(victim) = state.entries.keys().next().copied() {
+                        state.entries.remove(&victim);
+                    }
+                }
+                let entry = Entry { record: record.clone(), stored_expires_at: record.expires_at };
+                state.entries.insert(*token_hash, entry);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn touch(
+        &self,
+        token_hash: &TokenHash,
+        last_seen_at: i64,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        {
+            let mut state = self.state.lock().unwrap();
+            if let Some(entry) = state.entries.get_mut(token_hash) {
+                if entry.stored_expires_at - now > FLUSH_MARGIN {
+                    entry.record.last_seen_at = entry.record.last_seen_at.max(last_seen_at);
+                    entry.record.expires_at = entry.record.expires_at.max(expires_at);
+                    let touch = Touch { token_hash: *token_hash, last_seen_at, expires_at };
+                    state.pending.insert(*token_hash, touch);
+                    return Ok(true);
+                }
+            }
+        }
+        let live = self.inner.touch(token_hash, last_seen_at, expires_at, now).await?;
+        self.written_one(token_hash);
+        Ok(live)
+    }
+
+    async fn save_data(&self, token_hash: &TokenHash, data: &str, now: i64) -> Result<bool, StoreError> {
+        let live = self.inner.save_data(token_hash, data, now).await?;
+        self.written_one(token_hash);
+        Ok(live)
+    }
+
+    async fn rotate(&self, old: &TokenHash, new: &TokenHash, now: i64) -> Result<bool, StoreError> {
+        let live = self.inner.rotate(old, new, now).await?;
+        let mut state = self.state.lock().unwrap();
+        state.generation += 1;
+        state.entries.remove(old);
+        if let Some(mut touch) = state.pending.remove(old) {
+            touch.token_hash = *new;
+            state.pending.insert(*new, touch);
+        }
+        Ok(live)
+    }
+
+    async fn delete(&self, token_hash: &TokenHash) -> Result<bool, StoreError> {
+        let found = self.inner.delete(token_hash).await?;
+        self.written_one(token_hash);
+        Ok(found)
+    }
+
+    async fn delete_expired(&self, now: i64, limit: u32) -> Result<u64, StoreError> {
+        let removed = self.inner.delete_expired(now, limit).await?;
+        if removed > 0 {
+            // Only rows whose stored deadline passed went; a cached entry
+            // whose newer deadline had not been flushed yet went with them.
+            let mut state = self.state.lock().unwrap();
+            state.generation += 1;
+            state.entries.retain(|_, entry| entry.stored_expires_at > now);
+        }
+        Ok(removed)
+    }
+
+    async fn list_for_user(&self, user_id: i64, now: i64) -> Result<Vec<Record>, StoreError> {
+        self.inner.list_for_user(user_id, now).await
+    }
+
+    async fn delete_for_user(&self, user_id: i64, keep: Option<&str>) -> Result<u64, StoreError> {
+        let removed = self.inner.delete_for_user(user_id, keep).await?;
+        self.written(|_, r| r.user_id == user_id && Some(r.handle.as_str()) != keep);
+        Ok(removed)
+    }
+
+    async fn delete_handle(&self, handle: &str, user_id: Option<i64>) -> Result<bool, StoreError> {
+        let found = self.inner.delete_handle(handle, user_id).await?;
+        self.written(|_, r| r.handle == handle);
+        Ok(found)
+    }
+
+    async fn list_live(&self, now: i64) -> Result<Vec<Record>, StoreError> {
+        self.inner.list_live(now).await
+    }
+
+    async fn delete_all(&self) -> Result<u64, StoreError> {
+        let removed = self.inner.delete_all().await?;
+        self.written(|_, _| true);
+        self.state.lock().unwrap().pending.clear();
+        Ok(removed)
+    }
+
+    async fn touch_many(&self, touches: &[Touch], now: i64) -> Result<u64, StoreError> {
+        let live = self.inner.touch_many(touches, now).await?;
+        let mut state = self.state.lock().unwrap();
+        state.generation += 1;
+        for t in touches {
+            state.entries.remove(&t.token_hash);
+        }
+        Ok(live)
+    }
+
+    async fn flush(&self) -> Result<u64, StoreError> {
+        let batch: Vec<Touch> = {
+            let mut state = self.state.lock().unwrap();
+            state.pending.drain().map(|(_, t)| t).collect()
+        };
+        let inner = self.inner.flush().await?;
+        if batch.is_empty() {
+            return Ok(inner);
+        }
+        match self.inner.touch_many(&batch, super::now()).await {
+            Ok(_) => {
+                let mut state = self.state.lock().unwrap();
+                for t in &batch {
+                    if let Some(entry) = state.entries.get_mut(&t.token_hash) {
+                        entry.stored_expires_at = entry.stored_expires_at.max(t.expires_at);
+                    }
+                }
+                Ok(inner + batch.len() as u64)
+            }
+            Err(e) => {
+                // Keep them for the next flush, unless a newer move came in.
+                let mut state = self.state.lock().unwrap();
+                for t in batch {
+                    state.pending.entry(t.token_hash).or_insert(t);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn invalidate(&self) {
+        self.inner.invalidate().await;
+        self.written(|_, _| true);
+    }
+}

@@ -1,0 +1,296 @@
+//! The session cache: what it saves, and every way a change still counts on
+//! the very next request.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rocket::async_trait;
+use rocket::http::Status;
+use tokio::sync::Semaphore;
+
+use sesija::session::{
+    self, CachingStore, Record, SessionStore, SqliteStore, StoreError, Token, TokenHash, Touch, FLUSH_MARGIN,
+};
+
+use crate::helpers::*;
+use crate::layer::{live_record, Instrumented};
+
+async fn temp_db() -> (tempfile::TempDir, sesija::db::Db) {
+    let dir = tempfile::TempDir::new().unwrap();
+    let db = sesija::db::Db::open(&dir.path().join("data")).await.unwrap();
+    (dir, db)
+}
+
+async fn stored_expiry(db: &sesija::db::Db, token: &Token) -> Option<i64> {
+    sqlx::query_scalar("SELECT expires_at FROM sessions WHERE token_hash = ?")
+        .bind(&token.hash().0[..])
+        .fetch_optional(&db.reader)
+        .await
+        .unwrap()
+}
+
+#[rocket::async_test]
+async fn a_cached_session_is_read_from_the_database_once() {
+    let (_dir, db) = temp_db().await;
+    let inner = Instrumented::new(&db, 0);
+    let loads = inner.loads.clone();
+    let store = CachingStore::new(inner, 100);
+    let (token, now) = (Token::generate(), session::now());
+    store.create(&token.hash(), &live_record(1, now), None).await.unwrap();
+    for _ in 0..10 {
+        assert_eq!(store.load(&token.hash(), now).await.unwrap().unwrap().user_id, 1);
+    }
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    assert_eq!(store.hit_miss(), (9, 1));
+    // A token nobody holds is asked for every time (and never cached).
+    for _ in 0..3 {
+        assert!(store.load(&Token::generate().hash(), now).await.unwrap().is_none());
+    }
+    assert_eq!(loads.load(Ordering::SeqCst), 4);
+}
+
+#[rocket::async_test]
+async fn every_write_through_the_cache_counts_at_once() {
+    let (_dir, db) = temp_db().await;
+    let store = CachingStore::new(SqliteStore::new(db.reader.clone(), db.writer.clone()), 100);
+    let now = session::now();
+    let tokens: Vec<Token> = (0..6).map(|_| Token::generate()).collect();
+    let mut records = Vec::new();
+    for (i, token) in tokens.iter().enumerate() {
+        let record = live_record(if i < 3 { 1 } else { 2 }, now);
+        store.create(&token.hash(), &record, None).await.unwrap();
+        assert!(store.load(&token.hash(), now).await.unwrap().is_some(), "cached");
+        records.push(record);
+    }
+    let hashes: Vec<TokenHash> = tokens.iter().map(Token::hash).collect();
+    let load = |i: usize| store.load(&hashes[i], now);
+
+    assert!(store.save_data(&tokens[0].hash(), r#"{"k":1}"#, now).await.unwrap());
+    assert_eq!(load(0).await.unwrap().unwrap().data, r#"{"k":1}"#);
+    let rotated = Token::generate();
+    assert!(store.rotate(&tokens[0].hash(), &rotated.hash(), now).await.unwrap());
+    assert!(load(0).await.unwrap().is_none(), "the old token is dead at once");
+    assert!(store.load(&rotated.hash(), now).await.unwrap().is_some());
+    assert!(store.delete(&tokens[1].hash()).await.unwrap());
+    assert!(load(1).await.unwrap().is_none());
+    assert!(store.delete_handle(&records[2].handle, Some(1)).await.unwrap());
+    assert!(load(2).await.unwrap().is_none());
+    assert_eq!(store.delete_for_user(2, Some(&records[3].handle)).await.unwrap(), 2);
+    assert!(load(3).await.unwrap().is_some(), "the kept one");
+    assert!(load(4).await.unwrap().is_none() && load(5).await.unwrap().is_none());
+    let replacement = Token::generate();
+    store.create(&replacement.hash(), &live_record(2, now), Some(&tokens[3].hash())).await.unwrap();
+    assert!(load(3).await.unwrap().is_none(), "a login replaces the session held before");
+    store.delete_all().await.unwrap();
+    assert!(store.load(&rotated.hash(), now).await.unwrap().is_none());
+    assert!(store.load(&replacement.hash(), now).await.unwrap().is_none());
+}
+
+#[rocket::async_test]
+async fn a_cached_session_is_never_honoured_past_its_deadline() {
+    let (_dir, db) = temp_db().await;
+    let store = CachingStore::new(SqliteStore::new(db.reader.clone(), db.writer.clone()), 100);
+    let (token, now) = (Token::generate(), session::now());
+    store.create(&token.hash(), &live_record(1, now), None).await.unwrap();
+    assert!(store.load(&token.hash(), now).await.unwrap().is_some());
+    assert!(store.load(&token.hash(), now + 59).await.unwrap().is_some());
+    assert!(store.load(&token.hash(), now + 60).await.unwrap().is_none());
+}
+
+/// Holds every look-up after it has read the database, until released.
+struct Gated {
+    inner: SqliteStore,
+    gate: Arc<Semaphore>,
+}
+
+#[async_trait]
+impl SessionStore for Gated {
+    async fn create(&self, h: &TokenHash, r: &Record, old: Option<&TokenHash>) -> Result<(), StoreError> {
+        self.inner.create(h, r, old).await
+    }
+    async fn load(&self, h: &TokenHash, now: i64) -> Result<Option<Record>, StoreError> {
+        let found = self.inner.load(h, now).await;
+        let _ = self.gate.acquire().await.unwrap();
+        found
+    }
+    async fn touch(&self, h: &TokenHash, seen: i64, exp: i64, now: i64) -> Result<bool, StoreError> {
+        self.inner.touch(h, seen, exp, now).await
+    }
+    async fn save_data(&self, h: &TokenHash, data: &str, now: i64) -> Result<bool, StoreError> {
+        self.inner.save_data(h, data, now).await
+    }
+    async fn rotate(&self, old: &TokenHash, new: &TokenHash, now: i64) -> Result<bool, StoreError> {
+        self.inner.rotate(old, new, now).await
+    }
+    async fn delete(&self, h: &TokenHash) -> Result<bool, StoreError> {
+        self.inner.delete(h).await
+    }
+    async fn delete_expired(&self, now: i64, limit: u32) -> Result<u64, StoreError> {
+        self.inner.delete_expired(now, limit).await
+    }
+    async fn list_for_user(&self, user_id: i64, now: i64) -> Result<Vec<Record>, StoreError> {
+        self.inner.list_for_user(user_id, now).await
+    }
+    async fn delete_for_user(&self, user_id: i64, keep: Option<&str>) -> Result<u64, StoreError> {
+        self.inner.delete_for_user(user_id, keep).await
+    }
+    async fn delete_handle(&self, handle: &str, user_id: Option<i64>) -> Result<bool, StoreError> {
+        self.inner.delete_handle(handle, user_id).await
+    }
+    async fn list_live(&self, now: i64) -> Result<Vec<Record>, StoreError> {
+        self.inner.list_live(now).await
+    }
+    async fn delete_all(&self) -> Result<u64, StoreError> {
+        self.inner.delete_all().await
+    }
+}
+
+#[rocket::async_test]
+async fn a_look_up_that_read_before_a_logout_cannot_put_the_session_back() {
+    let (_dir, db) = temp_db().await;
+    let gate = Arc::new(Semaphore::new(0));
+    let inner = Gated { inner: SqliteStore::new(db.reader.clone(), db.writer.clone()), gate: gate.clone() };
+    let store = Arc::new(CachingStore::new(inner, 100));
+    let (token, now) = (Token::generate(), session::now());
+    store.create(&token.hash(), &live_record(1, now), None).await.unwrap();
+
+    // A request reads the row, and is held before it can fill the cache...
+    let slow = tokio::spawn({
+        let (store, hash) = (store.clone(), token.hash());
+        async move { store.load(&hash, now).await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // ...a logout commits meanwhile...
+    assert!(store.delete(&token.hash()).await.unwrap());
+    gate.add_permits(100);
+    // ...the slow request still saw its session (it started first)...
+    assert!(slow.await.unwrap().is_some());
+    // ...but the next request does not.
+    assert!(store.load(&token.hash(), now).await.unwrap().is_none());
+    assert!(store.is_empty());
+}
+
+#[rocket::async_test]
+async fn the_cache_never_holds_more_than_its_capacity() {
+    let (_dir, db) = temp_db().await;
+    let store = CachingStore::new(SqliteStore::new(db.reader.clone(), db.writer.clone()), 10);
+    let now = session::now();
+    let tokens: Vec<Token> = (0..50).map(|_| Token::generate()).collect();
+    for token in &tokens {
+        store.create(&token.hash(), &live_record(1, now), None).await.unwrap();
+        assert!(store.load(&token.hash(), now).await.unwrap().is_some());
+        assert!(store.len() <= 10);
+    }
+    assert_eq!(store.len(), 10);
+    for token in &tokens {
+        assert!(store.load(&token.hash(), now).await.unwrap().is_some(), "evicted ones are read again");
+    }
+}
+
+#[rocket::async_test]
+async fn deadline_moves_of_cached_sessions_are_written_in_one_batch() {
+    let (_dir, db) = temp_db().await;
+    let store = CachingStore::new(SqliteStore::new(db.reader.clone(), db.writer.clone()), 100);
+    let now = session::now();
+    let tokens: Vec<Token> = (0..20).map(|_| Token::generate()).collect();
+    for token in &tokens {
+        store.create(&token.hash(), &live_record(1, now), None).await.unwrap();
+        store.load(&token.hash(), now).await.unwrap();
+    }
+    for token in &tokens {
+        assert!(store.touch(&token.hash(), now + 1, now + 61, now + 1).await.unwrap());
+        assert_eq!(store.load(&token.hash(), now + 1).await.unwrap().unwrap().expires_at, now + 61);
+    }
+    assert_eq!(stored_expiry(&db, &tokens[0]).await, Some(now + 60), "held back");
+    assert_eq!(store.flush().await.unwrap(), 20);
+    for token in &tokens {
+        assert_eq!(stored_expiry(&db, token).await, Some(now + 61));
+    }
+    assert_eq!(store.flush().await.unwrap(), 0, "nothing left to write");
+
+    // A held-back move never brings back a session ended before the flush.
+    store.touch(&tokens[0].hash(), now + 2, now + 62, now + 2).await.unwrap();
+    assert!(store.delete(&tokens[0].hash()).await.unwrap());
+    store.flush().await.unwrap();
+    assert_eq!(stored_expiry(&db, &tokens[0]).await, None);
+}
+
+#[rocket::async_test]
+async fn a_move_close_to_the_stored_deadline_is_written_at_once() {
+    let (_dir, db) = temp_db().await;
+    let store = CachingStore::new(SqliteStore::new(db.reader.clone(), db.writer.clone()), 100);
+    let (token, now) = (Token::generate(), session::now());
+    store.create(&token.hash(), &live_record(1, now), None).await.unwrap();
+    store.load(&token.hash(), now).await.unwrap();
+    let late = now + 60 - FLUSH_MARGIN;
+    assert!(store.touch(&token.hash(), late, late + 60, late).await.unwrap());
+    assert_eq!(stored_expiry(&db, &token).await, Some(late + 60), "no purge can beat the flush");
+}
+
+#[rocket::async_test]
+async fn the_purge_forgets_the_cached_sessions_it_removed() {
+    let (_dir, db) = temp_db().await;
+    let store = CachingStore::new(SqliteStore::new(db.reader.clone(), db.writer.clone()), 100);
+    let (token, now) = (Token::generate(), session::now());
+    store.create(&token.hash(), &live_record(1, now), None).await.unwrap();
+    store.load(&token.hash(), now).await.unwrap();
+    // A held-back move that never reached the database (its flush failed).
+    store.touch(&token.hash(), now + 1, now + 100, now + 1).await.unwrap();
+    assert_eq!(store.delete_expired(now + 60, 1000).await.unwrap(), 1);
+    assert!(store.load(&token.hash(), now + 61).await.unwrap().is_none());
+    let touches = [Touch { token_hash: token.hash(), last_seen_at: now + 1, expires_at: now + 100 }];
+    assert_eq!(store.touch_many(&touches, now + 61).await.unwrap(), 0, "nothing to bring back");
+}
+
+#[rocket::async_test]
+async fn changes_from_a_second_server_count_on_the_first_ones_next_request() {
+    // `other_browser` is a second server on the same data directory: it runs
+    // without a cache and tells the first one of each change.
+    let app = spawn_app().await;
+    app.add_user("alice").await;
+    logged_in(&app.client, "alice", false).await;
+    for _ in 0..3 {
+        assert_eq!(app.client.get("/user").dispatch().await.status(), Status::Ok, "cache warm");
+    }
+    let other = app.other_browser().await;
+    logged_in(&other, "alice", false).await;
+    let page = other.get("/sessions").dispatch().await.into_string().await.unwrap();
+    let token = csrf_in(&page);
+    let res = other
+        .post("/sessions/revoke-others")
+        .header(rocket::http::ContentType::Form)
+        .body(form(&[("csrf_token", &token)]))
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::SeeOther);
+    assert_to_login(&app.client.get("/user").dispatch().await);
+}
+
+#[rocket::async_test]
+async fn changes_behind_the_servers_back_count_once_it_is_told_over_the_control_socket() {
+    let app = spawn_app().await;
+    app.add_user("alice").await;
+    logged_in(&app.client, "alice", false).await;
+    assert_eq!(app.client.get("/user").dispatch().await.status(), Status::Ok);
+    sqlx::query("DELETE FROM sessions").execute(&app.db().await).await.unwrap();
+    assert_eq!(
+        app.client.get("/user").dispatch().await.status(),
+        Status::Ok,
+        "a raw delete is not seen by the cache until announced"
+    );
+    let socket = app.data_dir().join(sesija::control::SOCKET_NAME);
+    let told = sesija::control::notify(&socket).await.unwrap();
+    assert_eq!(told, sesija::control::Notified::Server);
+    assert_to_login(&app.client.get("/user").dispatch().await);
+}
+
+#[rocket::async_test]
+async fn with_the_cache_off_every_request_reads_the_database() {
+    let app = spawn_app_with(|f| f.merge(("session_cache_capacity", 0))).await;
+    app.add_user("alice").await;
+    logged_in(&app.client, "alice", false).await;
+    assert_eq!(app.client.get("/user").dispatch().await.status(), Status::Ok);
+    sqlx::query("DELETE FROM sessions").execute(&app.db().await).await.unwrap();
+    assert_to_login(&app.client.get("/user").dispatch().await);
+}
