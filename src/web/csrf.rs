@@ -30,6 +30,15 @@ pub fn anonymous(jar: &CookieJar<'_>, settings: &Settings) -> String {
     token
 }
 
+/// Drops the anonymous token once its browser is logged in: forms then use
+/// the session's, and every later request is one cookie lighter.
+pub fn forget_anonymous(jar: &CookieJar<'_>, settings: &Settings) {
+    let name = settings.csrf_cookie_name();
+    if jar.get(name).is_some() {
+        jar.remove_private(Cookie::build(name).path("/").secure(settings.cookie_secure));
+    }
+}
+
 pub fn anonymous_ok(jar: &CookieJar<'_>, settings: &Settings, submitted: &str) -> bool {
     jar.get_private(settings.csrf_cookie_name()).is_some_and(|c| {
         !submitted.is_empty() && constant_time_eq(c.value().as_bytes(), submitted.as_bytes())

@@ -119,6 +119,7 @@ pub async fn login(
         Ok(session) => {
             log::info!("login: user {:?}, ip {ip:?}, session {}", user.username, session.handle());
             Metrics::count(&app.metrics.logins_succeeded, 1);
+            csrf::forget_anonymous(jar, &app.settings);
             Reply::to("/user")
         }
         Err(e) => {

@@ -128,5 +128,6 @@ pub async fn setup(
         Status::ServiceUnavailable
     })?;
     log::info!("setup: user {:?}, session {}", form.username, session.handle());
+    csrf::forget_anonymous(jar, &app.settings);
     Ok(Reply::to("/user"))
 }
