@@ -98,6 +98,9 @@ async fn login_sets_a_browser_session_cookie_with_safe_attributes() {
         assert!(!cookie.contains(attr), "{attr} present: {cookie}");
     }
     assert!(cookie.len() < 4096);
+    let csrf = set_cookie(&res, "sesija_csrf").expect("the anonymous csrf cookie is dropped");
+    assert!(csrf.contains("Max-Age=0") && csrf.contains("Path=/"), "{csrf}");
+    assert!(app.client.cookies().get("sesija_csrf").is_none());
 
     let page = app.client.get("/user").dispatch().await;
     assert_eq!(page.status(), Status::Ok);
@@ -281,4 +284,24 @@ async fn the_user_page_finds_the_name_without_the_value_kept_at_login() {
         .unwrap();
     let html = app.client.get("/user").dispatch().await.into_string().await.unwrap();
     assert!(html.contains("Hello, alice!"));
+}
+
+#[rocket::async_test]
+async fn every_response_carries_the_security_headers() {
+    let app = spawn_app().await;
+    app.add_user("alice").await;
+    logged_in(&app.client, "alice", false).await;
+    for (path, cache) in
+        [("/user", "no-store"), ("/login", "no-store"), ("/nowhere", "no-store"), ("/style.css", "public")]
+    {
+        let res = app.client.get(path).dispatch().await;
+        let header = |name| res.headers().get_one(name).unwrap_or_default().to_owned();
+        assert!(header("Cache-Control").starts_with(cache), "{path}");
+        assert!(header("Content-Security-Policy").contains("frame-ancestors 'none'"), "{path}");
+        assert_eq!(header("Referrer-Policy"), "no-referrer", "{path}");
+        assert_eq!(header("X-Content-Type-Options"), "nosniff", "{path}");
+        assert_eq!(header("X-Frame-Options"), "DENY", "{path}");
+        assert_eq!(res.headers().get("X-Frame-Options").count(), 1, "set once: {path}");
+        assert!(res.headers().get_one("Strict-Transport-Security").is_none(), "only with cookie_secure");
+    }
 }
