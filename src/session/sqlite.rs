@@ -5,10 +5,14 @@
 //! SQLite's one write lock. The `sessions` table is created by the
 //! application's migrations (see `migrations/`).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use rocket::async_trait;
 use rocket::futures::future::BoxFuture;
 use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
 use sqlx::{Connection, Row};
+use tokio::sync::{mpsc, oneshot};
 
 use super::store::{Record, SessionStore, StoreError, Touch};
 use super::token::TokenHash;
@@ -24,14 +28,107 @@ macro_rules! columns {
 pub struct SqliteStore {
     reader: SqlitePool,
     writer: SqlitePool,
+    loader: Arc<Loader>,
 }
 
 impl SqliteStore {
     /// `writer` should hold one connection; `reader` may hold several. Both
     /// must point at the same WAL-mode database.
     pub fn new(reader: SqlitePool, writer: SqlitePool) -> SqliteStore {
-        SqliteStore { reader, writer }
+        SqliteStore { loader: Arc::new(Loader::new(reader.clone())), reader, writer }
     }
+}
+
+/// Look-ups by token hash, gathered: every look-up that arrives while one
+/// query runs waits for the next, which fetches them all at once. A query is
+/// a trip to sqlx's connection thread and back, which costs far more than
+/// the indexed read itself; alone, a look-up costs the same one query.
+struct Loader {
+    reader: SqlitePool,
+    queue: Mutex<Option<mpsc::UnboundedSender<Job>>>,
+}
+
+struct Job {
+    hash: TokenHash,
+    now: i64,
+    reply: oneshot::Sender<Result<Option<Record>, String>>,
+}
+
+/// Most look-ups one query answers.
+const LOAD_BATCH: usize = 64;
+
+impl Loader {
+    fn new(reader: SqlitePool) -> Loader {
+        Loader { reader, queue: Mutex::new(None) }
+    }
+
+    async fn load(&self, hash: &TokenHash, now: i64) -> Result<Option<Record>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let mut job = Job { hash: *hash, now, reply };
+        // The task lives on the runtime of the first look-up; should that
+        // runtime be gone, the next look-up starts another.
+        for _ in 0..2 {
+            let sender = {
+                let mut queue = self.queue.lock().unwrap();
+                match &*queue {
+                    Some(sender) if !sender.is_closed() => sender.clone(),
+                    _ => {
+                        let (sender, receiver) = mpsc::unbounded_channel();
+                        tokio::spawn(run_loader(self.reader.clone(), receiver));
+                        *queue = Some(sender.clone());
+                        sender
+                    }
+                }
+            };
+            match sender.send(job) {
+                Ok(()) => {
+                    return match answer.await {
+                        Ok(result) => result.map_err(StoreError::Unavailable),
+                        Err(_) => Err(StoreError::Unavailable("session look-up abandoned".into())),
+                    }
+                }
+                Err(mpsc::error::SendError(back)) => job = back,
+            }
+        }
+        Err(StoreError::Unavailable("session look-up task unavailable".into()))
+    }
+}
+
+async fn run_loader(reader: SqlitePool, mut queue: mpsc::UnboundedReceiver<Job>) {
+    let mut jobs = Vec::with_capacity(LOAD_BATCH);
+    while queue.recv_many(&mut jobs, LOAD_BATCH).await > 0 {
+        let found = load_many(&reader, &jobs).await;
+        for job in jobs.drain(..) {
+            let answer = match &found {
+                Ok(records) => Ok(records.get(&job.hash).filter(|r| r.expires_at > job.now).cloned()),
+                Err(e) => Err(e.clone()),
+            };
+            let _ = job.reply.send(answer);
+        }
+    }
+}
+
+async fn load_many(reader: &SqlitePool, jobs: &[Job]) -> Result<HashMap<TokenHash, Record>, String> {
+    let oldest = jobs.iter().map(|j| j.now).min().unwrap_or(0);
+    let mut query = sqlx::QueryBuilder::new(concat!(
+        "SELECT token_hash, ",
+        columns!(),
+        " FROM sessions WHERE expires_at > "
+    ));
+    query.push_bind(oldest).push(" AND token_hash IN (");
+    let mut list = query.separated(", ");
+    for job in jobs {
+        list.push_bind(&job.hash.0[..]);
+    }
+    query.push(")");
+    let rows = query.build().fetch_all(reader).await.map_err(|e| e.to_string())?;
+    let mut found = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let hash: Vec<u8> = row.try_get("token_hash").map_err(|e| e.to_string())?;
+        let Ok(hash) = <[u8; 32]>::try_from(hash) else { continue };
+        found.insert(TokenHash(hash), record(row).map_err(|e| e.to_string())?);
+    }
+    Ok(found)
 }
 
 /// Runs `work` in a `BEGIN IMMEDIATE` transaction on a connection of `pool`.
@@ -119,17 +216,7 @@ impl SessionStore for SqliteStore {
     }
 
     async fn load(&self, token_hash: &TokenHash, now: i64) -> Result<Option<Record>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            columns!(),
-            " FROM sessions WHERE token_hash = ? AND expires_at > ?"
-        ))
-        .bind(&token_hash.0[..])
-        .bind(now)
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(unavailable)?;
-        row.as_ref().map(record).transpose().map_err(unavailable)
+        self.loader.load(token_hash, now).await
     }
 
     async fn touch(

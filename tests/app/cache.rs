@@ -294,3 +294,34 @@ async fn with_the_cache_off_every_request_reads_the_database() {
     sqlx::query("DELETE FROM sessions").execute(&app.db().await).await.unwrap();
     assert_to_login(&app.client.get("/user").dispatch().await);
 }
+
+#[rocket::async_test]
+async fn concurrent_look_ups_each_get_their_own_session() {
+    // SqliteStore answers look-ups that arrive together with one query.
+    let (_dir, db) = temp_db().await;
+    let store = Arc::new(SqliteStore::new(db.reader.clone(), db.writer.clone()));
+    let now = session::now();
+    let mut cases = Vec::new();
+    for i in 0..150 {
+        let token = Token::generate();
+        let mut record = live_record(i, now);
+        if i % 3 == 0 {
+            record.expires_at = now; // not live at `now`
+        }
+        store.create(&token.hash(), &record, None).await.unwrap();
+        cases.push((token.hash(), (i % 3 != 0).then_some(i)));
+    }
+    for _ in 0..50 {
+        cases.push((Token::generate().hash(), None));
+    }
+    let doubled: Vec<_> = cases.iter().chain(cases.iter()).cloned().collect();
+    let looked_up = rocket::futures::future::join_all(doubled.iter().map(|(hash, _)| {
+        let store = store.clone();
+        let hash = *hash;
+        async move { store.load(&hash, now).await.unwrap().map(|r| r.user_id) }
+    }))
+    .await;
+    for ((_, expected), got) in doubled.iter().zip(looked_up) {
+        assert_eq!(*expected, got);
+    }
+}
