@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Figures 5, 6 and 7 of the performance budget, which the peer harness in
+# ../shared/bench does not measure. Same fairness rules: the server on CPU 0
+# with one worker, every client on CPU 1, release build, logging off.
+#
+#   startup  start-up to a ready /healthz with 1,000,000 stored sessions (3 runs)
+#   storm    /user p99 while 16 clients log in continuously, against idle p99
+#   purge    1,000,000 expired rows purged by the background task while /user
+#            runs: purge time, /user p99 during it against p99 without it
+#
+# usage: bench/extra.sh [startup] [storm] [purge]     (default: all three)
+# needs: wrk, python3, curl, taskset; builds with bench/build.sh unless BUILD=0.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+lib=${BENCH_LIB:-$here/../../shared/bench/lib}
+export BENCH_BUILD=${BENCH_BUILD:-/tmp/bench-build}
+bin=$BENCH_BUILD/cargo-target/release/sesija
+seed=$BENCH_BUILD/cargo-target/release/examples/seed
+work=${BENCH_TMP:-/tmp/bench-run}/sesija-extra
+user=${BENCH_USER:-bench} password=${BENCH_PASSWORD:-bench-password}
+port=${PORT:-38700}
+base=http://127.0.0.1:$port
+server=
+
+[ "${BUILD:-1}" = 0 ] || bash "$here/build.sh" >&2
+for tool in wrk python3 curl taskset; do
+  command -v "$tool" >/dev/null || { echo "extra.sh: $tool is missing" >&2; exit 1; }
+done
+
+export ROCKET_ADDRESS=127.0.0.1 ROCKET_PORT=$port ROCKET_WORKERS=1 ROCKET_LOG_LEVEL=critical
+export ROCKET_DATA_DIR=$work/data
+
+fresh() {
+  rm -rf "$work" && mkdir -p "$work"
+  printf '%s\n' "$password" | "$bin" user add "$user" --password-stdin >/dev/null
+}
+
+ms_now() { date +%s%3N; }
+
+# start [VAR=value...]: the server on CPU 0; returns once /healthz answers.
+start() {
+  env "$@" taskset -c 0 "$bin" serve >>"$work/server.log" 2>&1 &
+  server=$!
+  for _ in $(seq 1000); do
+    curl -sf -o /dev/null "$base/healthz" && return 0
+    sleep 0.01
+  done
+  echo "extra.sh: the server did not become ready" >&2
+  exit 1
+}
+
+stop() {
+  [ -n "$server" ] || return 0
+  kill "$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null || true
+  server=
+}
+trap stop EXIT
+
+mint() {
+  BENCH_USER=$user BENCH_PASSWORD=$password taskset -c 1 python3 "$lib/mint.py" \
+    --base "$base" --mode form --n "$1" --out "$work/cookies.txt" >/dev/null
+}
+
+# user_load SECONDS: wrk on /user over the minted cookies; prints "req/s p99_ms".
+user_load() {
+  taskset -c 1 wrk -t1 -c32 -d"$1"s --latency -s "$lib/user.lua" "$base/user" -- "$work/cookies.txt" |
+    awk '/Requests\/sec/ {rps=$2} /^ +99%/ {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; p99=v}
+         /Non-2xx/ {bad=$NF} END {printf "%s %s %s\n", rps, p99, (bad==""?0:bad)}'
+}
+
+figure_startup() {
+  fresh
+  "$seed" "$ROCKET_DATA_DIR" live 1000000 >&2
+  local runs=()
+  for _ in 1 2 3; do
+    local t0; t0=$(ms_now)
+    start
+    runs+=($(( $(ms_now) - t0 )))
+    stop
+  done
+  echo "startup: ready /healthz with 1,000,000 stored sessions in ${runs[*]} ms (3 runs, curl polling every 10 ms)"
+}
+
+figure_storm() {
+  fresh
+  start
+  mint 200
+  user_load 2 >/dev/null
+  read -r idle_rps idle_p99 idle_bad < <(user_load 10)
+  local stop_file=$work/storm.stop
+  rm -f "$stop_file"
+  taskset -c 1 python3 "$here/login_storm.py" "$base" "$user" "$password" 16 "$stop_file" >"$work/storm.out" &
+  local storm=$!
+  sleep 2
+  read -r storm_rps storm_p99 storm_bad < <(user_load 10)
+  touch "$stop_file"
+  wait "$storm"
+  stop
+  echo "storm: /user idle ${idle_rps} req/s p99 ${idle_p99} ms; with 16 clients logging in: ${storm_rps} req/s p99 ${storm_p99} ms" \
+    "(ratio $(awk "BEGIN {printf \"%.2f\", $storm_p99 / $idle_p99}")x; $(cat "$work/storm.out")); non-2xx ${idle_bad}/${storm_bad}"
+}
+
+figure_purge() {
+  fresh
+  start
+  mint 1000
+  stop
+  # Baseline: the same restart and cold cache, nothing to purge.
+  start
+  read -r base_rps base_p99 base_bad < <(user_load 10)
+  stop
+  "$seed" "$ROCKET_DATA_DIR" expired 1000000 >&2
+  local t0; t0=$(ms_now)
+  local purged=$work/purged
+  rm -f "$purged" "$work/purge.load"
+  start  # the purge runs at launch
+  # /user in 3 s runs for as long as the purge lasts.
+  ( while [ ! -e "$purged" ]; do user_load 3 >>"$work/purge.load"; done ) &
+  local load=$!
+  local done_ms=
+  while :; do
+    read -r _ _ expired _ < <("$seed" "$ROCKET_DATA_DIR" count)
+    if [ "$expired" = 0 ]; then done_ms=$(( $(ms_now) - t0 )); break; fi
+    [ $(( $(ms_now) - t0 )) -lt 300000 ] || { echo "extra.sh: purge did not finish in 300 s" >&2; break; }
+    sleep 0.2
+  done
+  touch "$purged"
+  wait "$load"
+  stop
+  # Runs that began while the purge ran (the last one may end after it).
+  read -r purge_rps purge_p99 purge_bad runs < <(awk '{r+=$1; if ($2>p) p=$2; b+=$3; n++} END {printf "%.0f %s %d %d\n", r/n, p, b, n}' "$work/purge.load")
+  echo "purge: 1,000,000 expired rows gone ${done_ms} ms after launch; /user during it (${runs} runs of 3 s, mean req/s, worst p99)" \
+    "${purge_rps} req/s p99 ${purge_p99} ms vs ${base_rps} req/s p99 ${base_p99} ms without" \
+    "(ratio $(awk "BEGIN {printf \"%.2f\", $purge_p99 / $base_p99}")x); non-2xx ${base_bad}/${purge_bad}"
+}
+
+figures=("$@")
+[ ${#figures[@]} -gt 0 ] || figures=(startup storm purge)
+for f in "${figures[@]}"; do
+  case $f in
+    startup | storm | purge) "figure_$f" ;;
+    *) echo "extra.sh: unknown figure $f (startup, storm, purge)" >&2; exit 2 ;;
+  esac
+done
