@@ -38,7 +38,8 @@ async fn run(args: &[String]) -> Result<(), String> {
     match (what, args.get(2)) {
         ("count", None) => {
             let (live, expired): (i64, i64) = sqlx::query_as(
-                "SELECT COALESCE(SUM(expires_at > ?1), 0), COALESCE(SUM(expires_at <= ?1), 0) FROM sessions",
+                "SELECT (SELECT COUNT(*) FROM sessions WHERE expires_at > ?1), \
+                 (SELECT COUNT(*) FROM sessions WHERE expires_at <= ?1)",
             )
             .bind(now)
             .fetch_one(&db.reader)

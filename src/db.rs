@@ -20,6 +20,9 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 /// How long a statement waits for another connection's write lock.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Name prefix of the writer connection's thread.
+pub const WRITER_THREAD: &str = "sesija-write-";
+
 /// The two pools over `sesija.db`.
 #[derive(Clone)]
 pub struct Db {
@@ -86,7 +89,15 @@ impl Db {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options.clone())
+            // Writes yield the core to page views (see `niceness`); a new
+            // connection after a failure gets a new thread, lowered again.
+            .after_connect(|_, _| {
+                Box::pin(async {
+                    crate::niceness::lower_threads_named(WRITER_THREAD);
+                    Ok(())
+                })
+            })
+            .connect_with(options.clone().thread_name(|id| format!("{WRITER_THREAD}{id}")))
             .await
             .map_err(open_err)?;
         let reader = SqlitePoolOptions::new()

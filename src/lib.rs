@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod db;
+pub mod niceness;
 pub mod secret;
 pub mod session;
 pub mod startup;

@@ -52,15 +52,22 @@ impl Default for Hasher {
         for i in 0..cores {
             let queue = queue.clone();
             // The threads end when the last Hasher clone is dropped.
-            let _ = std::thread::Builder::new().name(format!("sesija-hash-{i}")).spawn(move || loop {
-                let job = queue.lock().map_err(|_| ()).and_then(|q| q.recv().map_err(|_| ()));
-                match job {
-                    Ok(job) => job(),
-                    Err(()) => return,
-                }
+            let _ = std::thread::Builder::new().name(format!("sesija-hash-{i}")).spawn(move || {
+                crate::niceness::lower_this_thread();
+                hash_jobs(&queue)
             });
         }
         Hasher { permits: Arc::new(Semaphore::new(cores)), jobs, dummy: Arc::default() }
+    }
+}
+
+fn hash_jobs(queue: &Mutex<mpsc::Receiver<Job>>) {
+    loop {
+        let job = queue.lock().map_err(|_| ()).and_then(|q| q.recv().map_err(|_| ()));
+        match job {
+            Ok(job) => job(),
+            Err(()) => return,
+        }
     }
 }
 
@@ -182,6 +189,15 @@ pub fn check_new_password(username: &str, password: &str) -> Result<(), &'static
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn hashing_threads_run_below_page_views() {
+        let h = Hasher::default();
+        h.hash("warm up".into()).await.unwrap();
+        let found = crate::niceness::niceness_of_threads_named("sesija-hash-");
+        assert!(!found.is_empty(), "hashing threads found");
+        assert!(found.iter().all(|n| *n == crate::niceness::BACKGROUND_NICENESS), "{found:?}");
+    }
 
     #[tokio::test]
     async fn hashes_are_argon2id_salted_and_verify() {

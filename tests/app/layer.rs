@@ -617,3 +617,15 @@ async fn a_token_in_the_url_is_never_a_session() {
         assert_to_login(&stranger.get(uri).dispatch().await);
     }
 }
+
+#[rocket::async_test]
+async fn database_writes_run_below_page_views() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let db = sesija::db::Db::open(&dir.path().join("data")).await.unwrap();
+    sqlx::query("SELECT 1").execute(&db.writer).await.unwrap();
+    let found = sesija::niceness::niceness_of_threads_named(sesija::db::WRITER_THREAD);
+    assert!(!found.is_empty(), "the writer's thread is named");
+    assert!(found.iter().all(|n| *n == sesija::niceness::BACKGROUND_NICENESS), "{found:?}");
+    let readers = sesija::niceness::niceness_of_threads_named("sqlx-sqlite-wor");
+    assert!(readers.iter().all(|n| *n == 0), "readers serve page views at normal priority: {readers:?}");
+}

@@ -1,0 +1,59 @@
+//! Work that must not take the core from page views runs at a lower CPU
+//! priority: password hashing and the database writer (logins, logouts, the
+//! batched deadline moves and the purge of expired sessions). A hash or a
+//! purge batch costs tens of milliseconds of CPU; at equal priority it would
+//! hold the core for whole time slices while page views queue. At niceness
+//! 19 such work still gets a share when the machine is busy, so it never
+//! stalls, and all of the CPU that page views leave idle.
+
+/// Niceness of background work.
+pub const BACKGROUND_NICENESS: i32 = 19;
+
+/// Lowers the priority of the calling thread.
+pub fn lower_this_thread() {
+    lower(rustix::thread::gettid());
+}
+
+/// Lowers the priority of every thread of this process whose name starts
+/// with `prefix` (threads we do not start ourselves, such as sqlx's
+/// connection threads, which are named on creation). Linux only; elsewhere
+/// it does nothing.
+pub fn lower_threads_named(prefix: &str) {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return };
+    for task in tasks.flatten() {
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        let tid = task.file_name().to_str().and_then(|t| t.parse::<i32>().ok());
+        if let Some(pid) = tid.and_then(rustix::process::Pid::from_raw) {
+            lower(pid);
+        }
+    }
+}
+
+fn lower(thread: rustix::process::Pid) {
+    if let Err(e) = rustix::process::setpriority_process(Some(thread), BACKGROUND_NICENESS) {
+        log::warn!("cannot lower the priority of background work: {e}");
+    }
+}
+
+/// The niceness of each thread of this process whose name starts with
+/// `prefix` (Linux), for tests and diagnostics.
+pub fn niceness_of_threads_named(prefix: &str) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return Vec::new() };
+    let mut found = Vec::new();
+    for task in tasks.flatten() {
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // After the parenthesised name, niceness is the 17th field.
+        let nice = stat.rfind(')').and_then(|at| stat.get(at + 2..)).and_then(|rest| rest.split(' ').nth(16));
+        if let Some(nice) = nice.and_then(|n| n.parse().ok()) {
+            found.push(nice);
+        }
+    }
+    found
+}
