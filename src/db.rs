@@ -20,6 +20,9 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 /// How long a statement waits for another connection's write lock.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The writer connection closes after this long without a write.
+pub const WRITER_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Name prefix of the writer connection's thread.
 pub const WRITER_THREAD: &str = "sesija-write-";
 
@@ -89,6 +92,9 @@ impl Db {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(10))
+            // Reopened after a pause, so a database file whose permissions
+            // or file system changed meanwhile is seen afresh.
+            .idle_timeout(WRITER_IDLE_TIMEOUT)
             // Writes yield the core to page views (see `niceness`); a new
             // connection after a failure gets a new thread, lowered again.
             .after_connect(|_, _| {

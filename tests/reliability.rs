@@ -7,8 +7,8 @@
 //! cargo test --release --test reliability -- --ignored --nocapture --test-threads 1
 //! ```
 //!
-//! The database-fault scenario mounts small tmpfs file systems and so needs
-//! root. `RELIABILITY_SECONDS` shortens or lengthens the load scenario (60).
+//! The database-fault scenarios mount small tmpfs file systems and run the
+//! server as another user, and so need root. `RELIABILITY_SECONDS` shortens or lengthens the load scenario (60).
 
 #[allow(dead_code)]
 #[path = "app/helpers.rs"]
@@ -401,6 +401,68 @@ fn login_attempt(port: u16) -> (u16, Duration, String) {
     let body = form(&[("username", "alice"), ("password", PASSWORD), ("csrf_token", &csrf_in(&page.body))]);
     let res = b.post("/login", &body);
     (res.status, started.elapsed(), res.body)
+}
+
+/// Sets the mode of `path`.
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+#[ignore]
+fn a_read_only_database_answers_503_and_recovers_by_itself() {
+    // File modes bind only an unprivileged process: the server runs as
+    // nobody (65534) in a data dir of its own.
+    const NOBODY: u32 = 65534;
+    let work = TempDir::new().unwrap();
+    chmod(work.path(), 0o755);
+    let data = work.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::os::unix::fs::chown(&data, Some(NOBODY), Some(NOBODY)).expect("changing owners needs root");
+    let port = free_port();
+    let envs = [("ROCKET_PROFILE", "release"), ("ROCKET_LOG_LEVEL", "critical")];
+    let server = Server::start_as(work.path(), port, &envs, Some(NOBODY));
+    let mut alice = first_account(&server, "alice");
+    assert_eq!(login_attempt(port).0, 303);
+    let db = data.join("sesija.db");
+
+    // The database becomes read-only: file, journal files and directory.
+    let files = ["sesija.db", "sesija.db-wal", "sesija.db-shm"].map(|f| data.join(f));
+    for file in files.iter().filter(|f| f.exists()) {
+        chmod(file, 0o444);
+    }
+    chmod(&data, 0o555);
+    // The open writer connection keeps its descriptor until it has been idle
+    // for WRITER_IDLE_TIMEOUT (closed at the pool's next check, at most as
+    // long again); the next write opens the file anew.
+    std::thread::sleep(sesija::db::WRITER_IDLE_TIMEOUT * 2 + Duration::from_secs(2));
+    let refused: Vec<_> = (0..3).map(|_| login_attempt(port)).collect();
+    let reads: Vec<_> = (0..5).map(|_| alice.get("/user").status).collect();
+    chmod(&data, 0o755);
+    for file in files.iter().filter(|f| f.exists()) {
+        chmod(file, 0o644);
+    }
+    let after = login_attempt(port);
+    println!(
+        "read-only database: logins {:?}; existing session reads {reads:?}; login after: {}",
+        refused.iter().map(|(s, t, _)| (*s, t.as_millis())).collect::<Vec<_>>(),
+        after.0
+    );
+    assert!(
+        refused
+            .iter()
+            .all(|(s, t, body)| *s == 503 && *t < Duration::from_secs(10) && body.contains("Try again")),
+        "{}",
+        server.output()
+    );
+    assert!(reads.iter().all(|s| *s == 200), "reads go on");
+    assert_eq!(after.0, 303, "recovers by itself: {}", server.output());
+    assert_eq!(alice.get("/user").status, 200, "nothing written before the fault was lost");
+    let (code, output) = server.terminate();
+    assert_eq!(code, Some(0), "{output}");
+    assert!(!output.contains("panicked"), "{output}");
+    assert_eq!(integrity(&db), "ok");
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use rocket::async_trait;
 use rocket::futures::future::BoxFuture;
-use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
+use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteConnection, SqlitePool, SqliteQueryResult, SqliteRow};
 use sqlx::{Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 
@@ -156,6 +156,26 @@ pub async fn write_transaction<T: Send>(
     result
 }
 
+/// One write statement on a connection of `pool`, closed after a failure
+/// for the reasons given at [`write_transaction`].
+trait ExecuteOn<'q> {
+    fn execute_on(self, pool: &SqlitePool) -> BoxFuture<'q, Result<SqliteQueryResult, sqlx::Error>>;
+}
+
+impl<'q> ExecuteOn<'q> for sqlx::query::Query<'q, Sqlite, SqliteArguments> {
+    fn execute_on(self, pool: &SqlitePool) -> BoxFuture<'q, Result<SqliteQueryResult, sqlx::Error>> {
+        let pool = pool.clone();
+        Box::pin(async move {
+            let mut conn = pool.acquire().await?;
+            let result = self.execute(&mut *conn).await;
+            if result.is_err() {
+                let _ = conn.close().await;
+            }
+            result
+        })
+    }
+}
+
 fn unavailable(e: sqlx::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
@@ -234,7 +254,7 @@ impl SessionStore for SqliteStore {
         .bind(expires_at)
         .bind(&token_hash.0[..])
         .bind(now)
-        .execute(&self.writer)
+        .execute_on(&self.writer)
         .await
         .map_err(unavailable)?;
         Ok(done.rows_affected() == 1)
@@ -245,7 +265,7 @@ impl SessionStore for SqliteStore {
             .bind(data)
             .bind(&token_hash.0[..])
             .bind(now)
-            .execute(&self.writer)
+            .execute_on(&self.writer)
             .await
             .map_err(unavailable)?;
         Ok(done.rows_affected() == 1)
@@ -256,7 +276,7 @@ impl SessionStore for SqliteStore {
             .bind(&new.0[..])
             .bind(&old.0[..])
             .bind(now)
-            .execute(&self.writer)
+            .execute_on(&self.writer)
             .await
             .map_err(unavailable)?;
         Ok(done.rows_affected() == 1)
@@ -265,7 +285,7 @@ impl SessionStore for SqliteStore {
     async fn delete(&self, token_hash: &TokenHash) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
             .bind(&token_hash.0[..])
-            .execute(&self.writer)
+            .execute_on(&self.writer)
             .await
             .map_err(unavailable)?;
         Ok(done.rows_affected() > 0)
@@ -281,7 +301,7 @@ impl SessionStore for SqliteStore {
         )
         .bind(now)
         .bind(limit)
-        .execute(&self.writer)
+        .execute_on(&self.writer)
         .await
         .map_err(unavailable)?;
         Ok(done.rows_affected())
@@ -305,7 +325,7 @@ impl SessionStore for SqliteStore {
         let done = sqlx::query("DELETE FROM sessions WHERE user_id = ? AND handle IS NOT ?")
             .bind(user_id)
             .bind(keep)
-            .execute(&self.writer)
+            .execute_on(&self.writer)
             .await
             .map_err(unavailable)?;
         Ok(done.rows_affected())
@@ -315,7 +335,7 @@ impl SessionStore for SqliteStore {
         let done = sqlx::query("DELETE FROM sessions WHERE handle = ?1 AND (?2 IS NULL OR user_id = ?2)")
             .bind(handle)
             .bind(user_id)
-            .execute(&self.writer)
+            .execute_on(&self.writer)
             .await
             .map_err(unavailable)?;
         Ok(done.rows_affected() > 0)
@@ -335,7 +355,7 @@ impl SessionStore for SqliteStore {
     }
 
     async fn delete_all(&self) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM sessions").execute(&self.writer).await.map_err(unavailable)?;
+        let done = sqlx::query("DELETE FROM sessions").execute_on(&self.writer).await.map_err(unavailable)?;
         Ok(done.rows_affected())
     }
 

@@ -171,10 +171,20 @@ pub fn sesija(workdir: &std::path::Path, envs: &[(&str, &str)]) -> Command {
 impl Server {
     /// Starts the server on `port` and waits until `/healthz` answers.
     pub fn start(workdir: &std::path::Path, port: u16, envs: &[(&str, &str)]) -> Server {
+        Server::start_as(workdir, port, envs, None)
+    }
+
+    /// [`Server::start`], as user and group `uid` when given.
+    pub fn start_as(workdir: &std::path::Path, port: u16, envs: &[(&str, &str)], uid: Option<u32>) -> Server {
         let port_text = port.to_string();
         let mut all = vec![("ROCKET_PORT", port_text.as_str()), ("ROCKET_CLI_COLORS", "false")];
         all.extend_from_slice(envs);
-        let mut child = sesija(workdir, &all).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut cmd = sesija(workdir, &all);
+        if let Some(uid) = uid {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(uid).gid(uid);
+        }
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let output = Arc::new(Mutex::new(String::new()));
         for mut pipe in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
