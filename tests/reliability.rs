@@ -661,7 +661,8 @@ mod properties {
         fn the_configuration_parser_never_panics_and_names_the_bad_key(
             key in prop::sample::select(vec![
                 "session_idle_timeout", "session_absolute_timeout", "session_touch_interval",
-                "session_purge_interval", "cookie_secure", "login_max_failures", "login_lockout", "data_dir", "metrics",
+                "session_purge_interval", "session_cache_capacity", "cookie_secure", "login_max_failures",
+                "login_lockout", "data_dir", "metrics",
             ]),
             int in any::<i64>(),
             text in ".{0,20}",
