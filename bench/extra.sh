@@ -122,7 +122,7 @@ figure_purge() {
   while :; do
     read -r _ _ expired _ < <(taskset -c 1 "$seed" "$ROCKET_DATA_DIR" count)
     if [ "$expired" = 0 ]; then done_ms=$(( $(ms_now) - t0 )); break; fi
-    [ $(( $(ms_now) - t0 )) -lt 300000 ] || { echo "extra.sh: purge did not finish in 300 s" >&2; break; }
+    [ $(( $(ms_now) - t0 )) -lt "${PURGE_MAX_MS:-300000}" ] || { echo "extra.sh: purge did not finish in ${PURGE_MAX_MS:-300000} ms" >&2; break; }
     sleep 1
   done
   touch "$purged"

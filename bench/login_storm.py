@@ -18,6 +18,7 @@ base, user, password, n, stop_file = sys.argv[1], sys.argv[2], sys.argv[3], int(
 u = urllib.parse.urlsplit(base)
 ok = [0] * n
 failed = [0] * n
+statuses = [dict() for _ in range(n)]
 
 
 def client(i):
@@ -37,6 +38,7 @@ def client(i):
                 ok[i] += 1
             else:
                 failed[i] += 1
+                statuses[i][r.status] = statuses[i].get(r.status, 0) + 1
             c.close()
         except Exception:
             failed[i] += 1
@@ -50,4 +52,8 @@ for t in threads:
 for t in threads:
     t.join()
 took = time.time() - start
-print(f"{sum(ok)} logins in {took:.0f} s, {sum(ok) / took:.1f}/s, {sum(failed)} failed")
+by_status = {}
+for d in statuses:
+    for k, v in d.items():
+        by_status[k] = by_status.get(k, 0) + v
+print(f"{sum(ok)} logins in {took:.0f} s, {sum(ok) / took:.1f}/s, {sum(failed)} failed {by_status or ''}")
