@@ -5,13 +5,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rocket::async_trait;
 use rocket::http::Status;
 use tokio::sync::Semaphore;
 
-use sesija::session::{
-    self, CachingStore, Record, SessionStore, SqliteStore, StoreError, Token, TokenHash, Touch, FLUSH_MARGIN,
-};
+use sesija::session::{self, CachingStore, SessionStore, SqliteStore, Token, TokenHash, Touch, FLUSH_MARGIN};
 
 use crate::helpers::*;
 use crate::layer::{live_record, Instrumented};
@@ -20,6 +17,10 @@ async fn temp_db() -> (tempfile::TempDir, sesija::db::Db) {
     let dir = tempfile::TempDir::new().unwrap();
     let db = sesija::db::Db::open(&dir.path().join("data")).await.unwrap();
     (dir, db)
+}
+
+fn cached(db: &sesija::db::Db, capacity: usize) -> CachingStore<SqliteStore> {
+    CachingStore::new(SqliteStore::new(db.reader.clone(), db.writer.clone()), capacity)
 }
 
 async fn stored_expiry(db: &sesija::db::Db, token: &Token) -> Option<i64> {
@@ -53,7 +54,7 @@ async fn a_cached_session_is_read_from_the_database_once() {
 #[rocket::async_test]
 async fn every_write_through_the_cache_counts_at_once() {
     let (_dir, db) = temp_db().await;
-    let store = CachingStore::new(SqliteStore::new(db.reader.clone(), db.writer.clone()), 100);
+    let store = cached(&db, 100);
     let now = session::now();
     let tokens: Vec<Token> = (0..6).map(|_| Token::generate()).collect();
     let mut records = Vec::new();
@@ -90,7 +91,7 @@ async fn every_write_through_the_cache_counts_at_once() {
 #[rocket::async_test]
 async fn a_cached_session_is_never_honoured_past_its_deadline() {
     let (_dir, db) = temp_db().await;
-    let store = CachingStore::new(SqliteStore::new(db.reader.clone(), db.writer.clone()), 100);
+    let store = cached(&db, 100);
     let (token, now) = (Token::generate(), session::now());
     store.create(&token.hash(), &live_record(1, now), None).await.unwrap();
     assert!(store.load(&token.hash(), now).await.unwrap().is_some());
@@ -98,59 +99,12 @@ async fn a_cached_session_is_never_honoured_past_its_deadline() {
     assert!(store.load(&token.hash(), now + 60).await.unwrap().is_none());
 }
 
-/// Holds every look-up after it has read the database, until released.
-struct Gated {
-    inner: SqliteStore,
-    gate: Arc<Semaphore>,
-}
-
-#[async_trait]
-impl SessionStore for Gated {
-    async fn create(&self, h: &TokenHash, r: &Record, old: Option<&TokenHash>) -> Result<(), StoreError> {
-        self.inner.create(h, r, old).await
-    }
-    async fn load(&self, h: &TokenHash, now: i64) -> Result<Option<Record>, StoreError> {
-        let found = self.inner.load(h, now).await;
-        let _ = self.gate.acquire().await.unwrap();
-        found
-    }
-    async fn touch(&self, h: &TokenHash, seen: i64, exp: i64, now: i64) -> Result<bool, StoreError> {
-        self.inner.touch(h, seen, exp, now).await
-    }
-    async fn save_data(&self, h: &TokenHash, data: &str, now: i64) -> Result<bool, StoreError> {
-        self.inner.save_data(h, data, now).await
-    }
-    async fn rotate(&self, old: &TokenHash, new: &TokenHash, now: i64) -> Result<bool, StoreError> {
-        self.inner.rotate(old, new, now).await
-    }
-    async fn delete(&self, h: &TokenHash) -> Result<bool, StoreError> {
-        self.inner.delete(h).await
-    }
-    async fn delete_expired(&self, now: i64, limit: u32) -> Result<u64, StoreError> {
-        self.inner.delete_expired(now, limit).await
-    }
-    async fn list_for_user(&self, user_id: i64, now: i64) -> Result<Vec<Record>, StoreError> {
-        self.inner.list_for_user(user_id, now).await
-    }
-    async fn delete_for_user(&self, user_id: i64, keep: Option<&str>) -> Result<u64, StoreError> {
-        self.inner.delete_for_user(user_id, keep).await
-    }
-    async fn delete_handle(&self, handle: &str, user_id: Option<i64>) -> Result<bool, StoreError> {
-        self.inner.delete_handle(handle, user_id).await
-    }
-    async fn list_live(&self, now: i64) -> Result<Vec<Record>, StoreError> {
-        self.inner.list_live(now).await
-    }
-    async fn delete_all(&self) -> Result<u64, StoreError> {
-        self.inner.delete_all().await
-    }
-}
-
 #[rocket::async_test]
 async fn a_look_up_that_read_before_a_logout_cannot_put_the_session_back() {
     let (_dir, db) = temp_db().await;
     let gate = Arc::new(Semaphore::new(0));
-    let inner = Gated { inner: SqliteStore::new(db.reader.clone(), db.writer.clone()), gate: gate.clone() };
+    let mut inner = Instrumented::new(&db, 0);
+    inner.gate = Some(gate.clone());
     let store = Arc::new(CachingStore::new(inner, 100));
     let (token, now) = (Token::generate(), session::now());
     store.create(&token.hash(), &live_record(1, now), None).await.unwrap();
@@ -174,7 +128,7 @@ async fn a_look_up_that_read_before_a_logout_cannot_put_the_session_back() {
 #[rocket::async_test]
 async fn the_cache_never_holds_more_than_its_capacity() {
     let (_dir, db) = temp_db().await;
-    let store = CachingStore::new(SqliteStore::new(db.reader.clone(), db.writer.clone()), 10);
+    let store = cached(&db, 10);
     let now = session::now();
     let tokens: Vec<Token> = (0..50).map(|_| Token::generate()).collect();
     for token in &tokens {
@@ -191,7 +145,7 @@ async fn the_cache_never_holds_more_than_its_capacity() {
 #[rocket::async_test]
 async fn deadline_moves_of_cached_sessions_are_written_in_one_batch() {
     let (_dir, db) = temp_db().await;
-    let store = CachingStore::new(SqliteStore::new(db.reader.clone(), db.writer.clone()), 100);
+    let store = cached(&db, 100);
     let now = session::now();
     let tokens: Vec<Token> = (0..20).map(|_| Token::generate()).collect();
     for token in &tokens {
@@ -219,7 +173,7 @@ async fn deadline_moves_of_cached_sessions_are_written_in_one_batch() {
 #[rocket::async_test]
 async fn a_move_close_to_the_stored_deadline_is_written_at_once() {
     let (_dir, db) = temp_db().await;
-    let store = CachingStore::new(SqliteStore::new(db.reader.clone(), db.writer.clone()), 100);
+    let store = cached(&db, 100);
     let (token, now) = (Token::generate(), session::now());
     store.create(&token.hash(), &live_record(1, now), None).await.unwrap();
     store.load(&token.hash(), now).await.unwrap();
@@ -231,7 +185,7 @@ async fn a_move_close_to_the_stored_deadline_is_written_at_once() {
 #[rocket::async_test]
 async fn the_purge_forgets_the_cached_sessions_it_removed() {
     let (_dir, db) = temp_db().await;
-    let store = CachingStore::new(SqliteStore::new(db.reader.clone(), db.writer.clone()), 100);
+    let store = cached(&db, 100);
     let (token, now) = (Token::generate(), session::now());
     store.create(&token.hash(), &live_record(1, now), None).await.unwrap();
     store.load(&token.hash(), now).await.unwrap();

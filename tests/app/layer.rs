@@ -316,13 +316,15 @@ async fn the_purge_task_runs_at_launch_and_on_its_interval() {
     assert!(started.elapsed() < Duration::from_secs(3), "the task stops at shutdown");
 }
 
-/// A store that counts look-ups and purges, and fails the first `failures`
-/// purges.
+/// A store that counts look-ups and purges, fails the first `failures`
+/// purges, and can hold look-ups at a gate.
 pub struct Instrumented {
     pub inner: SqliteStore,
     pub failures: AtomicU32,
     pub calls: Arc<AtomicU32>,
     pub loads: Arc<AtomicU32>,
+    /// When set, every look-up waits for a permit after reading the database.
+    pub gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl Instrumented {
@@ -332,6 +334,7 @@ impl Instrumented {
             failures: AtomicU32::new(failures),
             calls: Arc::default(),
             loads: Arc::default(),
+            gate: None,
         }
     }
 }
@@ -343,7 +346,11 @@ impl SessionStore for Instrumented {
     }
     async fn load(&self, h: &TokenHash, now: i64) -> Result<Option<Record>, StoreError> {
         self.loads.fetch_add(1, Ordering::SeqCst);
-        self.inner.load(h, now).await
+        let found = self.inner.load(h, now).await;
+        if let Some(gate) = &self.gate {
+            let _ = gate.acquire().await.unwrap();
+        }
+        found
     }
     async fn touch(&self, h: &TokenHash, seen: i64, exp: i64, now: i64) -> Result<bool, StoreError> {
         self.inner.touch(h, seen, exp, now).await
