@@ -301,7 +301,7 @@ async fn user(command: UserCommand) -> Result<(), String> {
             let ended = users::set_password(&db.writer, &name, &hash, None).await.map_err(user_error)?;
             println!("changed the password of {name}; ended {ended} sessions");
             db.close().await;
-            tell_server("the password was changed").await?;
+            tell_server(&db, "the password was changed").await?;
         }
         UserCommand::List => {
             let db = open().await?;
@@ -322,7 +322,7 @@ async fn user(command: UserCommand) -> Result<(), String> {
             let ended = users::remove(&db.writer, &name).await.map_err(user_error)?;
             println!("removed user {name}; ended {ended} sessions");
             db.close().await;
-            tell_server("the user was removed").await?;
+            tell_server(&db, "the user was removed").await?;
         }
     }
     Ok(())
@@ -417,7 +417,7 @@ async fn sessions(command: SessionsCommand) -> Result<(), String> {
     }
     db.close().await;
     match changes {
-        true => tell_server("the sessions were changed").await,
+        true => tell_server(&db, "the sessions were changed").await,
         false => Ok(()),
     }
 }
@@ -425,9 +425,9 @@ async fn sessions(command: SessionsCommand) -> Result<(), String> {
 /// After a command changed sessions in the database: a running server drops
 /// what it cached before this returns, so the change counts from the next
 /// request it serves.
-async fn tell_server(done: &str) -> Result<(), String> {
-    let settings = config::Settings::from_figment(&config::figment()).map_err(|e| e.to_string())?;
-    control::notify(&settings.data_dir.join(control::SOCKET_NAME))
+async fn tell_server(db: &Db, done: &str) -> Result<(), String> {
+    // The socket sits beside the database, in the data directory.
+    control::notify(&db.path.with_file_name(control::SOCKET_NAME))
         .await
         .map(|_| ())
         .map_err(|e| format!("{done} in the database, but {e}; restart the server to be sure it honours it"))

@@ -43,7 +43,7 @@ pub enum Claim {
 pub struct Control {
     path: PathBuf,
     inode: u64,
-    manager: Mutex<Option<Arc<SessionManager>>>,
+    manager: Option<Arc<SessionManager>>,
     listener: Mutex<Option<StdListener>>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -68,7 +68,7 @@ pub fn claim(data_dir: &Path) -> Result<Claim, String> {
     Ok(Claim::Owner(Control {
         path,
         inode,
-        manager: Mutex::new(None),
+        manager: None,
         listener: Mutex::new(Some(listener)),
         task: Mutex::new(None),
     }))
@@ -76,8 +76,8 @@ pub fn claim(data_dir: &Path) -> Result<Claim, String> {
 
 impl Control {
     /// The sessions whose cache a `forget` request clears.
-    pub fn serving(self, manager: Arc<SessionManager>) -> Control {
-        *self.manager.lock().unwrap() = Some(manager);
+    pub fn serving(mut self, manager: Arc<SessionManager>) -> Control {
+        self.manager = Some(manager);
         self
     }
 
@@ -113,7 +113,7 @@ impl Fairing for Control {
                 return;
             }
         };
-        let Some(manager) = self.manager.lock().unwrap().clone() else { return };
+        let Some(manager) = self.manager.clone() else { return };
         *self.task.lock().unwrap() = Some(tokio::spawn(async move {
             loop {
                 match listener.accept().await {

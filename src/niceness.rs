@@ -19,13 +19,8 @@ pub fn lower_this_thread() {
 /// connection threads, which are named on creation). Linux only; elsewhere
 /// it does nothing.
 pub fn lower_threads_named(prefix: &str) {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return };
-    for task in tasks.flatten() {
-        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if !name.starts_with(prefix) {
-            continue;
-        }
-        let tid = task.file_name().to_str().and_then(|t| t.parse::<i32>().ok());
+    for task in threads_named(prefix) {
+        let tid = task.file_name().and_then(|t| t.to_str()).and_then(|t| t.parse::<i32>().ok());
         if let Some(pid) = tid.and_then(rustix::process::Pid::from_raw) {
             lower(pid);
         }
@@ -41,19 +36,19 @@ fn lower(thread: rustix::process::Pid) {
 /// The niceness of each thread of this process whose name starts with
 /// `prefix` (Linux), for tests and diagnostics.
 pub fn niceness_of_threads_named(prefix: &str) -> Vec<i32> {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return Vec::new() };
-    let mut found = Vec::new();
-    for task in tasks.flatten() {
-        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if !name.starts_with(prefix) {
-            continue;
-        }
-        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        // After the parenthesised name, niceness is the 17th field.
-        let nice = stat.rfind(')').and_then(|at| stat.get(at + 2..)).and_then(|rest| rest.split(' ').nth(16));
-        if let Some(nice) = nice.and_then(|n| n.parse().ok()) {
-            found.push(nice);
-        }
-    }
-    found
+    threads_named(prefix)
+        .filter_map(|task| {
+            let stat = std::fs::read_to_string(task.join("stat")).ok()?;
+            // After the parenthesised name, niceness is the 17th field.
+            let rest = stat.get(stat.rfind(')')? + 2..)?;
+            rest.split(' ').nth(16)?.parse().ok()
+        })
+        .collect()
+}
+
+/// `/proc/self/task/<tid>` of each thread whose name starts with `prefix`.
+fn threads_named(prefix: &str) -> impl Iterator<Item = std::path::PathBuf> + '_ {
+    std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten().map(|task| task.path()).filter(
+        move |task| std::fs::read_to_string(task.join("comm")).is_ok_and(|name| name.starts_with(prefix)),
+    )
 }

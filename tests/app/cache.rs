@@ -279,3 +279,25 @@ async fn concurrent_look_ups_each_get_their_own_session() {
         assert_eq!(*expected, got);
     }
 }
+
+#[rocket::async_test]
+async fn held_back_deadline_moves_are_written_at_shutdown() {
+    use sesija::session::{purge, SessionConfig, SessionManager};
+    let (_dir, db) = temp_db().await;
+    let config = SessionConfig { purge_interval: Duration::from_secs(3600), ..SessionConfig::default() };
+    let manager = Arc::new(SessionManager::new(cached(&db, 100), config));
+    let (token, now) = (Token::generate(), session::now());
+    let store = manager.store();
+    store.create(&token.hash(), &live_record(1, now), None).await.unwrap();
+    store.load(&token.hash(), now).await.unwrap();
+    assert!(store.touch(&token.hash(), now + 1, now + 61, now + 1).await.unwrap());
+    assert_eq!(stored_expiry(&db, &token).await, Some(now + 60), "held back");
+    // Shut down before the first one-second flush is due.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(purge::run(manager.clone(), async move {
+        let _ = stopped.await;
+    }));
+    stop.send(()).unwrap();
+    task.await.unwrap();
+    assert_eq!(stored_expiry(&db, &token).await, Some(now + 61));
+}
