@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use sesija::session::{self, CachingStore, Record, SessionStore, SqliteStore, Token, TokenHash};
+use sesija::session::{self, CachingStore, Record, SessionKey, SessionStore, SqliteStore, Token};
 
 fn record(now: i64, expires_at: i64) -> Record {
     Record {
@@ -31,12 +31,16 @@ fn benches(c: &mut Criterion) {
     let sqlite = SqliteStore::new(db.reader.clone(), db.writer.clone());
     let cached = CachingStore::new(sqlite.clone(), 10_000);
     let now = session::now();
-    let known: Vec<TokenHash> = (0..1000).map(|_| Token::generate().hash()).collect();
-    rt.block_on(async {
-        for hash in &known {
-            cached.create(hash, &record(now, now + 3600), None).await.unwrap();
-            cached.load(hash, now).await.unwrap();
+    let known: Vec<SessionKey> = rt.block_on(async {
+        let mut known = Vec::new();
+        for _ in 0..1000 {
+            let hash = Token::generate().hash();
+            let key =
+                SessionKey { id: cached.create(&hash, &record(now, now + 3600), None).await.unwrap(), hash };
+            cached.load(&key, now).await.unwrap();
+            known.push(key);
         }
+        known
     });
     let mut i = 0;
     let mut next = || {
@@ -52,43 +56,46 @@ fn benches(c: &mut Criterion) {
     });
     c.bench_function("load hit (cache)", |b| {
         b.to_async(&rt).iter(|| {
-            let hash = next();
-            async move { cached.load(&hash, now).await.unwrap() }
+            let key = next();
+            async move { cached.load(&key, now).await.unwrap() }
         })
     });
     c.bench_function("load miss (SQLite)", |b| {
         b.to_async(&rt).iter(|| {
-            let hash = next();
-            async move { sqlite.load(&hash, now).await.unwrap() }
+            let key = next();
+            async move { sqlite.load(&key, now).await.unwrap() }
         })
     });
     c.bench_function("load of an unknown token", |b| {
-        b.to_async(&rt).iter(|| async move { cached.load(&Token::generate().hash(), now).await.unwrap() })
+        b.to_async(&rt).iter(|| {
+            let key = SessionKey { id: next().id, hash: Token::generate().hash() };
+            async move { cached.load(&key, now).await.unwrap() }
+        })
     });
     c.bench_function("touch (written at once)", |b| {
         b.to_async(&rt).iter(|| {
-            let hash = next();
-            async move { sqlite.touch(&hash, now, now + 3600, now).await.unwrap() }
+            let key = next();
+            async move { sqlite.touch(&key, now, now + 3600, now).await.unwrap() }
         })
     });
     c.bench_function("touch (cached, batched)", |b| {
         b.to_async(&rt).iter(|| {
-            let hash = next();
-            async move { cached.touch(&hash, now, now + 3600, now).await.unwrap() }
+            let key = next();
+            async move { cached.touch(&key, now, now + 3600, now).await.unwrap() }
         })
     });
     // Rows to delete are made first, outside the measured time.
     c.bench_function("delete", |b| {
         b.to_async(&rt).iter_custom(|iters| async move {
-            let mut hashes = Vec::new();
+            let mut keys = Vec::new();
             for _ in 0..iters {
                 let hash = Token::generate().hash();
-                sqlite.create(&hash, &record(now, now + 3600), None).await.unwrap();
-                hashes.push(hash);
+                let id = sqlite.create(&hash, &record(now, now + 3600), None).await.unwrap();
+                keys.push(SessionKey { id, hash });
             }
             let started = Instant::now();
-            for hash in &hashes {
-                sqlite.delete(hash).await.unwrap();
+            for key in &keys {
+                sqlite.delete(key).await.unwrap();
             }
             started.elapsed()
         })

@@ -21,7 +21,7 @@ use rocket::{async_trait, Orbit, Rocket};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
-use crate::session::{Record, SessionManager, SessionStore, StoreError, TokenHash, Touch};
+use crate::session::{Record, SessionKey, SessionManager, SessionStore, StoreError, TokenHash, Touch};
 
 /// File name of the socket inside the data directory.
 pub const SOCKET_NAME: &str = "control.sock";
@@ -213,43 +213,47 @@ impl<S: SessionStore> SessionStore for NotifyingStore<S> {
         &self,
         hash: &TokenHash,
         record: &Record,
-        replaces: Option<&TokenHash>,
-    ) -> Result<(), StoreError> {
-        self.inner.create(hash, record, replaces).await?;
+        replaces: Option<&SessionKey>,
+    ) -> Result<i64, StoreError> {
+        let id = self.inner.create(hash, record, replaces).await?;
         // A brand-new session is in nobody's cache; the one it replaces may be.
         if replaces.is_some() {
             self.tell(()).await;
         }
-        Ok(())
+        Ok(id)
     }
 
-    async fn load(&self, hash: &TokenHash, now: i64) -> Result<Option<Record>, StoreError> {
-        self.inner.load(hash, now).await
+    async fn load(&self, key: &SessionKey, now: i64) -> Result<Option<Record>, StoreError> {
+        self.inner.load(key, now).await
+    }
+
+    async fn find_id(&self, hash: &TokenHash, now: i64) -> Result<Option<i64>, StoreError> {
+        self.inner.find_id(hash, now).await
     }
 
     async fn touch(
         &self,
-        hash: &TokenHash,
+        key: &SessionKey,
         last_seen: i64,
         expires: i64,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let live = self.inner.touch(hash, last_seen, expires, now).await?;
+        let live = self.inner.touch(key, last_seen, expires, now).await?;
         Ok(self.tell(live).await)
     }
 
-    async fn save_data(&self, hash: &TokenHash, data: &str, now: i64) -> Result<bool, StoreError> {
-        let live = self.inner.save_data(hash, data, now).await?;
+    async fn save_data(&self, key: &SessionKey, data: &str, now: i64) -> Result<bool, StoreError> {
+        let live = self.inner.save_data(key, data, now).await?;
         Ok(self.tell(live).await)
     }
 
-    async fn rotate(&self, old: &TokenHash, new: &TokenHash, now: i64) -> Result<bool, StoreError> {
+    async fn rotate(&self, old: &SessionKey, new: &TokenHash, now: i64) -> Result<bool, StoreError> {
         let live = self.inner.rotate(old, new, now).await?;
         Ok(self.tell(live).await)
     }
 
-    async fn delete(&self, hash: &TokenHash) -> Result<bool, StoreError> {
-        let found = self.inner.delete(hash).await?;
+    async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError> {
+        let found = self.inner.delete(key).await?;
         Ok(self.tell(found).await)
     }
 

@@ -33,7 +33,7 @@ use std::sync::Mutex;
 use rocket::async_trait;
 
 use super::store::{Record, SessionStore, StoreError, Touch};
-use super::token::TokenHash;
+use super::token::{SessionKey, TokenHash};
 
 /// A held-back deadline move is written at once instead when the stored
 /// deadline is this close (seconds), so a purge never removes a session
@@ -51,9 +51,9 @@ pub struct CachingStore<S> {
 
 #[derive(Default)]
 struct State {
-    entries: HashMap<TokenHash, Entry, KeyHasher>,
+    entries: HashMap<SessionKey, Entry, KeyHasher>,
     /// Deadline moves not yet written, by session.
-    pending: HashMap<TokenHash, Touch, KeyHasher>,
+    pending: HashMap<SessionKey, Touch, KeyHasher>,
     /// Moves on every write and invalidation; a load may fill the cache only
     /// if it did not move while the load read the database.
     generation: u64,
@@ -114,18 +114,18 @@ impl<S: SessionStore> CachingStore<S> {
     }
 
     /// After a committed write: forget the entries `drop` picks.
-    fn written(&self, mut drop: impl FnMut(&TokenHash, &Record) -> bool) {
+    fn written(&self, mut drop: impl FnMut(&SessionKey, &Record) -> bool) {
         let mut state = self.state.lock().unwrap();
         state.generation += 1;
-        state.entries.retain(|hash, entry| !drop(hash, &entry.record));
+        state.entries.retain(|key, entry| !drop(key, &entry.record));
     }
 
     /// After a committed write to one session: forget it.
-    fn written_one(&self, hash: &TokenHash) {
+    fn written_one(&self, key: &SessionKey) {
         let mut state = self.state.lock().unwrap();
         state.generation += 1;
-        state.entries.remove(hash);
-        state.pending.remove(hash);
+        state.entries.remove(key);
+        state.pending.remove(key);
     }
 }
 
@@ -135,38 +135,42 @@ impl<S: SessionStore> SessionStore for CachingStore<S> {
         &self,
         token_hash: &TokenHash,
         record: &Record,
-        replaces: Option<&TokenHash>,
-    ) -> Result<(), StoreError> {
-        self.inner.create(token_hash, record, replaces).await?;
+        replaces: Option<&SessionKey>,
+    ) -> Result<i64, StoreError> {
+        let id = self.inner.create(token_hash, record, replaces).await?;
         if let Some(old) = replaces {
             self.written_one(old);
         }
         // Not cached yet: the first page view after a login fills it.
-        self.written_one(token_hash);
-        Ok(())
+        self.written_one(&SessionKey { id, hash: *token_hash });
+        Ok(id)
     }
 
-    async fn load(&self, token_hash: &TokenHash, now: i64) -> Result<Option<Record>, StoreError> {
+    async fn find_id(&self, token_hash: &TokenHash, now: i64) -> Result<Option<i64>, StoreError> {
+        self.inner.find_id(token_hash, now).await
+    }
+
+    async fn load(&self, key: &SessionKey, now: i64) -> Result<Option<Record>, StoreError> {
         if self.capacity == 0 {
-            return self.inner.load(token_hash, now).await;
+            return self.inner.load(key, now).await;
         }
         let generation = {
             let mut state = self.state.lock().unwrap();
-            if let Some(entry) = state.entries.get(token_hash) {
+            if let Some(entry) = state.entries.get(key) {
                 if entry.record.expires_at > now {
                     self.hits.fetch_add(1, Ordering::Relaxed);
                     return Ok(Some(entry.record.clone()));
                 }
                 // Cached deadlines are never earlier than stored ones: the
                 // database agrees that this session is over.
-                state.entries.remove(token_hash);
-                state.pending.remove(token_hash);
+                state.entries.remove(key);
+                state.pending.remove(key);
                 return Ok(None);
             }
             state.generation
         };
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let found = self.inner.load(token_hash, now).await?;
+        let found = self.inner.load(key, now).await?;
         if let Some(record) = &found {
             let mut state = self.state.lock().unwrap();
             if state.generation == generation {
@@ -176,7 +180,7 @@ impl<S: SessionStore> SessionStore for CachingStore<S> {
                     }
                 }
                 let entry = Entry { record: record.clone(), stored_expires_at: record.expires_at };
-                state.entries.insert(*token_hash, entry);
+                state.entries.insert(*key, entry);
             }
         }
         Ok(found)
@@ -184,49 +188,49 @@ impl<S: SessionStore> SessionStore for CachingStore<S> {
 
     async fn touch(
         &self,
-        token_hash: &TokenHash,
+        key: &SessionKey,
         last_seen_at: i64,
         expires_at: i64,
         now: i64,
     ) -> Result<bool, StoreError> {
         {
             let mut state = self.state.lock().unwrap();
-            if let Some(entry) = state.entries.get_mut(token_hash) {
+            if let Some(entry) = state.entries.get_mut(key) {
                 if entry.stored_expires_at - now > FLUSH_MARGIN {
                     entry.record.last_seen_at = entry.record.last_seen_at.max(last_seen_at);
                     entry.record.expires_at = entry.record.expires_at.max(expires_at);
-                    let touch = Touch { token_hash: *token_hash, last_seen_at, expires_at };
-                    state.pending.insert(*token_hash, touch);
+                    let touch = Touch { key: *key, last_seen_at, expires_at };
+                    state.pending.insert(*key, touch);
                     return Ok(true);
                 }
             }
         }
-        let live = self.inner.touch(token_hash, last_seen_at, expires_at, now).await?;
-        self.written_one(token_hash);
+        let live = self.inner.touch(key, last_seen_at, expires_at, now).await?;
+        self.written_one(key);
         Ok(live)
     }
 
-    async fn save_data(&self, token_hash: &TokenHash, data: &str, now: i64) -> Result<bool, StoreError> {
-        let live = self.inner.save_data(token_hash, data, now).await?;
-        self.written_one(token_hash);
+    async fn save_data(&self, key: &SessionKey, data: &str, now: i64) -> Result<bool, StoreError> {
+        let live = self.inner.save_data(key, data, now).await?;
+        self.written_one(key);
         Ok(live)
     }
 
-    async fn rotate(&self, old: &TokenHash, new: &TokenHash, now: i64) -> Result<bool, StoreError> {
+    async fn rotate(&self, old: &SessionKey, new: &TokenHash, now: i64) -> Result<bool, StoreError> {
         let live = self.inner.rotate(old, new, now).await?;
         let mut state = self.state.lock().unwrap();
         state.generation += 1;
         state.entries.remove(old);
         if let Some(mut touch) = state.pending.remove(old) {
-            touch.token_hash = *new;
-            state.pending.insert(*new, touch);
+            touch.key = SessionKey { id: old.id, hash: *new };
+            state.pending.insert(touch.key, touch);
         }
         Ok(live)
     }
 
-    async fn delete(&self, token_hash: &TokenHash) -> Result<bool, StoreError> {
-        let found = self.inner.delete(token_hash).await?;
-        self.written_one(token_hash);
+    async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError> {
+        let found = self.inner.delete(key).await?;
+        self.written_one(key);
         Ok(found)
     }
 
@@ -274,7 +278,7 @@ impl<S: SessionStore> SessionStore for CachingStore<S> {
         let mut state = self.state.lock().unwrap();
         state.generation += 1;
         for t in touches {
-            state.entries.remove(&t.token_hash);
+            state.entries.remove(&t.key);
         }
         Ok(live)
     }
@@ -292,7 +296,7 @@ impl<S: SessionStore> SessionStore for CachingStore<S> {
             Ok(_) => {
                 let mut state = self.state.lock().unwrap();
                 for t in &batch {
-                    if let Some(entry) = state.entries.get_mut(&t.token_hash) {
+                    if let Some(entry) = state.entries.get_mut(&t.key) {
                         entry.stored_expires_at = entry.stored_expires_at.max(t.expires_at);
                     }
                 }
@@ -302,7 +306,7 @@ impl<S: SessionStore> SessionStore for CachingStore<S> {
                 // Keep them for the next flush, unless a newer move came in.
                 let mut state = self.state.lock().unwrap();
                 for t in batch {
-                    state.pending.entry(t.token_hash).or_insert(t);
+                    state.pending.entry(t.key).or_insert(t);
                 }
                 Err(e)
             }

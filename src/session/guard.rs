@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use tokio::task::JoinHandle;
 
 use super::store::{Record, SessionStore, StoreError};
-use super::token::{new_handle, Token, TokenHash};
+use super::token::{new_handle, CookieValue, SessionKey, Token};
 use super::{now, purge, SessionConfig, SessionManager};
 
 /// What a session operation can fail with.
@@ -88,7 +88,7 @@ impl Fairing for SessionLayer {
 
 /// A loaded session, shared by every guard of one request.
 struct Live {
-    token_hash: Mutex<TokenHash>,
+    key: Mutex<SessionKey>,
     record: Record,
     data: Mutex<Map<String, Value>>,
 }
@@ -101,8 +101,8 @@ fn manager<'r>(req: &'r Request<'_>) -> Option<&'r SessionManager> {
 }
 
 impl SessionManager {
-    fn cookie(&self, token: &Token, persistent: bool, expires_at: i64, now: i64) -> Cookie<'static> {
-        let builder = Cookie::build((self.config.cookie_name.clone(), token.encode()))
+    fn cookie(&self, id: i64, token: &Token, persistent: bool, expires_at: i64, now: i64) -> Cookie<'static> {
+        let builder = Cookie::build((self.config.cookie_name.clone(), CookieValue::encode(id, token)))
             .path("/")
             .http_only(true)
             .same_site(SameSite::Lax)
@@ -137,11 +137,11 @@ impl SessionManager {
         })
     }
 
-    /// The token the request's cookie holds, if it opens and is well formed,
-    /// and whether the cookie must be re-issued (previous key or name). A
-    /// cookie that is present but unusable is removed. A sealed cookie that
-    /// is not there costs nothing: no decryption, no query.
-    fn token(&self, jar: &CookieJar<'_>) -> Option<(Token, bool)> {
+    /// What the request's cookie holds, if it opens and is well formed, and
+    /// whether the cookie must be re-issued (previous key or name). A cookie
+    /// that is present but unusable is removed. A sealed cookie that is not
+    /// there costs nothing: no decryption, no query.
+    fn cookie_value(&self, jar: &CookieJar<'_>) -> Option<(CookieValue, bool)> {
         let names = std::iter::once(&self.config.cookie_name).chain(&self.config.accept_names);
         for (i, name) in names.enumerate() {
             let Some(raw) = jar.get(name) else { continue };
@@ -152,7 +152,7 @@ impl SessionManager {
             if i > 0 || opened.is_none() {
                 jar.remove_private(self.removal_named(name));
             }
-            match opened.and_then(|(value, reissue)| Token::decode(&value).map(|t| (t, reissue))) {
+            match opened.and_then(|(value, reissue)| CookieValue::decode(&value).map(|v| (v, reissue))) {
                 Some(found) => return Some(found),
                 None => log::warn!("unreadable session cookie ignored"),
             }
@@ -160,29 +160,51 @@ impl SessionManager {
         None
     }
 
-    async fn load(&self, jar: &CookieJar<'_>) -> Result<Option<Arc<Live>>, StoreError> {
-        let Some((token, reissue)) = self.token(jar) else { return Ok(None) };
+    /// The key of the cookie's session, its token, and whether the cookie
+    /// must be re-issued. A cookie from before cookies carried the row id
+    /// costs one look-up by token hash, and is re-issued with the id.
+    async fn key(
+        &self,
+        jar: &CookieJar<'_>,
+        now: i64,
+    ) -> Result<Option<(SessionKey, Token, bool)>, StoreError> {
+        let Some((CookieValue { id, token }, reissue)) = self.cookie_value(jar) else { return Ok(None) };
         let hash = token.hash();
+        let found = match id {
+            Some(id) => Some((id, reissue)),
+            None => match self.store.find_id(&hash, now).await? {
+                Some(id) => Some((id, true)),
+                None => {
+                    jar.remove_private(self.removal());
+                    None
+                }
+            },
+        };
+        Ok(found.map(|(id, reissue)| (SessionKey { id, hash }, token, reissue)))
+    }
+
+    async fn load(&self, jar: &CookieJar<'_>) -> Result<Option<Arc<Live>>, StoreError> {
         let now = now();
-        let Some(mut record) = self.store.load(&hash, now).await? else {
+        let Some((key, token, reissue)) = self.key(jar, now).await? else { return Ok(None) };
+        let Some(mut record) = self.store.load(&key, now).await? else {
             jar.remove_private(self.removal());
             return Ok(None);
         };
 
         if now - record.last_seen_at >= self.config.touch_interval && now > record.last_seen_at {
             let expires_at = self.deadline(record.created_at, now);
-            if !self.store.touch(&hash, now, expires_at, now).await? {
+            if !self.store.touch(&key, now, expires_at, now).await? {
                 jar.remove_private(self.removal());
                 return Ok(None);
             }
             if record.persistent && expires_at != record.expires_at && !reissue {
-                jar.add_private(self.cookie(&token, true, expires_at, now));
+                jar.add_private(self.cookie(key.id, &token, true, expires_at, now));
             }
             record.last_seen_at = now;
             record.expires_at = expires_at;
         }
         if reissue {
-            jar.add_private(self.cookie(&token, record.persistent, record.expires_at, now));
+            jar.add_private(self.cookie(key.id, &token, record.persistent, record.expires_at, now));
         }
 
         let data = match serde_json::from_str::<Map<String, Value>>(&record.data) {
@@ -192,7 +214,7 @@ impl SessionManager {
                 Map::new()
             }
         };
-        Ok(Some(Arc::new(Live { token_hash: Mutex::new(hash), record, data: Mutex::new(data) })))
+        Ok(Some(Arc::new(Live { key: Mutex::new(key), record, data: Mutex::new(data) })))
     }
 }
 
@@ -279,8 +301,8 @@ impl<'r> Session<'r> {
     }
 
     async fn save(&self, text: &str) -> Result<(), SessionError> {
-        let hash = *self.live.token_hash.lock().unwrap();
-        match self.manager.store.save_data(&hash, text, now()).await? {
+        let key = *self.live.key.lock().unwrap();
+        match self.manager.store.save_data(&key, text, now()).await? {
             true => Ok(()),
             false => Err(SessionError::Ended),
         }
@@ -289,22 +311,22 @@ impl<'r> Session<'r> {
     /// Gives this session a new token (and the client a new cookie); the old
     /// token stops working at once. Data and deadlines are kept.
     pub async fn rotate(&self) -> Result<(), SessionError> {
-        let old = *self.live.token_hash.lock().unwrap();
+        let old = *self.live.key.lock().unwrap();
         let token = Token::generate();
         let now = now();
         if !self.manager.store.rotate(&old, &token.hash(), now).await? {
             return Err(SessionError::Ended);
         }
-        *self.live.token_hash.lock().unwrap() = token.hash();
+        *self.live.key.lock().unwrap() = SessionKey { id: old.id, hash: token.hash() };
         let r = &self.live.record;
-        self.jar.add_private(self.manager.cookie(&token, r.persistent, r.expires_at, now));
+        self.jar.add_private(self.manager.cookie(old.id, &token, r.persistent, r.expires_at, now));
         Ok(())
     }
 
     /// Ends this session: deletes the row and expires the cookie.
     pub async fn destroy(self) -> Result<(), SessionError> {
-        let hash = *self.live.token_hash.lock().unwrap();
-        self.manager.store.delete(&hash).await?;
+        let key = *self.live.key.lock().unwrap();
+        self.manager.store.delete(&key).await?;
         self.manager.stats.destroyed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.jar.remove_private(self.manager.removal());
         Ok(())
@@ -354,9 +376,9 @@ impl<'r> Sessions<'r> {
         persistent: bool,
         data: Map<String, Value>,
     ) -> Result<Session<'r>, SessionError> {
-        let replaces = self.manager.token(self.jar).map(|(t, _)| t.hash());
-        let token = Token::generate();
         let now = now();
+        let replaces = self.manager.key(self.jar, now).await?.map(|(key, _, _)| key);
+        let token = Token::generate();
         let record = Record {
             handle: new_handle(),
             user_id,
@@ -369,10 +391,10 @@ impl<'r> Sessions<'r> {
             ip: self.ip.clone(),
         };
         let hash = token.hash();
-        self.manager.store.create(&hash, &record, replaces.as_ref()).await?;
+        let id = self.manager.store.create(&hash, &record, replaces.as_ref()).await?;
         self.manager.stats.created.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.jar.add_private(self.manager.cookie(&token, persistent, record.expires_at, now));
-        let live = Live { token_hash: Mutex::new(hash), record, data: Mutex::new(data) };
+        self.jar.add_private(self.manager.cookie(id, &token, persistent, record.expires_at, now));
+        let live = Live { key: Mutex::new(SessionKey { id, hash }), record, data: Mutex::new(data) };
         Ok(Session { manager: self.manager, jar: self.jar, live: Arc::new(live) })
     }
 

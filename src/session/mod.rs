@@ -1,5 +1,6 @@
 //! Server-side sessions for Rocket: one row per login, an encrypted cookie
-//! holding only a random token, sliding and absolute expiry, and a purge task.
+//! holding only the row's id and a random token, sliding and absolute expiry,
+//! and a purge task.
 //!
 //! This module owns the session life cycle and knows nothing of users or
 //! pages: a session belongs to an opaque `user_id` and carries a JSON object
@@ -44,8 +45,11 @@
 //! # Life cycle
 //! [`Sessions::start`] mints a fresh 256-bit token, deletes the session the
 //! client held before (if any) in the same transaction as it inserts the new
-//! row, and sets the cookie. The database keeps only SHA-256 of the token.
-//! Each request that takes a [`Session`] costs one indexed read; the row's
+//! row, and sets the cookie to `ID.TOKEN`: the id the store gave the row
+//! finds it, and SHA-256 of the token, all the database keeps, must match
+//! (a cookie from before ids were carried is found by the hash once and
+//! re-issued). Each request that takes a [`Session`] costs one read by
+//! primary key; the row's
 //! deadlines are moved (one write) at most once per `touch_interval`.
 //! `expires_at` is the earlier of `last_seen + idle_timeout` and
 //! `created + absolute_timeout`, and a row past it is never honoured.
@@ -78,7 +82,7 @@ pub use guard::{Session, SessionError, SessionLayer, Sessions};
 pub use purge::{purge_expired, PurgeReport, PURGE_BATCH};
 pub use sqlite::{write_transaction, SqliteStore};
 pub use store::{Record, SessionStore, StoreError, Touch};
-pub use token::{constant_time_eq, new_handle, Token, TokenHash};
+pub use token::{constant_time_eq, new_handle, CookieValue, SessionKey, Token, TokenHash};
 
 /// How sessions behave. Times in seconds unless a `Duration`.
 #[derive(Debug, Clone)]

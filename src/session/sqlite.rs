@@ -15,7 +15,7 @@ use sqlx::{Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::store::{Record, SessionStore, StoreError, Touch};
-use super::token::TokenHash;
+use super::token::{SessionKey, TokenHash};
 
 macro_rules! columns {
     () => {
@@ -39,7 +39,7 @@ impl SqliteStore {
     }
 }
 
-/// Look-ups by token hash, gathered: every look-up that arrives while one
+/// Look-ups by id, gathered: every look-up that arrives while one
 /// query runs waits for the next, which fetches them all at once. A query is
 /// a trip to sqlx's connection thread and back, which costs far more than
 /// the indexed read itself; alone, a look-up costs the same one query.
@@ -49,7 +49,7 @@ struct Loader {
 }
 
 struct Job {
-    hash: TokenHash,
+    key: SessionKey,
     now: i64,
     reply: oneshot::Sender<Result<Option<Record>, String>>,
 }
@@ -62,9 +62,9 @@ impl Loader {
         Loader { reader, queue: Mutex::new(None) }
     }
 
-    async fn load(&self, hash: &TokenHash, now: i64) -> Result<Option<Record>, StoreError> {
+    async fn load(&self, key: &SessionKey, now: i64) -> Result<Option<Record>, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let mut job = Job { hash: *hash, now, reply };
+        let mut job = Job { key: *key, now, reply };
         // The task lives on the runtime of the first look-up; should that
         // runtime be gone, the next look-up starts another.
         for _ in 0..2 {
@@ -100,7 +100,10 @@ async fn run_loader(reader: SqlitePool, mut queue: mpsc::UnboundedReceiver<Job>)
         let found = load_many(&reader, &jobs).await;
         for job in jobs.drain(..) {
             let answer = match &found {
-                Ok(records) => Ok(records.get(&job.hash).filter(|r| r.expires_at > job.now).cloned()),
+                Ok(rows) => Ok(rows
+                    .get(&job.key.id)
+                    .filter(|(hash, r)| *hash == job.key.hash && r.expires_at > job.now)
+                    .map(|(_, r)| r.clone())),
                 Err(e) => Err(e.clone()),
             };
             let _ = job.reply.send(answer);
@@ -108,25 +111,28 @@ async fn run_loader(reader: SqlitePool, mut queue: mpsc::UnboundedReceiver<Job>)
     }
 }
 
-async fn load_many(reader: &SqlitePool, jobs: &[Job]) -> Result<HashMap<TokenHash, Record>, String> {
+/// The rows with the jobs' ids, by id, with their token hashes (which the
+/// caller compares: the id alone finds a row, it does not open it).
+async fn load_many(reader: &SqlitePool, jobs: &[Job]) -> Result<HashMap<i64, (TokenHash, Record)>, String> {
     let oldest = jobs.iter().map(|j| j.now).min().unwrap_or(0);
     let mut query = sqlx::QueryBuilder::new(concat!(
-        "SELECT token_hash, ",
+        "SELECT id, token_hash, ",
         columns!(),
         " FROM sessions WHERE expires_at > "
     ));
-    query.push_bind(oldest).push(" AND token_hash IN (");
+    query.push_bind(oldest).push(" AND id IN (");
     let mut list = query.separated(", ");
     for job in jobs {
-        list.push_bind(&job.hash.0[..]);
+        list.push_bind(job.key.id);
     }
     query.push(")");
     let rows = query.build().fetch_all(reader).await.map_err(|e| e.to_string())?;
     let mut found = HashMap::with_capacity(rows.len());
     for row in &rows {
+        let id: i64 = row.try_get("id").map_err(|e| e.to_string())?;
         let hash: Vec<u8> = row.try_get("token_hash").map_err(|e| e.to_string())?;
         let Ok(hash) = <[u8; 32]>::try_from(hash) else { continue };
-        found.insert(TokenHash(hash), record(row).map_err(|e| e.to_string())?);
+        found.insert(id, (TokenHash(hash), record(row).map_err(|e| e.to_string())?));
     }
     Ok(found)
 }
@@ -200,18 +206,19 @@ impl SessionStore for SqliteStore {
         &self,
         token_hash: &TokenHash,
         r: &Record,
-        replaces: Option<&TokenHash>,
-    ) -> Result<(), StoreError> {
+        replaces: Option<&SessionKey>,
+    ) -> Result<i64, StoreError> {
         let (token_hash, replaces, r) = (*token_hash, replaces.copied(), r.clone());
         write_transaction(&self.writer, |tx| {
             Box::pin(async move {
                 if let Some(old) = replaces {
-                    sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
-                        .bind(&old.0[..])
+                    sqlx::query("DELETE FROM sessions WHERE id = ? AND token_hash = ?")
+                        .bind(old.id)
+                        .bind(&old.hash.0[..])
                         .execute(&mut *tx)
                         .await?;
                 }
-                sqlx::query(concat!(
+                let done = sqlx::query(concat!(
                     "INSERT INTO sessions (token_hash, ",
                     columns!(),
                     ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -228,31 +235,42 @@ impl SessionStore for SqliteStore {
                 .bind(&r.ip)
                 .execute(&mut *tx)
                 .await?;
-                Ok(())
+                Ok(done.last_insert_rowid())
             })
         })
         .await
         .map_err(unavailable)
     }
 
-    async fn load(&self, token_hash: &TokenHash, now: i64) -> Result<Option<Record>, StoreError> {
-        self.loader.load(token_hash, now).await
+    async fn load(&self, key: &SessionKey, now: i64) -> Result<Option<Record>, StoreError> {
+        self.loader.load(key, now).await
+    }
+
+    async fn find_id(&self, token_hash: &TokenHash, now: i64) -> Result<Option<i64>, StoreError> {
+        // Only rows from before cookies carried the id are in this index.
+        sqlx::query_scalar("SELECT id FROM sessions WHERE token_hash = ? AND legacy = 1 AND expires_at > ?")
+            .bind(&token_hash.0[..])
+            .bind(now)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(unavailable)
     }
 
     async fn touch(
         &self,
-        token_hash: &TokenHash,
+        key: &SessionKey,
         last_seen_at: i64,
         expires_at: i64,
         now: i64,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE sessions SET last_seen_at = ?, expires_at = ? \
-             WHERE token_hash = ? AND expires_at > ?",
+             WHERE id = ? AND token_hash = ? AND expires_at > ?",
         )
         .bind(last_seen_at)
         .bind(expires_at)
-        .bind(&token_hash.0[..])
+        .bind(key.id)
+        .bind(&key.hash.0[..])
         .bind(now)
         .execute_on(&self.writer)
         .await
@@ -260,31 +278,37 @@ impl SessionStore for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn save_data(&self, token_hash: &TokenHash, data: &str, now: i64) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE sessions SET data = ? WHERE token_hash = ? AND expires_at > ?")
-            .bind(data)
-            .bind(&token_hash.0[..])
-            .bind(now)
-            .execute_on(&self.writer)
-            .await
-            .map_err(unavailable)?;
+    async fn save_data(&self, key: &SessionKey, data: &str, now: i64) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE sessions SET data = ? WHERE id = ? AND token_hash = ? AND expires_at > ?")
+                .bind(data)
+                .bind(key.id)
+                .bind(&key.hash.0[..])
+                .bind(now)
+                .execute_on(&self.writer)
+                .await
+                .map_err(unavailable)?;
         Ok(done.rows_affected() == 1)
     }
 
-    async fn rotate(&self, old: &TokenHash, new: &TokenHash, now: i64) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE sessions SET token_hash = ? WHERE token_hash = ? AND expires_at > ?")
-            .bind(&new.0[..])
-            .bind(&old.0[..])
-            .bind(now)
-            .execute_on(&self.writer)
-            .await
-            .map_err(unavailable)?;
+    async fn rotate(&self, old: &SessionKey, new: &TokenHash, now: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sessions SET token_hash = ? WHERE id = ? AND token_hash = ? AND expires_at > ?",
+        )
+        .bind(&new.0[..])
+        .bind(old.id)
+        .bind(&old.hash.0[..])
+        .bind(now)
+        .execute_on(&self.writer)
+        .await
+        .map_err(unavailable)?;
         Ok(done.rows_affected() == 1)
     }
 
-    async fn delete(&self, token_hash: &TokenHash) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
-            .bind(&token_hash.0[..])
+    async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM sessions WHERE id = ? AND token_hash = ?")
+            .bind(key.id)
+            .bind(&key.hash.0[..])
             .execute_on(&self.writer)
             .await
             .map_err(unavailable)?;
@@ -371,11 +395,12 @@ impl SessionStore for SqliteStore {
                     live += sqlx::query(
                         // A batch may land after a later single touch: never move back.
                         "UPDATE sessions SET last_seen_at = MAX(last_seen_at, ?), \
-                         expires_at = MAX(expires_at, ?) WHERE token_hash = ? AND expires_at > ?",
+                         expires_at = MAX(expires_at, ?) WHERE id = ? AND token_hash = ? AND expires_at > ?",
                     )
                     .bind(t.last_seen_at)
                     .bind(t.expires_at)
-                    .bind(&t.token_hash.0[..])
+                    .bind(t.key.id)
+                    .bind(&t.key.hash.0[..])
                     .bind(now)
                     .execute(&mut *tx)
                     .await?

@@ -2,7 +2,7 @@
 
 use rocket::async_trait;
 
-use super::token::TokenHash;
+use super::token::{SessionKey, TokenHash};
 
 /// One stored session, as the store returns it. Times are unix seconds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,35 +37,46 @@ pub enum StoreError {
 /// session that was ended meanwhile.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
-    /// Inserts a new session; in the same transaction deletes the session
-    /// `replaces` (the one the client held before logging in), if any.
+    /// Inserts a new session under `token_hash` and returns the id it gave
+    /// it (positive, never reused while the session lives); in the same
+    /// transaction deletes the session `replaces` (the one the client held
+    /// before logging in), if any.
     async fn create(
         &self,
         token_hash: &TokenHash,
         record: &Record,
-        replaces: Option<&TokenHash>,
-    ) -> Result<(), StoreError>;
+        replaces: Option<&SessionKey>,
+    ) -> Result<i64, StoreError>;
 
-    /// The session for `token_hash` if it is live at `now` (`expires_at > now`).
-    async fn load(&self, token_hash: &TokenHash, now: i64) -> Result<Option<Record>, StoreError>;
+    /// The session with this id and token hash if it is live at `now`
+    /// (`expires_at > now`).
+    async fn load(&self, key: &SessionKey, now: i64) -> Result<Option<Record>, StoreError>;
+
+    /// The id of the live session with this token hash, for cookies issued
+    /// before they carried the id. A store that never issued such cookies
+    /// keeps the default, which finds nothing.
+    async fn find_id(&self, token_hash: &TokenHash, now: i64) -> Result<Option<i64>, StoreError> {
+        let _ = (token_hash, now);
+        Ok(None)
+    }
 
     /// Moves the deadlines forward. `false` means the session had ended.
     async fn touch(
         &self,
-        token_hash: &TokenHash,
+        key: &SessionKey,
         last_seen_at: i64,
         expires_at: i64,
         now: i64,
     ) -> Result<bool, StoreError>;
 
     /// Replaces the data of a live session. `false` means it had ended.
-    async fn save_data(&self, token_hash: &TokenHash, data: &str, now: i64) -> Result<bool, StoreError>;
+    async fn save_data(&self, key: &SessionKey, data: &str, now: i64) -> Result<bool, StoreError>;
 
-    /// Gives a live session a new token. `false` means it had ended.
-    async fn rotate(&self, old: &TokenHash, new: &TokenHash, now: i64) -> Result<bool, StoreError>;
+    /// Gives a live session a new token (its id stays). `false` means it had ended.
+    async fn rotate(&self, old: &SessionKey, new: &TokenHash, now: i64) -> Result<bool, StoreError>;
 
     /// Ends one session. `false` means there was nothing to end.
-    async fn delete(&self, token_hash: &TokenHash) -> Result<bool, StoreError>;
+    async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError>;
 
     /// Deletes at most `limit` sessions with `expires_at <= now`; returns how many.
     async fn delete_expired(&self, now: i64, limit: u32) -> Result<u64, StoreError>;
@@ -91,7 +102,7 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn touch_many(&self, touches: &[Touch], now: i64) -> Result<u64, StoreError> {
         let mut live = 0;
         for t in touches {
-            live += u64::from(self.touch(&t.token_hash, t.last_seen_at, t.expires_at, now).await?);
+            live += u64::from(self.touch(&t.key, t.last_seen_at, t.expires_at, now).await?);
         }
         Ok(live)
     }
@@ -111,7 +122,7 @@ pub trait SessionStore: Send + Sync + 'static {
 /// One deadline move, for [`SessionStore::touch_many`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Touch {
-    pub token_hash: TokenHash,
+    pub key: SessionKey,
     pub last_seen_at: i64,
     pub expires_at: i64,
 }

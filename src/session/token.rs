@@ -67,6 +67,55 @@ impl std::fmt::Debug for TokenHash {
     }
 }
 
+/// What a store finds a session by: the id the store gave the row when it
+/// was created (a selector: not secret, but only ever sent to the browser
+/// inside the encrypted cookie) and the hash of the token, which must match
+/// as well. Finding rows by id keeps random keys out of the database's
+/// indexes, so inserting and purging rows touches few pages.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct SessionKey {
+    pub id: i64,
+    pub hash: TokenHash,
+}
+
+impl std::hash::Hash for SessionKey {
+    /// The token hash alone: it is already uniformly spread, and two keys
+    /// with the same hash and different ids are as good as unknown.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.hash.hash(state)
+    }
+}
+
+/// What the session cookie holds, once opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieValue {
+    /// The row id, absent from cookies issued before ids were carried.
+    pub id: Option<i64>,
+    pub token: Token,
+}
+
+impl CookieValue {
+    /// `ID.TOKEN`: the decimal row id, a dot, the 43-character token.
+    pub fn encode(id: i64, token: &Token) -> String {
+        format!("{id}.{}", token.encode())
+    }
+
+    /// Parses `ID.TOKEN` or a bare token (an older cookie); anything else,
+    /// including an id that is not a positive number, is `None`.
+    pub fn decode(value: &str) -> Option<CookieValue> {
+        match value.split_once('.') {
+            None => Some(CookieValue { id: None, token: Token::decode(value)? }),
+            Some((id, token)) => {
+                if id.is_empty() || id.len() > 19 || !id.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                let id: i64 = id.parse().ok().filter(|id| *id > 0)?;
+                Some(CookieValue { id: Some(id), token: Token::decode(token)? })
+            }
+        }
+    }
+}
+
 /// A public, random identifier for one session row: safe to show on a page,
 /// in a log line or in an operator's listing, since it cannot log anyone in.
 pub fn new_handle() -> String {
@@ -101,6 +150,28 @@ mod tests {
         assert!(Token::decode(&good[..42]).is_none());
         assert!(Token::decode(&format!("{good}A")).is_none());
         assert!(Token::decode(&"!".repeat(43)).is_none());
+    }
+
+    #[test]
+    fn cookie_values_carry_the_row_id_and_accept_bare_tokens() {
+        let t = Token::generate();
+        let value = CookieValue::encode(42, &t);
+        assert_eq!(value.len(), 3 + 43);
+        assert_eq!(CookieValue::decode(&value), Some(CookieValue { id: Some(42), token: t.clone() }));
+        assert_eq!(CookieValue::decode(&t.encode()), Some(CookieValue { id: None, token: t.clone() }));
+        let token = t.encode();
+        for bad in [
+            format!("0.{token}"),
+            format!("-1.{token}"),
+            format!("+1.{token}"),
+            format!(".{token}"),
+            format!("1.{}", &token[..42]),
+            format!("99999999999999999999.{token}"),
+            format!("1.1.{token}"),
+            "1.".to_string(),
+        ] {
+            assert_eq!(CookieValue::decode(&bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -8,7 +8,9 @@ use std::time::Duration;
 use rocket::http::Status;
 use tokio::sync::Semaphore;
 
-use sesija::session::{self, CachingStore, SessionStore, SqliteStore, Token, TokenHash, Touch, FLUSH_MARGIN};
+use sesija::session::{
+    self, CachingStore, Record, SessionKey, SessionStore, SqliteStore, Token, Touch, FLUSH_MARGIN,
+};
 
 use crate::helpers::*;
 use crate::layer::{live_record, Instrumented};
@@ -23,9 +25,21 @@ fn cached(db: &sesija::db::Db, capacity: usize) -> CachingStore<SqliteStore> {
     CachingStore::new(SqliteStore::new(db.reader.clone(), db.writer.clone()), capacity)
 }
 
-async fn stored_expiry(db: &sesija::db::Db, token: &Token) -> Option<i64> {
-    sqlx::query_scalar("SELECT expires_at FROM sessions WHERE token_hash = ?")
-        .bind(&token.hash().0[..])
+/// Creates a session with a fresh token; returns its key.
+async fn create(store: &dyn SessionStore, record: &Record, replaces: Option<&SessionKey>) -> SessionKey {
+    let hash = Token::generate().hash();
+    SessionKey { id: store.create(&hash, record, replaces).await.unwrap(), hash }
+}
+
+/// A key nobody holds: a real row's id with a token that is not its.
+fn stranger(key: &SessionKey) -> SessionKey {
+    SessionKey { id: key.id, hash: Token::generate().hash() }
+}
+
+async fn stored_expiry(db: &sesija::db::Db, key: &SessionKey) -> Option<i64> {
+    sqlx::query_scalar("SELECT expires_at FROM sessions WHERE id = ? AND token_hash = ?")
+        .bind(key.id)
+        .bind(&key.hash.0[..])
         .fetch_optional(&db.reader)
         .await
         .unwrap()
@@ -37,16 +51,16 @@ async fn a_cached_session_is_read_from_the_database_once() {
     let inner = Instrumented::new(&db, 0);
     let loads = inner.loads.clone();
     let store = CachingStore::new(inner, 100);
-    let (token, now) = (Token::generate(), session::now());
-    store.create(&token.hash(), &live_record(1, now), None).await.unwrap();
+    let now = session::now();
+    let token = create(&store, &live_record(1, now), None).await;
     for _ in 0..10 {
-        assert_eq!(store.load(&token.hash(), now).await.unwrap().unwrap().user_id, 1);
+        assert_eq!(store.load(&token, now).await.unwrap().unwrap().user_id, 1);
     }
     assert_eq!(loads.load(Ordering::SeqCst), 1);
     assert_eq!(store.hit_miss(), (9, 1));
     // A token nobody holds is asked for every time (and never cached).
     for _ in 0..3 {
-        assert!(store.load(&Token::generate().hash(), now).await.unwrap().is_none());
+        assert!(store.load(&stranger(&token), now).await.unwrap().is_none());
     }
     assert_eq!(loads.load(Ordering::SeqCst), 4);
 }
@@ -56,47 +70,46 @@ async fn every_write_through_the_cache_counts_at_once() {
     let (_dir, db) = temp_db().await;
     let store = cached(&db, 100);
     let now = session::now();
-    let tokens: Vec<Token> = (0..6).map(|_| Token::generate()).collect();
+    let mut tokens = Vec::new();
     let mut records = Vec::new();
-    for (i, token) in tokens.iter().enumerate() {
+    for i in 0..6 {
         let record = live_record(if i < 3 { 1 } else { 2 }, now);
-        store.create(&token.hash(), &record, None).await.unwrap();
-        assert!(store.load(&token.hash(), now).await.unwrap().is_some(), "cached");
+        let token = create(&store, &record, None).await;
+        assert!(store.load(&token, now).await.unwrap().is_some(), "cached");
+        tokens.push(token);
         records.push(record);
     }
-    let hashes: Vec<TokenHash> = tokens.iter().map(Token::hash).collect();
-    let load = |i: usize| store.load(&hashes[i], now);
+    let load = |i: usize| store.load(&tokens[i], now);
 
-    assert!(store.save_data(&tokens[0].hash(), r#"{"k":1}"#, now).await.unwrap());
+    assert!(store.save_data(&tokens[0], r#"{"k":1}"#, now).await.unwrap());
     assert_eq!(load(0).await.unwrap().unwrap().data, r#"{"k":1}"#);
-    let rotated = Token::generate();
-    assert!(store.rotate(&tokens[0].hash(), &rotated.hash(), now).await.unwrap());
+    let rotated = SessionKey { id: tokens[0].id, hash: Token::generate().hash() };
+    assert!(store.rotate(&tokens[0], &rotated.hash, now).await.unwrap());
     assert!(load(0).await.unwrap().is_none(), "the old token is dead at once");
-    assert!(store.load(&rotated.hash(), now).await.unwrap().is_some());
-    assert!(store.delete(&tokens[1].hash()).await.unwrap());
+    assert!(store.load(&rotated, now).await.unwrap().is_some());
+    assert!(store.delete(&tokens[1]).await.unwrap());
     assert!(load(1).await.unwrap().is_none());
     assert!(store.delete_handle(&records[2].handle, Some(1)).await.unwrap());
     assert!(load(2).await.unwrap().is_none());
     assert_eq!(store.delete_for_user(2, Some(&records[3].handle)).await.unwrap(), 2);
     assert!(load(3).await.unwrap().is_some(), "the kept one");
     assert!(load(4).await.unwrap().is_none() && load(5).await.unwrap().is_none());
-    let replacement = Token::generate();
-    store.create(&replacement.hash(), &live_record(2, now), Some(&tokens[3].hash())).await.unwrap();
+    let replacement = create(&store, &live_record(2, now), Some(&tokens[3])).await;
     assert!(load(3).await.unwrap().is_none(), "a login replaces the session held before");
     store.delete_all().await.unwrap();
-    assert!(store.load(&rotated.hash(), now).await.unwrap().is_none());
-    assert!(store.load(&replacement.hash(), now).await.unwrap().is_none());
+    assert!(store.load(&rotated, now).await.unwrap().is_none());
+    assert!(store.load(&replacement, now).await.unwrap().is_none());
 }
 
 #[rocket::async_test]
 async fn a_cached_session_is_never_honoured_past_its_deadline() {
     let (_dir, db) = temp_db().await;
     let store = cached(&db, 100);
-    let (token, now) = (Token::generate(), session::now());
-    store.create(&token.hash(), &live_record(1, now), None).await.unwrap();
-    assert!(store.load(&token.hash(), now).await.unwrap().is_some());
-    assert!(store.load(&token.hash(), now + 59).await.unwrap().is_some());
-    assert!(store.load(&token.hash(), now + 60).await.unwrap().is_none());
+    let now = session::now();
+    let token = create(&store, &live_record(1, now), None).await;
+    assert!(store.load(&token, now).await.unwrap().is_some());
+    assert!(store.load(&token, now + 59).await.unwrap().is_some());
+    assert!(store.load(&token, now + 60).await.unwrap().is_none());
 }
 
 #[rocket::async_test]
@@ -106,22 +119,22 @@ async fn a_look_up_that_read_before_a_logout_cannot_put_the_session_back() {
     let mut inner = Instrumented::new(&db, 0);
     inner.gate = Some(gate.clone());
     let store = Arc::new(CachingStore::new(inner, 100));
-    let (token, now) = (Token::generate(), session::now());
-    store.create(&token.hash(), &live_record(1, now), None).await.unwrap();
+    let now = session::now();
+    let token = create(&*store, &live_record(1, now), None).await;
 
     // A request reads the row, and is held before it can fill the cache...
     let slow = tokio::spawn({
-        let (store, hash) = (store.clone(), token.hash());
-        async move { store.load(&hash, now).await.unwrap() }
+        let store = store.clone();
+        async move { store.load(&token, now).await.unwrap() }
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     // ...a logout commits meanwhile...
-    assert!(store.delete(&token.hash()).await.unwrap());
+    assert!(store.delete(&token).await.unwrap());
     gate.add_permits(100);
     // ...the slow request still saw its session (it started first)...
     assert!(slow.await.unwrap().is_some());
     // ...but the next request does not.
-    assert!(store.load(&token.hash(), now).await.unwrap().is_none());
+    assert!(store.load(&token, now).await.unwrap().is_none());
     assert!(store.is_empty());
 }
 
@@ -130,15 +143,16 @@ async fn the_cache_never_holds_more_than_its_capacity() {
     let (_dir, db) = temp_db().await;
     let store = cached(&db, 10);
     let now = session::now();
-    let tokens: Vec<Token> = (0..50).map(|_| Token::generate()).collect();
-    for token in &tokens {
-        store.create(&token.hash(), &live_record(1, now), None).await.unwrap();
-        assert!(store.load(&token.hash(), now).await.unwrap().is_some());
+    let mut tokens = Vec::new();
+    for _ in 0..50 {
+        let token = create(&store, &live_record(1, now), None).await;
+        assert!(store.load(&token, now).await.unwrap().is_some());
         assert!(store.len() <= 10);
+        tokens.push(token);
     }
     assert_eq!(store.len(), 10);
     for token in &tokens {
-        assert!(store.load(&token.hash(), now).await.unwrap().is_some(), "evicted ones are read again");
+        assert!(store.load(token, now).await.unwrap().is_some(), "evicted ones are read again");
     }
 }
 
@@ -147,14 +161,15 @@ async fn deadline_moves_of_cached_sessions_are_written_in_one_batch() {
     let (_dir, db) = temp_db().await;
     let store = cached(&db, 100);
     let now = session::now();
-    let tokens: Vec<Token> = (0..20).map(|_| Token::generate()).collect();
-    for token in &tokens {
-        store.create(&token.hash(), &live_record(1, now), None).await.unwrap();
-        store.load(&token.hash(), now).await.unwrap();
+    let mut tokens = Vec::new();
+    for _ in 0..20 {
+        let token = create(&store, &live_record(1, now), None).await;
+        store.load(&token, now).await.unwrap();
+        tokens.push(token);
     }
     for token in &tokens {
-        assert!(store.touch(&token.hash(), now + 1, now + 61, now + 1).await.unwrap());
-        assert_eq!(store.load(&token.hash(), now + 1).await.unwrap().unwrap().expires_at, now + 61);
+        assert!(store.touch(token, now + 1, now + 61, now + 1).await.unwrap());
+        assert_eq!(store.load(token, now + 1).await.unwrap().unwrap().expires_at, now + 61);
     }
     assert_eq!(stored_expiry(&db, &tokens[0]).await, Some(now + 60), "held back");
     assert_eq!(store.flush().await.unwrap(), 20);
@@ -164,8 +179,8 @@ async fn deadline_moves_of_cached_sessions_are_written_in_one_batch() {
     assert_eq!(store.flush().await.unwrap(), 0, "nothing left to write");
 
     // A held-back move never brings back a session ended before the flush.
-    store.touch(&tokens[0].hash(), now + 2, now + 62, now + 2).await.unwrap();
-    assert!(store.delete(&tokens[0].hash()).await.unwrap());
+    store.touch(&tokens[0], now + 2, now + 62, now + 2).await.unwrap();
+    assert!(store.delete(&tokens[0]).await.unwrap());
     store.flush().await.unwrap();
     assert_eq!(stored_expiry(&db, &tokens[0]).await, None);
 }
@@ -174,11 +189,11 @@ async fn deadline_moves_of_cached_sessions_are_written_in_one_batch() {
 async fn a_move_close_to_the_stored_deadline_is_written_at_once() {
     let (_dir, db) = temp_db().await;
     let store = cached(&db, 100);
-    let (token, now) = (Token::generate(), session::now());
-    store.create(&token.hash(), &live_record(1, now), None).await.unwrap();
-    store.load(&token.hash(), now).await.unwrap();
+    let now = session::now();
+    let token = create(&store, &live_record(1, now), None).await;
+    store.load(&token, now).await.unwrap();
     let late = now + 60 - FLUSH_MARGIN;
-    assert!(store.touch(&token.hash(), late, late + 60, late).await.unwrap());
+    assert!(store.touch(&token, late, late + 60, late).await.unwrap());
     assert_eq!(stored_expiry(&db, &token).await, Some(late + 60), "no purge can beat the flush");
 }
 
@@ -186,14 +201,14 @@ async fn a_move_close_to_the_stored_deadline_is_written_at_once() {
 async fn the_purge_forgets_the_cached_sessions_it_removed() {
     let (_dir, db) = temp_db().await;
     let store = cached(&db, 100);
-    let (token, now) = (Token::generate(), session::now());
-    store.create(&token.hash(), &live_record(1, now), None).await.unwrap();
-    store.load(&token.hash(), now).await.unwrap();
+    let now = session::now();
+    let token = create(&store, &live_record(1, now), None).await;
+    store.load(&token, now).await.unwrap();
     // A held-back move that never reached the database (its flush failed).
-    store.touch(&token.hash(), now + 1, now + 100, now + 1).await.unwrap();
+    store.touch(&token, now + 1, now + 100, now + 1).await.unwrap();
     assert_eq!(store.delete_expired(now + 60, 1000).await.unwrap(), 1);
-    assert!(store.load(&token.hash(), now + 61).await.unwrap().is_none());
-    let touches = [Touch { token_hash: token.hash(), last_seen_at: now + 1, expires_at: now + 100 }];
+    assert!(store.load(&token, now + 61).await.unwrap().is_none());
+    let touches = [Touch { key: token, last_seen_at: now + 1, expires_at: now + 100 }];
     assert_eq!(store.touch_many(&touches, now + 61).await.unwrap(), 0, "nothing to bring back");
 }
 
@@ -257,16 +272,15 @@ async fn concurrent_look_ups_each_get_their_own_session() {
     let now = session::now();
     let mut cases = Vec::new();
     for i in 0..150 {
-        let token = Token::generate();
         let mut record = live_record(i, now);
         if i % 3 == 0 {
             record.expires_at = now; // not live at `now`
         }
-        store.create(&token.hash(), &record, None).await.unwrap();
-        cases.push((token.hash(), (i % 3 != 0).then_some(i)));
+        let token = create(&*store, &record, None).await;
+        cases.push((token, (i % 3 != 0).then_some(i)));
     }
-    for _ in 0..50 {
-        cases.push((Token::generate().hash(), None));
+    for i in 0..50 {
+        cases.push((stranger(&cases[i].0), None));
     }
     let doubled: Vec<_> = cases.iter().chain(cases.iter()).cloned().collect();
     let looked_up = rocket::futures::future::join_all(doubled.iter().map(|(hash, _)| {
@@ -286,11 +300,11 @@ async fn held_back_deadline_moves_are_written_at_shutdown() {
     let (_dir, db) = temp_db().await;
     let config = SessionConfig { purge_interval: Duration::from_secs(3600), ..SessionConfig::default() };
     let manager = Arc::new(SessionManager::new(cached(&db, 100), config));
-    let (token, now) = (Token::generate(), session::now());
+    let now = session::now();
     let store = manager.store();
-    store.create(&token.hash(), &live_record(1, now), None).await.unwrap();
-    store.load(&token.hash(), now).await.unwrap();
-    assert!(store.touch(&token.hash(), now + 1, now + 61, now + 1).await.unwrap());
+    let token = create(store, &live_record(1, now), None).await;
+    store.load(&token, now).await.unwrap();
+    assert!(store.touch(&token, now + 1, now + 61, now + 1).await.unwrap());
     assert_eq!(stored_expiry(&db, &token).await, Some(now + 60), "held back");
     // Shut down before the first one-second flush is due.
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

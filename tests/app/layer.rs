@@ -11,17 +11,22 @@ use rocket::http::Status;
 use sha2::{Digest, Sha256};
 
 use sesija::session::{
-    self, purge, Record, SessionConfig, SessionManager, SessionStore, SqliteStore, StoreError, Token,
-    TokenHash,
+    self, purge, CookieValue, Record, SessionConfig, SessionKey, SessionManager, SessionStore, SqliteStore,
+    StoreError, Token, TokenHash,
 };
 
 use crate::helpers::*;
 
-/// The token inside the client's session cookie (the local client opens
-/// private cookies with the app's key).
-fn token_of(app: &TestApp) -> Token {
-    Token::decode(app.client.cookies().get_private("sesija").expect("client holds the cookie").value())
+/// What the client's session cookie holds (the local client opens private
+/// cookies with the app's key).
+fn cookie_of(client: &rocket::local::asynchronous::Client) -> CookieValue {
+    CookieValue::decode(client.cookies().get_private("sesija").expect("client holds the cookie").value())
         .unwrap()
+}
+
+/// The token inside the client's session cookie.
+fn token_of(app: &TestApp) -> Token {
+    cookie_of(&app.client).token
 }
 
 #[rocket::async_test]
@@ -72,7 +77,7 @@ async fn tokens_are_fresh_random_256_bit_values() {
     let mut ones = 0u32;
     for _ in 0..20 {
         logged_in(&app.client, "alice", false).await;
-        let token = Token::decode(app.client.cookies().get_private("sesija").unwrap().value()).unwrap();
+        let token = token_of(&app);
         ones += token.as_bytes().iter().map(|b| b.count_ones()).sum::<u32>();
         assert!(seen.insert(token.encode()));
     }
@@ -112,12 +117,26 @@ async fn bad_cookies_mean_logged_out_never_an_error() {
     }
     assert_eq!(user_page_with(&other, &good).await.status(), Status::Ok, "the untampered cookie works");
     // A well-sealed cookie holding an unknown token is not honoured, and
-    // nothing is created for it.
+    // nothing is created for it: not as a bare token, not under another
+    // session's id (the id finds the row, only the token opens it), not
+    // under an id that is not a row's.
+    let id = cookie_of(&app.client).id.expect("new cookies carry the row id");
     for _ in 0..20 {
-        let res = other.get("/user").private_cookie(("sesija", Token::generate().encode())).dispatch().await;
-        assert_to_login(&res);
+        let token = Token::generate();
+        for value in [
+            token.encode(),
+            CookieValue::encode(id, &token),
+            CookieValue::encode(id + 1, &token),
+            format!("0.{}", token.encode()),
+            format!("-{id}.{}", token.encode()),
+            format!("{id}.{}", token_of(&app).encode().to_lowercase()),
+        ] {
+            let res = other.get("/user").private_cookie(("sesija", value.clone())).dispatch().await;
+            assert_to_login(&res);
+        }
     }
     assert_eq!(app.session_rows().await, 1);
+    assert_eq!(app.client.get("/user").dispatch().await.status(), Status::Ok, "the real one still works");
 }
 
 #[rocket::async_test]
@@ -279,7 +298,8 @@ async fn purge_removes_expired_rows_in_batches_of_at_most_1000() {
     let store = SqliteStore::new(db.clone(), db.clone());
     let report = session::purge_expired(&store, session::now()).await.unwrap();
     assert_eq!(report.removed, 2500);
-    assert_eq!(report.batches, 3);
+    const { assert!(session::PURGE_BATCH <= 1000) };
+    assert_eq!(report.batches, 2500 / session::PURGE_BATCH + 1);
     assert_eq!(app.session_rows().await, 10);
 
     let plan: Vec<(i64, i64, i64, String)> =
@@ -341,10 +361,13 @@ impl Instrumented {
 
 #[async_trait]
 impl SessionStore for Instrumented {
-    async fn create(&self, h: &TokenHash, r: &Record, old: Option<&TokenHash>) -> Result<(), StoreError> {
+    async fn create(&self, h: &TokenHash, r: &Record, old: Option<&SessionKey>) -> Result<i64, StoreError> {
         self.inner.create(h, r, old).await
     }
-    async fn load(&self, h: &TokenHash, now: i64) -> Result<Option<Record>, StoreError> {
+    async fn find_id(&self, h: &TokenHash, now: i64) -> Result<Option<i64>, StoreError> {
+        self.inner.find_id(h, now).await
+    }
+    async fn load(&self, h: &SessionKey, now: i64) -> Result<Option<Record>, StoreError> {
         self.loads.fetch_add(1, Ordering::SeqCst);
         let found = self.inner.load(h, now).await;
         if let Some(gate) = &self.gate {
@@ -352,16 +375,16 @@ impl SessionStore for Instrumented {
         }
         found
     }
-    async fn touch(&self, h: &TokenHash, seen: i64, exp: i64, now: i64) -> Result<bool, StoreError> {
+    async fn touch(&self, h: &SessionKey, seen: i64, exp: i64, now: i64) -> Result<bool, StoreError> {
         self.inner.touch(h, seen, exp, now).await
     }
-    async fn save_data(&self, h: &TokenHash, data: &str, now: i64) -> Result<bool, StoreError> {
+    async fn save_data(&self, h: &SessionKey, data: &str, now: i64) -> Result<bool, StoreError> {
         self.inner.save_data(h, data, now).await
     }
-    async fn rotate(&self, old: &TokenHash, new: &TokenHash, now: i64) -> Result<bool, StoreError> {
+    async fn rotate(&self, old: &SessionKey, new: &TokenHash, now: i64) -> Result<bool, StoreError> {
         self.inner.rotate(old, new, now).await
     }
-    async fn delete(&self, h: &TokenHash) -> Result<bool, StoreError> {
+    async fn delete(&self, h: &SessionKey) -> Result<bool, StoreError> {
         self.inner.delete(h).await
     }
     async fn delete_expired(&self, now: i64, limit: u32) -> Result<u64, StoreError> {
@@ -434,15 +457,16 @@ async fn writes_after_a_concurrent_logout_never_resurrect_the_session() {
     let token = Token::generate();
     let now = session::now();
     let record = live_record(1, now);
-    store.create(&token.hash(), &record, None).await.unwrap();
+    let key =
+        SessionKey { id: store.create(&token.hash(), &record, None).await.unwrap(), hash: token.hash() };
     // A request loaded it...
-    assert!(store.load(&token.hash(), now).await.unwrap().is_some());
+    assert!(store.load(&key, now).await.unwrap().is_some());
     // ...another logged out...
-    assert!(store.delete(&token.hash()).await.unwrap());
+    assert!(store.delete(&key).await.unwrap());
     // ...and the first one's writes find nothing to write to.
-    assert!(!store.touch(&token.hash(), now, now + 60, now).await.unwrap());
-    assert!(!store.save_data(&token.hash(), r#"{"a":1}"#, now).await.unwrap());
-    assert!(!store.rotate(&token.hash(), &Token::generate().hash(), now).await.unwrap());
+    assert!(!store.touch(&key, now, now + 60, now).await.unwrap());
+    assert!(!store.save_data(&key, r#"{"a":1}"#, now).await.unwrap());
+    assert!(!store.rotate(&key, &Token::generate().hash(), now).await.unwrap());
     let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(&db.reader).await.unwrap();
     assert_eq!(rows, 0);
 }
@@ -461,14 +485,14 @@ async fn concurrent_logins_never_see_database_is_locked() {
     for t in 0..16 {
         let store = stores[t % 2].clone();
         tasks.push(tokio::spawn(async move {
-            let mut previous: Option<TokenHash> = None;
+            let mut previous: Option<SessionKey> = None;
             for _ in 0..40 {
-                let token = Token::generate();
+                let hash = Token::generate().hash();
                 let now = session::now();
                 let record = live_record(t as i64, now);
-                store.create(&token.hash(), &record, previous.as_ref()).await?;
-                store.load(&token.hash(), now).await?;
-                previous = Some(token.hash());
+                let key = SessionKey { id: store.create(&hash, &record, previous.as_ref()).await?, hash };
+                store.load(&key, now).await?;
+                previous = Some(key);
             }
             Ok::<_, StoreError>(())
         }));
@@ -635,4 +659,97 @@ async fn database_writes_run_below_page_views() {
     assert!(found.iter().all(|n| *n == sesija::niceness::BACKGROUND_NICENESS), "{found:?}");
     let readers = sesija::niceness::niceness_of_threads_named("sqlx-sqlite-wor");
     assert!(readers.iter().all(|n| *n == 0), "readers serve page views at normal priority: {readers:?}");
+}
+
+/// A database at schema version 2, whose cookies held a bare token, with
+/// one live session of alice's; returns the token that version put in her
+/// cookie.
+async fn version_2_database(data: &std::path::Path) -> Token {
+    std::fs::create_dir_all(data).unwrap();
+    let migrations = tempfile::TempDir::new().unwrap();
+    for file in ["0001_users.sql", "0002_sessions.sql"] {
+        let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(file);
+        std::fs::copy(from, migrations.path().join(file)).unwrap();
+    }
+    let options =
+        sqlx::sqlite::SqliteConnectOptions::new().filename(data.join("sesija.db")).create_if_missing(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    sqlx::migrate::Migrator::new(migrations.path()).await.unwrap().run(&pool).await.unwrap();
+    let now = session::now();
+    let password_hash = sesija::auth::Hasher::default().hash(PASSWORD.into()).await.unwrap();
+    sqlx::query("INSERT INTO users (username, password_hash, created_at) VALUES ('alice', ?, ?)")
+        .bind(password_hash)
+        .bind(now)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let token = Token::generate();
+    sqlx::query(
+        "INSERT INTO sessions (token_hash, handle, user_id, data, created_at, last_seen_at, expires_at) \
+         VALUES (?, 'old-handle', 1, '{\"user\":\"alice\"}', ?, ?, ?)",
+    )
+    .bind(&token.hash().0[..])
+    .bind(now)
+    .bind(now)
+    .bind(now + 3600)
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    token
+}
+
+#[rocket::async_test]
+async fn sessions_from_before_cookies_carried_the_id_survive_the_upgrade() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    let token = version_2_database(&data).await;
+    let rocket = sesija::app(figment(&data)).await.unwrap();
+    let client = rocket::local::asynchronous::Client::tracked(rocket).await.unwrap();
+
+    // The old cookie opens the migrated row, and comes back carrying its id.
+    let res = client.get("/user").private_cookie(("sesija", token.encode())).dispatch().await;
+    assert_eq!(res.status(), Status::Ok);
+    assert!(set_cookie(&res, "sesija").is_some(), "re-issued");
+    drop(res);
+    let id: i64 = sqlx::query_scalar("SELECT id FROM sessions WHERE handle = 'old-handle'")
+        .fetch_one(&client_db(&data).await)
+        .await
+        .unwrap();
+    assert_eq!(cookie_of(&client), CookieValue { id: Some(id), token: token.clone() });
+    assert_eq!(client.get("/user").dispatch().await.status(), Status::Ok, "the new form works");
+
+    let legacy: Vec<(String, i64)> = sqlx::query_as("SELECT handle, legacy FROM sessions")
+        .fetch_all(&client_db(&data).await)
+        .await
+        .unwrap();
+    assert_eq!(legacy, [("old-handle".to_string(), 1)]);
+
+    // Logging out ends the migrated session like any other.
+    let res = log_out(&client).await;
+    assert_to_login(&res);
+    drop(res);
+    let res = client.get("/user").private_cookie(("sesija", token.encode())).dispatch().await;
+    assert_to_login(&res);
+    drop(res);
+
+    // Only migrated rows are found by their token alone.
+    let other = rocket::local::asynchronous::Client::tracked(sesija::app(figment(&data)).await.unwrap())
+        .await
+        .unwrap();
+    logged_in(&other, "alice", false).await;
+    let fresh = cookie_of(&other);
+    assert!(fresh.id.is_some());
+    let legacy: i64 =
+        sqlx::query_scalar("SELECT legacy FROM sessions").fetch_one(&client_db(&data).await).await.unwrap();
+    assert_eq!(legacy, 0);
+    let res = client.get("/user").private_cookie(("sesija", fresh.token.encode())).dispatch().await;
+    assert_to_login(&res);
+    drop(res);
+    assert_eq!(other.get("/user").dispatch().await.status(), Status::Ok);
+}
+
+async fn client_db(data: &std::path::Path) -> sqlx::SqlitePool {
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(data.join("sesija.db"));
+    sqlx::SqlitePool::connect_with(options).await.unwrap()
 }
