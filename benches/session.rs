@@ -102,16 +102,17 @@ fn benches(c: &mut Criterion) {
     });
     let mut purge = c.benchmark_group("purge");
     purge.sample_size(10);
-    purge.bench_function("batch of 1,000 expired rows", |b| {
+    purge.bench_function(format!("batch of {} expired rows", session::PURGE_BATCH), |b| {
         b.to_async(&rt).iter_custom(|iters| async move {
             let mut took = Duration::ZERO;
             for _ in 0..iters {
-                for _ in 0..1000 {
+                for _ in 0..session::PURGE_BATCH {
                     let expired = record(now - 7200, now - 3600);
                     sqlite.create(&Token::generate().hash(), &expired, None).await.unwrap();
                 }
                 let started = Instant::now();
-                assert_eq!(sqlite.delete_expired(now, 1000).await.unwrap(), 1000);
+                let batch = u64::from(session::PURGE_BATCH);
+                assert_eq!(sqlite.delete_expired(now, session::PURGE_BATCH).await.unwrap(), batch);
                 took += started.elapsed();
             }
             took

@@ -51,9 +51,25 @@ impl std::fmt::Debug for Token {
     }
 }
 
-/// SHA-256 of a [`Token`]; the key a store looks sessions up by.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+/// SHA-256 of a [`Token`]: what a store keeps and checks.
+#[derive(Clone, Copy)]
 pub struct TokenHash(pub [u8; 32]);
+
+/// In constant time, so that no comparison (a cache's or a store's) tells
+/// how much of a hash matched.
+impl PartialEq for TokenHash {
+    fn eq(&self, other: &TokenHash) -> bool {
+        constant_time_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for TokenHash {}
+
+impl std::hash::Hash for TokenHash {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write(&self.0)
+    }
+}
 
 impl TokenHash {
     pub fn as_bytes(&self) -> &[u8; 32] {
@@ -70,8 +86,10 @@ impl std::fmt::Debug for TokenHash {
 /// What a store finds a session by: the id the store gave the row when it
 /// was created (a selector: not secret, but only ever sent to the browser
 /// inside the encrypted cookie) and the hash of the token, which must match
-/// as well. Finding rows by id keeps random keys out of the database's
-/// indexes, so inserting and purging rows touches few pages.
+/// as well (a verifier, compared in constant time). Finding rows by id
+/// keeps random keys out of the database's indexes, so inserting and
+/// purging rows touches few pages, and a look-up's timing depends on the id
+/// alone, never on how much of a secret matched.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct SessionKey {
     pub id: i64,
@@ -179,6 +197,16 @@ mod tests {
         let t = Token::generate();
         let expected: [u8; 32] = Sha256::digest(t.as_bytes()).into();
         assert_eq!(t.hash().0, expected);
+    }
+
+    #[test]
+    fn token_hashes_compare_by_value() {
+        let t = Token::generate();
+        assert_eq!(t.hash(), t.clone().hash());
+        assert_ne!(t.hash(), Token::generate().hash());
+        let mut near = t.hash();
+        near.0[31] ^= 1;
+        assert_ne!(t.hash(), near);
     }
 
     #[test]
