@@ -27,20 +27,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use helpers::{csrf_in, form, PASSWORD};
-use http::{free_port, request, sesija, Browser, Server};
+use http::{free_port, request, run_cli, Browser, Server};
 use server::{block_on, first_account};
 use tempfile::TempDir;
 
 fn add_user(work: &Path, name: &str) {
-    use std::io::Write;
-    let mut child = sesija(work, &[])
-        .args(["user", "add", name, "--password-stdin"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();
-    assert!(child.wait().unwrap().success());
+    let out = run_cli(work, &["user", "add", name, "--password-stdin"], Some(&format!("{PASSWORD}\n")));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Logs in; `Some(cookie value)` once the 303 with its cookie was fully received.

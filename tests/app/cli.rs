@@ -1,28 +1,15 @@
 //! The administrative commands, run as the real binary.
 
-use std::io::Write;
-use std::process::{Output, Stdio};
+use std::process::Output;
 
 use tempfile::TempDir;
 
 use crate::helpers::PASSWORD;
-use crate::http::sesija;
+use crate::http::{run_cli, sesija};
 use crate::server::{block_on, count_sessions};
 
 fn run(work: &TempDir, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = sesija(work.path(), &[])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).unwrap();
-    }
-    drop(input);
-    child.wait_with_output().unwrap()
+    run_cli(work.path(), args, stdin)
 }
 
 fn text(bytes: &[u8]) -> String {

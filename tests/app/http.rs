@@ -168,6 +168,26 @@ pub fn sesija(workdir: &std::path::Path, envs: &[(&str, &str)]) -> Command {
     cmd
 }
 
+/// Runs a command line of the binary to its end, with `stdin` (if any) as
+/// its whole input: how an operator's script passes a password.
+pub fn run_cli(workdir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = sesija(workdir, &[])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
 impl Server {
     /// Starts the server on `port` and waits until `/healthz` answers.
     pub fn start(workdir: &std::path::Path, port: u16, envs: &[(&str, &str)]) -> Server {

@@ -8,7 +8,7 @@ use base64::Engine;
 use tempfile::TempDir;
 
 use crate::helpers::{csrf_in, form, PASSWORD};
-use crate::http::{free_port, sesija, Browser, Server};
+use crate::http::{free_port, run_cli, sesija, Browser, Server};
 use crate::server::{block_on, count_sessions, first_account, log_in};
 
 fn greets(browser: &mut Browser, name: &str) -> bool {
@@ -73,17 +73,8 @@ fn an_operator_removing_a_user_logs_them_out_of_the_running_server() {
     let port = free_port();
     let server = Server::start(work.path(), port, &[]);
     let mut alice = first_account(&server, "alice");
-    let add = sesija(work.path(), &[])
-        .args(["user", "add", "bob", "--password-stdin"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(format!("{PASSWORD}\n").as_bytes())?;
-            child.wait_with_output()
-        })
-        .unwrap();
+    let add =
+        run_cli(work.path(), &["user", "add", "bob", "--password-stdin"], Some(&format!("{PASSWORD}\n")));
     assert!(add.status.success());
     let mut bob = Browser::new(port);
     log_in(&mut bob, "bob", false);
@@ -292,15 +283,11 @@ fn an_operator_lists_and_ends_sessions_while_the_server_runs() {
     // A password set from the command line ends the sessions at once too.
     log_in(&mut alice, "alice", false);
     assert_eq!(alice.get("/user").status, 200);
-    let mut passwd = sesija(work.path(), &[])
-        .args(["user", "passwd", "alice", "--password-stdin"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write as _;
-    passwd.stdin.take().unwrap().write_all(b"a whole new password\n").unwrap();
-    let out = passwd.wait_with_output().unwrap();
+    let out = run_cli(
+        work.path(),
+        &["user", "passwd", "alice", "--password-stdin"],
+        Some("a whole new password\n"),
+    );
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(alice.get("/user").status, 303);
     drop(server);
