@@ -628,7 +628,7 @@ mod properties {
     use rocket::http::{ContentType, Cookie};
     use rocket::local::blocking::Client;
     use sesija::config::Settings;
-    use sesija::session::Token;
+    use sesija::session::{CookieValue, Token};
 
     fn client() -> (tempfile::TempDir, Client) {
         let dir = tempfile::TempDir::new().unwrap();
@@ -646,6 +646,26 @@ mod properties {
             if let Some(t) = Token::decode(&s) {
                 prop_assert_eq!(s.len(), 43);
                 prop_assert_eq!(t.encode(), s);
+            }
+        }
+
+        #[test]
+        #[ignore]
+        fn cookie_values_never_panic_and_open_only_id_dot_token(
+            id in any::<i64>(),
+            token in "[A-Za-z0-9_-]{40,46}",
+            noise in ".{0,100}",
+        ) {
+            for s in [format!("{id}.{token}"), token.clone(), noise.clone(), format!("{noise}.{token}")] {
+                if let Some(v) = CookieValue::decode(&s) {
+                    match v.id {
+                        Some(id) => {
+                            prop_assert!(id > 0);
+                            prop_assert_eq!(CookieValue::encode(id, &v.token), s);
+                        }
+                        None => prop_assert_eq!(v.token.encode(), s),
+                    }
+                }
             }
         }
 
