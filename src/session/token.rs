@@ -119,12 +119,17 @@ impl CookieValue {
     }
 
     /// Parses `ID.TOKEN` or a bare token (an older cookie); anything else,
-    /// including an id that is not a positive number, is `None`.
+    /// including an id that is not a positive number in its one decimal
+    /// form (no sign, no leading zero), is `None`.
     pub fn decode(value: &str) -> Option<CookieValue> {
         match value.split_once('.') {
             None => Some(CookieValue { id: None, token: Token::decode(value)? }),
             Some((id, token)) => {
-                if id.is_empty() || id.len() > 19 || !id.bytes().all(|b| b.is_ascii_digit()) {
+                if id.is_empty()
+                    || id.len() > 19
+                    || id.starts_with('0')
+                    || !id.bytes().all(|b| b.is_ascii_digit())
+                {
                     return None;
                 }
                 let id: i64 = id.parse().ok().filter(|id| *id > 0)?;
@@ -180,6 +185,7 @@ mod tests {
         let token = t.encode();
         for bad in [
             format!("0.{token}"),
+            format!("042.{token}"),
             format!("-1.{token}"),
             format!("+1.{token}"),
             format!(".{token}"),
