@@ -220,7 +220,8 @@ impl SessionManager {
 
 /// The live session of the current request.
 ///
-/// As a guard it costs one indexed read per request (cached for the rest of
+/// As a guard it costs one read by primary key per request, or none when
+/// the session is cached in memory (the result is kept for the rest of
 /// the request), forwards with 401 when the request has no live session and
 /// fails with 503 when the store is unavailable.
 pub struct Session<'r> {
