@@ -182,6 +182,33 @@ impl<'q> ExecuteOn<'q> for sqlx::query::Query<'q, Sqlite, SqliteArguments> {
     }
 }
 
+/// `UPDATE sessions SET <set>` of one session, only while it is live.
+macro_rules! update_live {
+    ($set:literal) => {
+        concat!("UPDATE sessions SET ", $set, " WHERE id = ? AND token_hash = ? AND expires_at > ?")
+    };
+}
+
+impl SqliteStore {
+    /// Runs an [`update_live!`] statement whose `SET` values are bound:
+    /// `true` if the session was still live (and is now changed).
+    async fn update_live<'q>(
+        &self,
+        query: sqlx::query::Query<'q, Sqlite, SqliteArguments>,
+        key: &'q SessionKey,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let done = query
+            .bind(key.id)
+            .bind(&key.hash.0[..])
+            .bind(now)
+            .execute_on(&self.writer)
+            .await
+            .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
 fn unavailable(e: sqlx::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
@@ -263,46 +290,17 @@ impl SessionStore for SqliteStore {
         expires_at: i64,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE sessions SET last_seen_at = ?, expires_at = ? \
-             WHERE id = ? AND token_hash = ? AND expires_at > ?",
-        )
-        .bind(last_seen_at)
-        .bind(expires_at)
-        .bind(key.id)
-        .bind(&key.hash.0[..])
-        .bind(now)
-        .execute_on(&self.writer)
-        .await
-        .map_err(unavailable)?;
-        Ok(done.rows_affected() == 1)
+        let query =
+            sqlx::query(update_live!("last_seen_at = ?, expires_at = ?")).bind(last_seen_at).bind(expires_at);
+        self.update_live(query, key, now).await
     }
 
     async fn save_data(&self, key: &SessionKey, data: &str, now: i64) -> Result<bool, StoreError> {
-        let done =
-            sqlx::query("UPDATE sessions SET data = ? WHERE id = ? AND token_hash = ? AND expires_at > ?")
-                .bind(data)
-                .bind(key.id)
-                .bind(&key.hash.0[..])
-                .bind(now)
-                .execute_on(&self.writer)
-                .await
-                .map_err(unavailable)?;
-        Ok(done.rows_affected() == 1)
+        self.update_live(sqlx::query(update_live!("data = ?")).bind(data), key, now).await
     }
 
     async fn rotate(&self, old: &SessionKey, new: &TokenHash, now: i64) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE sessions SET token_hash = ? WHERE id = ? AND token_hash = ? AND expires_at > ?",
-        )
-        .bind(&new.0[..])
-        .bind(old.id)
-        .bind(&old.hash.0[..])
-        .bind(now)
-        .execute_on(&self.writer)
-        .await
-        .map_err(unavailable)?;
-        Ok(done.rows_affected() == 1)
+        self.update_live(sqlx::query(update_live!("token_hash = ?")).bind(&new.0[..]), old, now).await
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError> {
@@ -392,11 +390,10 @@ impl SessionStore for SqliteStore {
             Box::pin(async move {
                 let mut live = 0;
                 for t in touches {
-                    live += sqlx::query(
-                        // A batch may land after a later single touch: never move back.
-                        "UPDATE sessions SET last_seen_at = MAX(last_seen_at, ?), \
-                         expires_at = MAX(expires_at, ?) WHERE id = ? AND token_hash = ? AND expires_at > ?",
-                    )
+                    // A batch may land after a later single touch: never move back.
+                    live += sqlx::query(update_live!(
+                        "last_seen_at = MAX(last_seen_at, ?), expires_at = MAX(expires_at, ?)"
+                    ))
                     .bind(t.last_seen_at)
                     .bind(t.expires_at)
                     .bind(t.key.id)
