@@ -138,11 +138,11 @@ impl<S: SessionStore> SessionStore for CachingStore<S> {
         replaces: Option<&SessionKey>,
     ) -> Result<i64, StoreError> {
         let id = self.inner.create(token_hash, record, replaces).await?;
+        // The new session is in no cache yet (the first page view after a
+        // login fills it); the one it replaces may be.
         if let Some(old) = replaces {
             self.written_one(old);
         }
-        // Not cached yet: the first page view after a login fills it.
-        self.written_one(&SessionKey { id, hash: *token_hash });
         Ok(id)
     }
 

@@ -86,10 +86,9 @@ impl std::fmt::Debug for TokenHash {
 /// What a store finds a session by: the id the store gave the row when it
 /// was created (a selector: not secret, but only ever sent to the browser
 /// inside the encrypted cookie) and the hash of the token, which must match
-/// as well (a verifier, compared in constant time). Finding rows by id
-/// keeps random keys out of the database's indexes, so inserting and
-/// purging rows touches few pages, and a look-up's timing depends on the id
-/// alone, never on how much of a secret matched.
+/// as well (a verifier; a look-up compares it in constant time). Finding
+/// rows by id keeps random keys out of the database's indexes, so inserting
+/// and purging rows touches few pages.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct SessionKey {
     pub id: i64,
@@ -125,15 +124,12 @@ impl CookieValue {
         match value.split_once('.') {
             None => Some(CookieValue { id: None, token: Token::decode(value)? }),
             Some((id, token)) => {
-                if id.is_empty()
-                    || id.len() > 19
-                    || id.starts_with('0')
-                    || !id.bytes().all(|b| b.is_ascii_digit())
-                {
+                // Digits only (`parse` would take a sign), no leading zero;
+                // an empty or too long id fails to parse.
+                if id.starts_with('0') || !id.bytes().all(|b| b.is_ascii_digit()) {
                     return None;
                 }
-                let id: i64 = id.parse().ok().filter(|id| *id > 0)?;
-                Some(CookieValue { id: Some(id), token: Token::decode(token)? })
+                Some(CookieValue { id: Some(id.parse().ok()?), token: Token::decode(token)? })
             }
         }
     }
