@@ -28,6 +28,14 @@ fn benches(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let dir = tempfile::TempDir::new().unwrap();
     let db = rt.block_on(sesija::db::Db::open(&dir.path().join("data"))).unwrap();
+    // The sessions' owner (every session belongs to an account).
+    rt.block_on(
+        sqlx::query(
+            "INSERT INTO users (id, username, password_hash, created_at) VALUES (1, 'alice', 'x', 0)",
+        )
+        .execute(&db.writer),
+    )
+    .unwrap();
     let sqlite = SqliteStore::new(db.reader.clone(), db.writer.clone());
     let cached = CachingStore::new(sqlite.clone(), 10_000);
     let now = session::now();

@@ -50,17 +50,24 @@ async fn run(args: &[String]) -> Result<(), String> {
         ("live" | "expired", Some(count)) => {
             let count: i64 = count.parse().map_err(|_| format!("COUNT must be a number: {usage}"))?;
             let expires_at = if what == "live" { now + 86_400 } else { now - 3_600 };
+            // Every session belongs to an account: the seeded ones to the first.
+            let owner: Option<i64> = sqlx::query_scalar("SELECT MIN(id) FROM users")
+                .fetch_one(&db.reader)
+                .await
+                .map_err(|e| e.to_string())?;
+            let owner = owner.ok_or("seed: create an account first (sesija user add NAME)")?;
             // One statement: SQLite generates the rows itself.
             let done = sqlx::query(
                 "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1) \
                  INSERT INTO sessions (token_hash, handle, user_id, data, created_at, last_seen_at, \
                  expires_at, persistent, user_agent, ip) \
-                 SELECT randomblob(32), lower(hex(randomblob(16))), 1, '{\"user\":\"seeded\"}', \
+                 SELECT randomblob(32), lower(hex(randomblob(16))), ?4, '{\"user\":\"seeded\"}', \
                  ?2 - 60, ?2 - 60, ?3, 0, 'seed', '127.0.0.1' FROM n",
             )
             .bind(count)
             .bind(now)
             .bind(expires_at)
+            .bind(owner)
             .execute(&db.writer)
             .await
             .map_err(|e| e.to_string())?;

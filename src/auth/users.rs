@@ -24,9 +24,12 @@ pub enum UserError {
     Db(#[from] sqlx::Error),
 }
 
+/// Longest user name, in characters.
+pub const MAX_USERNAME_CHARS: usize = 64;
+
 /// Why a user name is refused, in words for the person choosing it.
 pub fn check_username(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() || name.chars().count() > 64 {
+    if name.is_empty() || name.chars().count() > MAX_USERNAME_CHARS {
         return Err("User name must be 1 to 64 characters.");
     }
     if !name.chars().all(|c| c.is_alphanumeric() || "._@-".contains(c)) {
@@ -91,6 +94,30 @@ pub async fn by_id(reader: &SqlitePool, id: i64) -> Result<Option<User>, sqlx::E
         .await
 }
 
+/// Whether account `id` still exists with exactly this password hash: a
+/// login asks after its session is committed, so that a password change or
+/// a removal that raced the password check always wins (see `web::login`).
+pub async fn has_password(reader: &SqlitePool, id: i64, hash: &str) -> Result<bool, sqlx::Error> {
+    let found: Option<String> = sqlx::query_scalar("SELECT password_hash FROM users WHERE id = ?")
+        .bind(id)
+        .fetch_optional(reader)
+        .await?;
+    Ok(found.is_some_and(|stored| crate::session::constant_time_eq(stored.as_bytes(), hash.as_bytes())))
+}
+
+/// Replaces the password hash of account `id` by a stronger hash of the same
+/// password, only if it is still `old`; ends no session. `false` means the
+/// password changed meanwhile (or the account is gone).
+pub async fn upgrade_hash(writer: &SqlitePool, id: i64, old: &str, new: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?")
+        .bind(new)
+        .bind(id)
+        .bind(old)
+        .execute(writer)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 pub async fn list(reader: &SqlitePool) -> Result<Vec<User>, sqlx::Error> {
     sqlx::query_as("SELECT id, username, password_hash, created_at FROM users ORDER BY username")
         .fetch_all(reader)
@@ -133,13 +160,16 @@ pub async fn remove(writer: &SqlitePool, name: &str) -> Result<u64, UserError> {
     let owned = name.to_owned();
     let ended = write_transaction(writer, |tx| {
         Box::pin(async move {
-            let id: Option<i64> = sqlx::query_scalar("DELETE FROM users WHERE username = ? RETURNING id")
+            let id: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE username = ?")
                 .bind(&owned)
                 .fetch_optional(&mut *tx)
                 .await?;
             let Some(id) = id else { return Ok(None) };
+            // The foreign key would end them with the account; ended here
+            // first, they are counted.
             let ended =
                 sqlx::query("DELETE FROM sessions WHERE user_id = ?").bind(id).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM users WHERE id = ?").bind(id).execute(&mut *tx).await?;
             Ok(Some(ended.rows_affected()))
         })
     })

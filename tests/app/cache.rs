@@ -17,7 +17,7 @@ use crate::layer::{live_record, Instrumented};
 
 async fn temp_db() -> (tempfile::TempDir, sesija::db::Db) {
     let dir = tempfile::TempDir::new().unwrap();
-    let db = sesija::db::Db::open(&dir.path().join("data")).await.unwrap();
+    let db = open_db(&dir.path().join("data")).await;
     (dir, db)
 }
 

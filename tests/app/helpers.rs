@@ -197,3 +197,32 @@ pub fn assert_to_login(res: &LocalResponse<'_>) {
 pub async fn data_version(conn: &mut SqliteConnection) -> i64 {
     sqlx::query_scalar("PRAGMA data_version").fetch_one(conn).await.unwrap()
 }
+
+/// Accounts 0 to 200, for tests of the session layer that give sessions
+/// made-up owners: every session belongs to an existing account (a foreign
+/// key), so those owners must exist.
+pub async fn add_owners(pool: &SqlitePool) {
+    sqlx::query(
+        "INSERT OR IGNORE INTO users (id, username, password_hash, created_at) \
+         WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 200) \
+         SELECT i, 'owner' || i, 'x', 0 FROM n",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// The app's database opened as the session-layer tests use it, with
+/// accounts 0 to 200 to own their sessions.
+pub async fn open_db(data_dir: &Path) -> sesija::db::Db {
+    let db = sesija::db::Db::open(data_dir).await.unwrap();
+    add_owners(&db.writer).await;
+    db
+}
+
+/// A fresh random cookie key of `len` bytes (32 or 64), base64.
+pub fn random_key(len: usize) -> String {
+    use base64::Engine;
+    let bytes: Vec<u8> = (0..len).map(|_| rand::random::<u8>()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}

@@ -144,7 +144,7 @@ async fn a_changed_secret_key_logs_out_quietly() {
     let app = spawn_app().await;
     app.add_user("alice").await;
     let cookie = sealed(&logged_in(&app.client, "alice", false).await);
-    let key = STANDARD.encode([9u8; 64]);
+    let key = random_key(64);
     let rocket = sesija::app(figment(&app.data_dir()).merge(("secret_key", key))).await.unwrap();
     let rekeyed = rocket::local::asynchronous::Client::untracked(rocket).await.unwrap();
     let res = user_page_with(&rekeyed, &cookie).await;
@@ -270,6 +270,7 @@ async fn an_expired_row_is_never_honoured_even_before_the_purge() {
 }
 
 async fn seed(pool: &sqlx::SqlitePool, expired: usize, live: usize) {
+    add_owners(pool).await;
     let now = session::now();
     let mut tx = pool.begin().await.unwrap();
     for i in 0..expired + live {
@@ -314,7 +315,7 @@ async fn purge_removes_expired_rows_in_batches_of_at_most_1000() {
 async fn the_purge_task_runs_at_launch_and_on_its_interval() {
     let dir = tempfile::TempDir::new().unwrap();
     let data = dir.path().join("data");
-    let db = sesija::db::Db::open(&data).await.unwrap();
+    let db = open_db(&data).await;
     seed(&db.writer, 1500, 5).await;
     let rocket = sesija::app(figment(&data).merge(("session_purge_interval", 1))).await.unwrap();
     let client = rocket::local::asynchronous::Client::tracked(rocket).await.unwrap();
@@ -415,7 +416,7 @@ impl SessionStore for Instrumented {
 #[rocket::async_test]
 async fn the_purge_task_survives_database_errors_and_stops_on_shutdown() {
     let dir = tempfile::TempDir::new().unwrap();
-    let db = sesija::db::Db::open(&dir.path().join("data")).await.unwrap();
+    let db = open_db(&dir.path().join("data")).await;
     seed(&db.writer, 20, 2).await;
     let store = Instrumented::new(&db, 2);
     let calls = store.calls.clone();
@@ -452,7 +453,7 @@ pub fn live_record(user_id: i64, now: i64) -> Record {
 #[rocket::async_test]
 async fn writes_after_a_concurrent_logout_never_resurrect_the_session() {
     let dir = tempfile::TempDir::new().unwrap();
-    let db = sesija::db::Db::open(&dir.path().join("data")).await.unwrap();
+    let db = open_db(&dir.path().join("data")).await;
     let store = SqliteStore::new(db.reader.clone(), db.writer.clone());
     let token = Token::generate();
     let now = session::now();
@@ -474,9 +475,9 @@ async fn writes_after_a_concurrent_logout_never_resurrect_the_session() {
 #[rocket::async_test]
 async fn concurrent_logins_never_see_database_is_locked() {
     let dir = tempfile::TempDir::new().unwrap();
-    let db = sesija::db::Db::open(&dir.path().join("data")).await.unwrap();
+    let db = open_db(&dir.path().join("data")).await;
     // Two stores on separate pools, as two processes would be.
-    let other = sesija::db::Db::open(&dir.path().join("data")).await.unwrap();
+    let other = open_db(&dir.path().join("data")).await;
     let stores = [
         Arc::new(SqliteStore::new(db.reader.clone(), db.writer.clone())),
         Arc::new(SqliteStore::new(other.reader.clone(), other.writer.clone())),
@@ -507,7 +508,7 @@ async fn concurrent_logins_never_see_database_is_locked() {
 #[rocket::async_test]
 async fn pragmas_are_set_for_durability_and_concurrency() {
     let dir = tempfile::TempDir::new().unwrap();
-    let db = sesija::db::Db::open(&dir.path().join("data")).await.unwrap();
+    let db = open_db(&dir.path().join("data")).await;
     let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&db.writer).await.unwrap();
     assert_eq!(mode, "wal");
     for (pool, name) in [(&db.writer, "writer"), (&db.reader, "reader")] {
@@ -571,14 +572,12 @@ mod plain_app {
 async fn the_layer_queries_only_for_handlers_that_ask_and_once_per_request() {
     use rocket::local::asynchronous::Client;
     let dir = tempfile::TempDir::new().unwrap();
-    let db = sesija::db::Db::open(&dir.path().join("data")).await.unwrap();
+    let db = open_db(&dir.path().join("data")).await;
     let store = Instrumented::new(&db, 0);
     let loads = store.loads.clone();
-    let figment_with_key = || {
-        rocket::Config::figment()
-            .merge(("secret_key", STANDARD.encode([3u8; 64])))
-            .merge(("log_level", "off"))
-    };
+    let key = random_key(64);
+    let figment_with_key =
+        || rocket::Config::figment().merge(("secret_key", key.clone())).merge(("log_level", "off"));
     let rocket = rocket::custom(figment_with_key())
         .attach(sesija::session::SessionLayer::new(store, SessionConfig::default()))
         .mount("/", rocket::routes![plain_app::free, plain_app::mine, plain_app::twice, plain_app::start]);
@@ -652,7 +651,7 @@ async fn a_token_in_the_url_is_never_a_session() {
 #[rocket::async_test]
 async fn database_writes_run_below_page_views() {
     let dir = tempfile::TempDir::new().unwrap();
-    let db = sesija::db::Db::open(&dir.path().join("data")).await.unwrap();
+    let db = open_db(&dir.path().join("data")).await;
     sqlx::query("SELECT 1").execute(&db.writer).await.unwrap();
     let found = sesija::niceness::niceness_of_threads_named(sesija::db::WRITER_THREAD);
     assert!(!found.is_empty(), "the writer's thread is named");
