@@ -37,7 +37,7 @@ pub struct Db {
 /// Why the database could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("cannot create data directory {path}: {source}")]
+    #[error("cannot create data directory {path} (or make it private): {source}")]
     DataDir { path: PathBuf, source: std::io::Error },
     #[error("cannot open database {path}: {source}")]
     Open { path: PathBuf, source: sqlx::Error },
@@ -73,13 +73,63 @@ pub struct BackupReport {
     pub sessions: i64,
 }
 
+/// Creates `dir` (and its parents) with mode 0700; an existing `dir` that
+/// others can read or enter is made 0700, with a line saying so.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if !dir.exists() {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    }
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        println!(
+            "sesija: made data directory {} private (mode {mode:o} -> 700): it holds password hashes",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Creates the database file 0600 if it is missing, and makes it and its
+/// journal files 0600 where they exist with a wider mode.
+fn private_files(db: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if !db.exists() {
+        create_private(db)?;
+    }
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        let file = PathBuf::from(name);
+        match std::fs::metadata(&file) {
+            Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Creates an empty file readable and writable by its owner only (an
+/// existing one is left as it is).
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(path).map(drop)
+}
+
 impl Db {
     /// Creates the data directory if needed, opens (or creates) the database
     /// and brings its schema up to date.
     pub async fn open(data_dir: &Path) -> Result<Db, DbError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|source| DbError::DataDir { path: data_dir.to_owned(), source })?;
+        private_dir(data_dir).map_err(|source| DbError::DataDir { path: data_dir.to_owned(), source })?;
         let path = data_dir.join("sesija.db");
+        // SQLite gives its -wal and -shm files the mode of the database
+        // file: made 0600 here, they are too, whatever the umask.
+        private_files(&path).map_err(|source| DbError::DataDir { path: path.clone(), source })?;
         let open_err = |source| DbError::Open { path: path.clone(), source };
         let options = SqliteConnectOptions::from_str("sqlite:")
             .map_err(open_err)?
@@ -149,6 +199,32 @@ impl Db {
         Ok(Db { reader, writer, path })
     }
 
+    /// When this database was first served with `key` = `value` (unix
+    /// seconds): the time recorded when it last changed, or now, recorded,
+    /// if it differs from what was recorded (or nothing was).
+    pub async fn setting_since(&self, key: &str, value: i64) -> Result<i64, sqlx::Error> {
+        let now = crate::session::now();
+        let changed: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO server_state (key, value, since) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (key) DO UPDATE SET value = ?2, since = ?3 WHERE value IS NOT ?2 \
+             RETURNING since",
+        )
+        .bind(key)
+        .bind(value)
+        .bind(now)
+        .fetch_optional(&self.writer)
+        .await?;
+        match changed {
+            Some(since) => Ok(since),
+            None => {
+                sqlx::query_scalar("SELECT since FROM server_state WHERE key = ?")
+                    .bind(key)
+                    .fetch_one(&self.writer)
+                    .await
+            }
+        }
+    }
+
     /// Whether the database answers a trivial query.
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.reader).await.is_ok()
@@ -182,6 +258,9 @@ impl Db {
             path: tmp.clone(),
             source: std::io::Error::other("path is not UTF-8"),
         })?;
+        // VACUUM INTO fills an empty file it finds: created 0600 here, the
+        // copy is readable by its owner only, whatever the umask.
+        create_private(&tmp).map_err(io(&tmp))?;
         sqlx::query("VACUUM INTO ?").bind(tmp_text).execute(&self.reader).await?;
 
         let options = SqliteConnectOptions::new().filename(&tmp);
