@@ -34,6 +34,9 @@ pub struct Settings {
     pub cookie_secure: bool,
     pub login_max_failures: i64,
     pub login_lockout: i64,
+    /// Failed logins from one address (IPv6: one /64) over all user names
+    /// within an hour, then 429 for every name.
+    pub login_max_failures_per_ip: i64,
     /// Serve `/metrics` (Prometheus text format).
     pub metrics: bool,
 }
@@ -50,6 +53,7 @@ impl Default for Settings {
             cookie_secure: false,
             login_max_failures: 5,
             login_lockout: 900,
+            login_max_failures_per_ip: 100,
             metrics: false,
         }
     }
@@ -95,6 +99,7 @@ impl Settings {
             ("session_purge_interval", self.session_purge_interval),
             ("login_max_failures", self.login_max_failures),
             ("login_lockout", self.login_lockout),
+            ("login_max_failures_per_ip", self.login_max_failures_per_ip),
         ];
         for (key, value) in positive {
             if value <= 0 {
@@ -153,10 +158,14 @@ impl Settings {
         usize::try_from(self.session_cache_capacity).unwrap_or(0)
     }
 
-    pub fn session_config(&self) -> SessionConfig {
+    /// The session layer's settings. `switched_at`: when the server first
+    /// ran with the current `cookie_secure` (see [`crate::db::Db::setting_since`]).
+    pub fn session_config(&self, switched_at: i64) -> SessionConfig {
         // The name is part of what a private cookie authenticates, so a
         // cookie issued before `cookie_secure` was switched is read under its
-        // old name and re-issued under the new one.
+        // old name and re-issued under the new one; only for sessions from
+        // before the switch, so a cookie planted under the old name later
+        // (a plain cookie beside a `__Host-` one) logs nobody in.
         let (name, other) = if self.cookie_secure {
             (SECURE_COOKIE_NAME, COOKIE_NAME)
         } else {
@@ -165,6 +174,7 @@ impl Settings {
         SessionConfig {
             cookie_name: name.into(),
             accept_names: vec![other.into()],
+            accept_names_created_until: switched_at,
             idle_timeout: self.session_idle_timeout,
             absolute_timeout: self.session_absolute_timeout,
             touch_interval: self.session_touch_interval,
@@ -199,6 +209,7 @@ mod tests {
             ("session_touch_interval", -5),
             ("login_max_failures", 0),
             ("login_lockout", -3),
+            ("login_max_failures_per_ip", 0),
             ("session_cache_capacity", -1),
             ("session_cache_capacity", 10_000_001),
         ] {

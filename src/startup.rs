@@ -28,6 +28,22 @@ pub async fn open(figment: &Figment) -> Result<(Settings, Db), StartupError> {
     Ok((settings, db))
 }
 
+/// After Rocket has stopped serving (`launch()` returned, every request in
+/// flight answered): writes out what the session store holds back and
+/// closes the database. Not an on-shutdown fairing: Rocket runs those at the
+/// start of its grace period, while requests are still being served, and a
+/// login whose body was still arriving would find the database closed.
+pub async fn close(rocket: &Rocket<rocket::Ignite>) {
+    if let Some(manager) = rocket.state::<Arc<SessionManager>>() {
+        if let Err(e) = manager.store().flush().await {
+            log::warn!("session deadline flush at exit failed: {e}");
+        }
+    }
+    if let Some(app) = rocket.state::<App>() {
+        app.db.close().await;
+    }
+}
+
 /// Builds the whole app from a configuration (see [`crate::config::figment`]).
 pub async fn app(figment: Figment) -> Result<Rocket<Build>, StartupError> {
     let (settings, db) = open(&figment).await?;
@@ -46,7 +62,11 @@ pub async fn app(figment: Figment) -> Result<Rocket<Build>, StartupError> {
         Err(e) => return Err(StartupError(format!("cannot read {}: {e}", db.path.display()))),
     };
     let store = SqliteStore::new(db.reader.clone(), db.writer.clone());
-    let config = settings.session_config();
+    let switched_at = db
+        .setting_since("cookie_secure", i64::from(settings.cookie_secure))
+        .await
+        .map_err(|e| StartupError(format!("cannot write {}: {e}", db.path.display())))?;
+    let config = settings.session_config(switched_at);
     let (manager, control) = match control::claim(&settings.data_dir).map_err(StartupError)? {
         Claim::Owner(control) => match settings.cache_capacity() {
             0 => (SessionManager::new(store, config), Some(control)),
@@ -68,6 +88,7 @@ pub async fn app(figment: Figment) -> Result<Rocket<Build>, StartupError> {
         throttle: Throttle::new(
             settings.login_max_failures.try_into().unwrap_or(u32::MAX),
             Duration::from_secs(settings.login_lockout as u64),
+            settings.login_max_failures_per_ip.try_into().unwrap_or(u32::MAX),
         ),
         hasher: Hasher::default(),
         setup,
@@ -87,13 +108,6 @@ pub async fn app(figment: Figment) -> Result<Rocket<Build>, StartupError> {
                         "sesija: no account exists yet; create the first one at http://{}:{}/setup?token={token}",
                         config.address, config.port
                     );
-                }
-            })
-        }))
-        .attach(AdHoc::on_shutdown("close database", |rocket| {
-            Box::pin(async move {
-                if let Some(app) = rocket.state::<App>() {
-                    app.db.close().await;
                 }
             })
         }));

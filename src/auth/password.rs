@@ -111,6 +111,24 @@ impl Hasher {
     }
 }
 
+/// Whether a stored hash was made with weaker settings than new hashes get
+/// (another algorithm, less memory, fewer passes, a shorter output): then a
+/// login that proved the password stores a new hash of it. An unreadable
+/// hash is not "weaker": verifying it fails instead.
+pub fn needs_rehash(phc: &str) -> bool {
+    let Ok(parsed) = PasswordHash::new(phc) else { return false };
+    let Ok(params) = Params::try_from(&parsed) else { return false };
+    let target = Params::default();
+    let algorithm = Algorithm::try_from(parsed.algorithm).ok();
+    let version = parsed.version.map(Version::try_from).transpose().ok().flatten().unwrap_or_default();
+    algorithm != Some(Algorithm::Argon2id)
+        || version != Version::V0x13
+        || params.m_cost() < target.m_cost()
+        || params.t_cost() < target.t_cost()
+        || params.p_cost() < target.p_cost()
+        || parsed.hash.is_some_and(|h| h.len() < Params::DEFAULT_OUTPUT_LEN)
+}
+
 fn failed(e: impl std::fmt::Display) -> HashError {
     HashError::Failed(e.to_string())
 }
@@ -223,6 +241,22 @@ mod tests {
         let small = small.hash_password(b"pw", &salt).unwrap().to_string();
         assert!(h.verify("pw".into(), Some(small)).await.unwrap());
         assert!(h.verify("pw".into(), Some("not a hash".into())).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn weaker_hashes_need_a_new_hash_and_ours_do_not() {
+        use argon2::password_hash::PasswordHasher;
+        let ours = Hasher::default().hash("correct horse".into()).await.unwrap();
+        assert!(!needs_rehash(&ours));
+        let salt = SaltString::generate(&mut OsRng);
+        for (algorithm, m, t) in
+            [(Algorithm::Argon2id, 1024, 2), (Algorithm::Argon2id, 19456, 1), (Algorithm::Argon2i, 19456, 2)]
+        {
+            let weak = Argon2::new(algorithm, Version::V0x13, Params::new(m, t, 1, None).unwrap());
+            let weak = weak.hash_password(b"pw", &salt).unwrap().to_string();
+            assert!(needs_rehash(&weak), "{weak}");
+        }
+        assert!(!needs_rehash("not a hash"));
     }
 
     #[test]

@@ -45,6 +45,7 @@ pub struct PasswordForm {
 
 #[post("/account/password", data = "<form>")]
 pub async fn change_password(
+    _origin: csrf::SameOrigin,
     session: Session<'_>,
     form: Form<PasswordForm>,
     app: &State<App>,
@@ -60,22 +61,22 @@ pub async fn change_password(
         Ok(None) => return Reply::to("/login"),
         Err(_) => return Reply::unavailable(),
     };
-    if let Some(wait) = app.throttle.check(&user.username, ip) {
-        return Reply::throttled(wait, |message| {
-            pages::render(pages::Password { notice: None, error: Some(message), csrf_token: &token })
-        });
-    }
+    let attempt = match app.throttle.begin(&user.username, ip) {
+        Ok(attempt) => attempt,
+        Err(wait) => {
+            return Reply::throttled(wait, |message| {
+                pages::render(pages::Password { notice: None, error: Some(message), csrf_token: &token })
+            })
+        }
+    };
     let current = if form.current_password.len() > MAX_PASSWORD_BYTES {
         String::new()
     } else {
         form.current_password.clone()
     };
     match app.hasher.verify(current, Some(user.password_hash.clone())).await {
-        Ok(true) => {}
-        Ok(false) => {
-            app.throttle.failed(&user.username, ip);
-            return refuse("The current password is wrong.");
-        }
+        Ok(true) => attempt.succeeded(),
+        Ok(false) => return refuse("The current password is wrong."),
         Err(_) => return Reply::unavailable(),
     }
     if form.new_password != form.confirm_password {
@@ -96,6 +97,10 @@ pub async fn change_password(
     // The sessions ended in that transaction went behind the store's back.
     session.manager().store().invalidate().await;
     if let Err(e) = session.rotate().await {
+        return session_failure(e);
+    }
+    // The password was just proved.
+    if let Err(e) = session.insert(super::sessions::AUTH_AT_KEY, crate::session::now()).await {
         return session_failure(e);
     }
     log::info!("password changed: user {:?}, ended {ended} other sessions", user.username);

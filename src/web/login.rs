@@ -8,8 +8,9 @@ use rocket::{get, post, State};
 use std::net::IpAddr;
 
 use super::{csrf, pages, App, Metrics, Notice, Reply, BAD_FORM};
-use crate::auth::password::MAX_PASSWORD_BYTES;
-use crate::auth::{users, HashError};
+use crate::auth::password::{needs_rehash, MAX_PASSWORD_BYTES};
+use crate::auth::users::MAX_USERNAME_CHARS;
+use crate::auth::{users, HashError, User};
 use crate::session::{Session, SessionError, Sessions};
 
 const WRONG_CREDENTIALS: &str = "Wrong user name or password.";
@@ -59,6 +60,7 @@ pub struct LoginForm {
 
 #[post("/login", data = "<form>")]
 pub async fn login(
+    _origin: csrf::SameOrigin,
     form: Form<LoginForm>,
     jar: &CookieJar<'_>,
     sessions: Sessions<'_>,
@@ -69,27 +71,37 @@ pub async fn login(
         log::warn!("login refused: bad csrf token (user {:?}, ip {ip:?})", form.username);
         return login_page(Status::Forbidden, jar, app, None, Some(BAD_FORM), &form.username);
     }
-    if let Some(wait) = app.throttle.check(&form.username, ip) {
-        log::warn!("login throttled: user {:?}, ip {ip:?}, retry in {wait} s", form.username);
-        Metrics::count(&app.metrics.logins_throttled, 1);
-        let csrf_token = csrf::anonymous(jar, &app.settings);
-        return Reply::throttled(wait, |message| {
-            let page = pages::Login {
-                notice: None,
-                error: Some(message),
-                csrf_token: &csrf_token,
-                username: &form.username,
-            };
-            pages::render(page)
-        });
-    }
-
-    let user = match users::by_name(&app.db.reader, &form.username).await {
-        Ok(user) => user,
-        Err(e) => {
-            log::error!("login: {e}");
-            return Reply::unavailable();
+    // Counted as a failure before the password is checked (refunded on
+    // success), so a burst of simultaneous attempts cannot pass the limit.
+    let attempt = match app.throttle.begin(&form.username, ip) {
+        Ok(attempt) => attempt,
+        Err(wait) => {
+            log::warn!("login throttled: user {:?}, ip {ip:?}, retry in {wait} s", form.username);
+            Metrics::count(&app.metrics.logins_throttled, 1);
+            let csrf_token = csrf::anonymous(jar, &app.settings);
+            return Reply::throttled(wait, |message| {
+                let page = pages::Login {
+                    notice: None,
+                    error: Some(message),
+                    csrf_token: &csrf_token,
+                    username: &form.username,
+                };
+                pages::render(page)
+            });
         }
+    };
+
+    // A name no account can have is not looked up; like an unknown one, it
+    // is checked against the dummy hash, so the answer takes the usual time.
+    let user = match form.username.chars().count() <= MAX_USERNAME_CHARS {
+        true => match users::by_name(&app.db.reader, &form.username).await {
+            Ok(user) => user,
+            Err(e) => {
+                log::error!("login: {e}");
+                return Reply::unavailable();
+            }
+        },
+        false => None,
     };
     // An over-long password cannot match; it is still verified (against the
     // dummy hash) so the answer takes the usual time.
@@ -97,7 +109,7 @@ pub async fn login(
         if form.password.len() > MAX_PASSWORD_BYTES { String::new() } else { form.password.clone() };
     let hash =
         user.as_ref().filter(|_| form.password.len() <= MAX_PASSWORD_BYTES).map(|u| u.password_hash.clone());
-    let ok = match app.hasher.verify(password, hash).await {
+    let ok = match app.hasher.verify(password.clone(), hash).await {
         Ok(ok) => ok,
         Err(HashError::Busy) => {
             return Reply::error(Status::ServiceUnavailable, &HashError::Busy.to_string())
@@ -107,24 +119,71 @@ pub async fn login(
             return Reply::unavailable();
         }
     };
-    let Some(user) = user.filter(|_| ok) else {
-        app.throttle.failed(&form.username, ip);
+    let wrong = || {
         Metrics::count(&app.metrics.logins_failed, 1);
         log::warn!("login failed: user {:?}, ip {ip:?}", form.username);
-        return login_page(Status::Unauthorized, jar, app, None, Some(WRONG_CREDENTIALS), &form.username);
+        login_page(Status::Unauthorized, jar, app, None, Some(WRONG_CREDENTIALS), &form.username)
     };
+    let Some(user) = user.filter(|_| ok) else { return wrong() };
+    attempt.succeeded();
+    let verified = stronger_hash(app, &user, password).await;
 
-    app.throttle.succeeded(&form.username, ip);
-    match sessions.start(user.id, form.remember, super::new_session_data(&user.username)).await {
-        Ok(session) => {
-            log::info!("login: user {:?}, ip {ip:?}, session {}", user.username, session.handle());
-            Metrics::count(&app.metrics.logins_succeeded, 1);
-            csrf::forget_anonymous(jar, &app.settings);
-            Reply::to("/user")
+    let session = match sessions.start(user.id, form.remember, super::new_session_data(&user.username)).await
+    {
+        Ok(session) => session,
+        Err(e) => {
+            // The account may have gone meanwhile (its sessions cannot be
+            // inserted any more): that is a wrong login, not an outage.
+            return match users::has_password(&app.db.reader, user.id, &verified).await {
+                Ok(false) => wrong(),
+                _ => {
+                    log::error!("login: {e}");
+                    Reply::unavailable()
+                }
+            };
+        }
+    };
+    // The password was checked against the account as it was read, tens of
+    // milliseconds ago. A password change or removal committed since then
+    // must win: it ended every session that existed when it committed, and
+    // one committed after this session's insert is seen here. Either way no
+    // session minted from the old password survives.
+    match users::has_password(&app.db.reader, user.id, &verified).await {
+        Ok(true) => {}
+        Ok(false) => {
+            log::warn!("login of {:?} raced a password change or removal: session ended", user.username);
+            let _ = session.destroy().await;
+            return wrong();
         }
         Err(e) => {
             log::error!("login: {e}");
-            Reply::unavailable()
+            let _ = session.destroy().await;
+            return Reply::unavailable();
+        }
+    }
+    log::info!("login: user {:?}, ip {ip:?}, session {}", user.username, session.handle());
+    Metrics::count(&app.metrics.logins_succeeded, 1);
+    csrf::forget_anonymous(jar, &app.settings);
+    Reply::to("/user")
+}
+
+/// After a login proved `password`: if the stored hash was made with weaker
+/// settings than new ones get, stores a new hash (unless the password
+/// changed meanwhile). Returns the hash the account holds for it now.
+async fn stronger_hash(app: &App, user: &User, password: String) -> String {
+    if !needs_rehash(&user.password_hash) {
+        return user.password_hash.clone();
+    }
+    let Ok(new) = app.hasher.hash(password).await else { return user.password_hash.clone() };
+    match users::upgrade_hash(&app.db.writer, user.id, &user.password_hash, &new).await {
+        Ok(true) => {
+            log::info!("login: stored a stronger password hash for user {:?}", user.username);
+            new
+        }
+        Ok(false) => user.password_hash.clone(),
+        Err(e) => {
+            log::warn!("login: could not store a stronger password hash: {e}");
+            user.password_hash.clone()
         }
     }
 }
@@ -155,7 +214,12 @@ pub struct CsrfForm {
 }
 
 #[post("/logout", data = "<form>")]
-pub async fn logout(session: Session<'_>, form: Form<CsrfForm>, app: &State<App>) -> Reply {
+pub async fn logout(
+    _origin: csrf::SameOrigin,
+    session: Session<'_>,
+    form: Form<CsrfForm>,
+    app: &State<App>,
+) -> Reply {
     if !csrf::session_ok(&session, &form.csrf_token) {
         return Reply::error(Status::Forbidden, BAD_FORM);
     }
