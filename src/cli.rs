@@ -136,7 +136,10 @@ fn serve() -> Result<ExitCode, String> {
     rocket::execute(async {
         let rocket = startup::app(config::figment()).await.map_err(|e| e.to_string())?;
         match rocket.launch().await {
-            Ok(_) => Ok(ExitCode::SUCCESS),
+            Ok(rocket) => {
+                startup::close(&rocket).await;
+                Ok(ExitCode::SUCCESS)
+            }
             Err(e) => Err(match e.kind() {
                 rocket::error::ErrorKind::Config(e) => format!("configuration: {e}"),
                 kind => kind.to_string(),
@@ -163,7 +166,7 @@ fn key(command: KeyCommand) -> Result<ExitCode, String> {
     let figment = config::figment();
     let settings = config::Settings::from_figment(&figment).map_err(|e| e.to_string())?;
     let path = settings.key_path();
-    if crate::secret::configured(&figment) {
+    if crate::secret::check_configured(&figment)? {
         return Err(
             "`secret_key` is set in the configuration, so there is no key file to manage: put a new \
                     key in `secret_key` and the old one in `secret_key_fallbacks`, then restart"
@@ -237,6 +240,7 @@ fn check_config() -> Result<ExitCode, String> {
     println!("cookie_secure = {}", settings.cookie_secure);
     println!("login_max_failures = {}", settings.login_max_failures);
     println!("login_lockout = {}", settings.login_lockout);
+    println!("login_max_failures_per_ip = {}", settings.login_max_failures_per_ip);
     println!("metrics = {}", settings.metrics);
     println!("secret_key = {key}");
     println!("secret_key_fallbacks = [{} key(s)]", fallbacks.len());
@@ -310,7 +314,7 @@ async fn user(command: UserCommand) -> Result<(), String> {
                 let created = chrono::DateTime::from_timestamp(user.created_at, 0)
                     .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
                     .unwrap_or_default();
-                println!("{}\tcreated {created}", user.username);
+                println!("{}\tcreated {created}", printable(&user.username));
             }
             if list.is_empty() {
                 eprintln!("no users yet");
@@ -349,6 +353,12 @@ async fn sessions(command: SessionsCommand) -> Result<(), String> {
             println!("purged {} expired sessions", report.removed);
         }
         SessionsCommand::List { user, json } => {
+            // The running server holds recent activity back for up to a
+            // second; have it written first, so the listing shows it.
+            let socket = db.path.with_file_name(control::SOCKET_NAME);
+            if let Err(e) = control::flush(&socket).await {
+                eprintln!("sesija: last-active times may be a little behind: {e}");
+            }
             let now = crate::session::now();
             let records = match user {
                 Some(name) => store.list_for_user(user_id(name).await?, now).await,
@@ -361,7 +371,8 @@ async fn sessions(command: SessionsCommand) -> Result<(), String> {
                 .into_iter()
                 .map(|u| (u.id, u.username))
                 .collect();
-            let name = |id: i64| names.get(&id).cloned().unwrap_or_else(|| format!("#{id}"));
+            let name = |id: i64| printable(&names.get(&id).cloned().unwrap_or_else(|| format!("#{id}")));
+            let text = |value: &Option<String>| value.as_deref().map(printable);
             if json {
                 let rows: Vec<_> = records
                     .iter()
@@ -373,8 +384,8 @@ async fn sessions(command: SessionsCommand) -> Result<(), String> {
                             "last_seen_at": r.last_seen_at,
                             "expires_at": r.expires_at,
                             "persistent": r.persistent,
-                            "ip": r.ip,
-                            "user_agent": r.user_agent,
+                            "ip": text(&r.ip),
+                            "user_agent": text(&r.user_agent),
                         })
                     })
                     .collect();
@@ -394,8 +405,8 @@ async fn sessions(command: SessionsCommand) -> Result<(), String> {
                         time(r.created_at),
                         time(r.last_seen_at),
                         time(r.expires_at),
-                        r.ip.as_deref().unwrap_or("-"),
-                        r.user_agent.as_deref().unwrap_or("-").replace(['\t', '\n', '\r'], " "),
+                        text(&r.ip).as_deref().unwrap_or("-"),
+                        text(&r.user_agent).as_deref().unwrap_or("-"),
                     );
                 }
             }
@@ -420,6 +431,19 @@ async fn sessions(command: SessionsCommand) -> Result<(), String> {
         true => tell_server(&db, "the sessions were changed").await,
         false => Ok(()),
     }
+}
+
+/// `text` fit for an operator's terminal: every control character (C0, DEL,
+/// C1 such as U+009B, the 8-bit CSI) and every bidirectional control (U+202E
+/// and its kin, which reorder what follows) becomes U+FFFD. Applied to
+/// whatever a client chose (user agents) in tables and JSON alike: JSON
+/// escapes C0 only, and a terminal acts on the rest.
+pub fn printable(text: &str) -> String {
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    };
+    text.chars().map(|c| if unsafe_char(c) { '\u{FFFD}' } else { c }).collect()
 }
 
 /// After a command changed sessions in the database: a running server drops

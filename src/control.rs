@@ -4,8 +4,10 @@
 //!
 //! The socket is `control.sock` in the data directory, readable and writable
 //! by its owner only. One request per connection, one line each way:
-//! `forget` (drop every cached session) or `ping`; the server answers `ok`
-//! once done. It also stops a second server from starting on the same data
+//! `forget` (drop every cached session), `flush` (write out the deadline
+//! moves the cache holds back, so a listing read from the database shows
+//! activity as the server knows it) or `ping`; the server answers `ok` once
+//! done. It also stops a second server from starting on the same data
 //! directory, whose cache would never hear of the first one's writes.
 
 use std::io::ErrorKind;
@@ -145,6 +147,13 @@ async fn answer(stream: tokio::net::UnixStream, manager: Arc<SessionManager>) {
                 log::info!("control socket: session cache cleared on request");
                 "ok\n"
             }
+            "flush" => match manager.store().flush().await {
+                Ok(_) => "ok\n",
+                Err(e) => {
+                    log::warn!("control socket: flush failed: {e}");
+                    "error: flush failed\n"
+                }
+            },
             "ping" => "ok\n",
             _ => "error: unknown request\n",
         },
@@ -165,6 +174,16 @@ pub enum Notified {
 /// Tells the server whose control socket is `socket`, if one runs, to forget
 /// its cached sessions, and waits until it has.
 pub async fn notify(socket: &Path) -> Result<Notified, String> {
+    ask(socket, "forget").await
+}
+
+/// Asks the server whose control socket is `socket`, if one runs, to write
+/// out the deadline moves it holds back, and waits until it has.
+pub async fn flush(socket: &Path) -> Result<Notified, String> {
+    ask(socket, "flush").await
+}
+
+async fn ask(socket: &Path, request: &str) -> Result<Notified, String> {
     let mut stream = match tokio::net::UnixStream::connect(socket).await {
         Ok(stream) => stream,
         Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) => {
@@ -173,7 +192,7 @@ pub async fn notify(socket: &Path) -> Result<Notified, String> {
         Err(e) => return Err(format!("cannot reach the server at {}: {e}", socket.display())),
     };
     let talk = async {
-        stream.write_all(b"forget\n").await?;
+        stream.write_all(format!("{request}\n").as_bytes()).await?;
         let mut line = String::new();
         tokio::io::BufReader::new((&mut stream).take(64)).read_line(&mut line).await?;
         Ok::<_, std::io::Error>(line)

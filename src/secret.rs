@@ -35,24 +35,51 @@ pub fn previous_path(key_path: &Path) -> std::path::PathBuf {
     key_path.with_extension("key.previous")
 }
 
-/// Parses a key as Rocket does: 44 or 88 base64 characters, or 64 hex
-/// characters; 64 bytes are the master key, 32 bytes are expanded (HKDF).
-pub fn parse_key(text: &str) -> Option<cookie::Key> {
+/// The bytes of a key written as Rocket reads it: 44 or 88 base64
+/// characters, or 64 hex characters (either case).
+fn key_bytes(text: &str) -> Option<Vec<u8>> {
     let text = text.trim();
-    let bytes = match text.len() {
-        44 | 88 => STANDARD.decode(text).ok()?,
-        64 => {
-            (0..64).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok()).collect::<Option<_>>()?
+    match text.len() {
+        44 | 88 => STANDARD.decode(text).ok(),
+        64 if text.is_ascii() => {
+            (0..64).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok()).collect()
         }
-        _ => return None,
-    };
+        _ => None,
+    }
+}
+
+/// Why these key bytes must not be used, if they must not: the published
+/// example key (in any encoding), all zeros, or so few distinct byte values
+/// that the key cannot have come from a random source (a random 32-byte key
+/// has about 30 distinct values; fewer than a quarter of its length happens
+/// by chance with odds below 10^-20).
+fn weakness(bytes: &[u8]) -> Option<&'static str> {
+    if STANDARD.decode(PUBLISHED_KEY).is_ok_and(|published| published == bytes) {
+        return Some("is the example key published in Rocket's documentation");
+    }
     if bytes.iter().all(|b| *b == 0) {
-        return None;
+        return Some("is all zeros");
+    }
+    let distinct = bytes.iter().collect::<std::collections::HashSet<_>>().len();
+    if distinct < (bytes.len() / 4).max(8) {
+        return Some("has too little entropy to be a random key");
+    }
+    None
+}
+
+const GENERATE: &str = "generate one with `openssl rand -base64 64`";
+
+/// Parses a key as Rocket does (see [`key_bytes`]); 64 bytes are the master
+/// key, 32 bytes are expanded (HKDF). `Err` says why the key is refused.
+pub fn parse_key(text: &str) -> Result<cookie::Key, String> {
+    let bytes = key_bytes(text).ok_or("is not 44 or 88 base64 characters or 64 hex characters")?;
+    if let Some(why) = weakness(&bytes) {
+        return Err(why.into());
     }
     match bytes.len() {
-        64.. => cookie::Key::try_from(&bytes[..]).ok(),
-        32..=63 => Some(cookie::Key::derive_from(&bytes)),
-        _ => None,
+        64.. => cookie::Key::try_from(&bytes[..]).map_err(|_| "is not a valid key".to_owned()),
+        32..=63 => Ok(cookie::Key::derive_from(&bytes)),
+        _ => Err("is shorter than 32 bytes".into()),
     }
 }
 
@@ -75,8 +102,12 @@ pub fn fallbacks(figment: &Figment, key_path: &Path) -> Result<Vec<cookie::Key>,
         .iter()
         .enumerate()
         .map(|(i, text)| {
-            parse_key(text)
-                .ok_or_else(|| format!("configuration: previous secret key #{} is not a valid key", i + 1))
+            parse_key(text).map_err(|why| {
+                format!(
+                    "configuration: `secret_key_fallbacks`: previous secret key #{} {why}; {GENERATE}",
+                    i + 1
+                )
+            })
         })
         .collect()
 }
@@ -121,11 +152,12 @@ pub fn drop_old(key_path: &Path) -> Result<usize, String> {
 /// Checks a configured `secret_key`: `Ok(true)` when one is configured and
 /// usable, `Ok(false)` when none is (the key file serves).
 pub fn check_configured(figment: &Figment) -> Result<bool, String> {
-    if let Ok(value) = figment.find_value("secret_key") {
-        if value.as_str() == Some(PUBLISHED_KEY) {
-            return Err("configuration: `secret_key` is the example key published in Rocket's \
-                        documentation; generate your own with `openssl rand -base64 64`"
-                .into());
+    // A key the operator wrote is a string (Rocket's default is bytes, all
+    // zero, meaning "none"): its decoded bytes are checked, so no encoding
+    // of a weak key slips through, and all zeros is refused, not ignored.
+    if let Some(text) = figment.find_value("secret_key").ok().as_ref().and_then(|v| v.as_str()) {
+        if let Some(why) = key_bytes(text).as_deref().and_then(weakness) {
+            return Err(format!("configuration: `secret_key` {why}; {GENERATE}"));
         }
     }
     let configured: SecretKey = figment.extract_inner("secret_key").map_err(|_| {
@@ -134,11 +166,6 @@ pub fn check_configured(figment: &Figment) -> Result<bool, String> {
             .to_owned()
     })?;
     Ok(!configured.is_zero())
-}
-
-/// Whether `secret_key` comes from the configuration rather than the key file.
-pub fn configured(figment: &Figment) -> bool {
-    check_configured(figment).unwrap_or(false)
 }
 
 /// Returns `figment` with a usable `secret_key` in it.
@@ -199,11 +226,32 @@ mod tests {
 
     #[test]
     fn keys_parse_like_rocket_parses_them() {
-        assert!(parse_key(&STANDARD.encode([1u8; 64])).is_some());
-        assert!(parse_key(&STANDARD.encode([1u8; 32])).is_some());
-        assert!(parse_key(&"ab".repeat(32)).is_some());
-        assert!(parse_key(&STANDARD.encode([0u8; 64])).is_none());
-        assert!(parse_key("short").is_none());
-        assert!(parse_key(&"zz".repeat(32)).is_none());
+        let random64: Vec<u8> = (0..64).map(|_| rand::random()).collect();
+        let random32: Vec<u8> = (0..32).map(|_| rand::random()).collect();
+        let hex: String = random32.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(parse_key(&STANDARD.encode(&random64)).is_ok());
+        assert!(parse_key(&STANDARD.encode(&random32)).is_ok());
+        assert!(parse_key(&hex).is_ok());
+        assert!(parse_key(&hex.to_uppercase()).is_ok());
+        assert!(parse_key("short").is_err());
+        assert!(parse_key(&"zz".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn weak_keys_are_refused_in_every_encoding() {
+        let published = STANDARD.decode(PUBLISHED_KEY).unwrap();
+        let hex: String = published.iter().map(|b| format!("{b:02x}")).collect();
+        for text in [PUBLISHED_KEY.to_owned(), hex.clone(), hex.to_uppercase()] {
+            assert!(parse_key(&text).unwrap_err().contains("published"), "{text}");
+        }
+        assert!(parse_key(&STANDARD.encode([0u8; 64])).unwrap_err().contains("zeros"));
+        assert!(parse_key(&"00".repeat(32)).unwrap_err().contains("zeros"));
+        for weak in [
+            STANDARD.encode([1u8; 64]),
+            "ab".repeat(32),
+            STANDARD.encode(b"abcdabcdabcdabcdabcdabcdabcdabcd"),
+        ] {
+            assert!(parse_key(&weak).unwrap_err().contains("entropy"), "{weak}");
+        }
     }
 }

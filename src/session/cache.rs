@@ -113,6 +113,32 @@ impl<S: SessionStore> CachingStore<S> {
         self.len() == 0
     }
 
+    /// Listed rows with the activity this cache knows of and has not written
+    /// yet (batched deadline moves), most recently active first again.
+    fn as_known(&self, mut records: Vec<Record>) -> Vec<Record> {
+        {
+            let state = self.state.lock().unwrap();
+            if state.pending.is_empty() {
+                return records;
+            }
+            let newer: HashMap<&str, (i64, i64)> = state
+                .pending
+                .keys()
+                .filter_map(|key| state.entries.get(key))
+                .map(|e| (e.record.handle.as_str(), (e.record.last_seen_at, e.record.expires_at)))
+                .collect();
+            for r in &mut records {
+                if let Some((last_seen_at, expires_at)) = newer.get(r.handle.as_str()) {
+                    r.last_seen_at = r.last_seen_at.max(*last_seen_at);
+                    r.expires_at = r.expires_at.max(*expires_at);
+                }
+            }
+        }
+        // Stable: rows active in the same second keep the store's order.
+        records.sort_by_key(|r| std::cmp::Reverse(r.last_seen_at));
+        records
+    }
+
     /// After a committed write: forget the entries `drop` picks.
     fn written(&self, mut drop: impl FnMut(&SessionKey, &Record) -> bool) {
         let mut state = self.state.lock().unwrap();
@@ -247,7 +273,8 @@ impl<S: SessionStore> SessionStore for CachingStore<S> {
     }
 
     async fn list_for_user(&self, user_id: i64, now: i64) -> Result<Vec<Record>, StoreError> {
-        self.inner.list_for_user(user_id, now).await
+        let records = self.inner.list_for_user(user_id, now).await?;
+        Ok(self.as_known(records))
     }
 
     async fn delete_for_user(&self, user_id: i64, keep: Option<&str>) -> Result<u64, StoreError> {
@@ -263,7 +290,8 @@ impl<S: SessionStore> SessionStore for CachingStore<S> {
     }
 
     async fn list_live(&self, now: i64) -> Result<Vec<Record>, StoreError> {
-        self.inner.list_live(now).await
+        let records = self.inner.list_live(now).await?;
+        Ok(self.as_known(records))
     }
 
     async fn delete_all(&self) -> Result<u64, StoreError> {

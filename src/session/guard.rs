@@ -86,6 +86,16 @@ impl Fairing for SessionLayer {
     }
 }
 
+/// What a request's session cookie names.
+struct CookieKey {
+    key: SessionKey,
+    token: Token,
+    /// Re-issue the cookie (opened under a previous key or another name).
+    reissue: bool,
+    /// It came under one of `accept_names`.
+    other_name: bool,
+}
+
 /// A loaded session, shared by every guard of one request.
 struct Live {
     key: Mutex<SessionKey>,
@@ -137,11 +147,12 @@ impl SessionManager {
         })
     }
 
-    /// What the request's cookie holds, if it opens and is well formed, and
-    /// whether the cookie must be re-issued (previous key or name). A cookie
-    /// that is present but unusable is removed. A sealed cookie that is not
-    /// there costs nothing: no decryption, no query.
-    fn cookie_value(&self, jar: &CookieJar<'_>) -> Option<(CookieValue, bool)> {
+    /// What the request's cookie holds, if it opens and is well formed,
+    /// whether the cookie must be re-issued (previous key or name), and
+    /// whether it came under another name. A cookie that is present but
+    /// unusable is removed. A sealed cookie that is not there costs nothing:
+    /// no decryption, no query.
+    fn cookie_value(&self, jar: &CookieJar<'_>) -> Option<(CookieValue, bool, bool)> {
         let names = std::iter::once(&self.config.cookie_name).chain(&self.config.accept_names);
         for (i, name) in names.enumerate() {
             let Some(raw) = jar.get(name) else { continue };
@@ -152,7 +163,8 @@ impl SessionManager {
             if i > 0 || opened.is_none() {
                 jar.remove_private(self.removal_named(name));
             }
-            match opened.and_then(|(value, reissue)| CookieValue::decode(&value).map(|v| (v, reissue))) {
+            match opened.and_then(|(value, reissue)| CookieValue::decode(&value).map(|v| (v, reissue, i > 0)))
+            {
                 Some(found) => return Some(found),
                 None => log::warn!("unreadable session cookie ignored"),
             }
@@ -160,15 +172,14 @@ impl SessionManager {
         None
     }
 
-    /// The key of the cookie's session, its token, and whether the cookie
-    /// must be re-issued. A cookie from before cookies carried the row id
-    /// costs one look-up by token hash, and is re-issued with the id.
-    async fn key(
-        &self,
-        jar: &CookieJar<'_>,
-        now: i64,
-    ) -> Result<Option<(SessionKey, Token, bool)>, StoreError> {
-        let Some((CookieValue { id, token }, reissue)) = self.cookie_value(jar) else { return Ok(None) };
+    /// The key of the cookie's session, its token, whether the cookie must
+    /// be re-issued and whether it came under another name. A cookie from
+    /// before cookies carried the row id costs one look-up by token hash,
+    /// and is re-issued with the id.
+    async fn key(&self, jar: &CookieJar<'_>, now: i64) -> Result<Option<CookieKey>, StoreError> {
+        let Some((CookieValue { id, token }, reissue, other_name)) = self.cookie_value(jar) else {
+            return Ok(None);
+        };
         let hash = token.hash();
         let found = match id {
             Some(id) => Some((id, reissue)),
@@ -180,16 +191,26 @@ impl SessionManager {
                 }
             },
         };
-        Ok(found.map(|(id, reissue)| (SessionKey { id, hash }, token, reissue)))
+        Ok(found.map(|(id, reissue)| CookieKey { key: SessionKey { id, hash }, token, reissue, other_name }))
     }
 
     async fn load(&self, jar: &CookieJar<'_>) -> Result<Option<Arc<Live>>, StoreError> {
         let now = now();
-        let Some((key, token, reissue)) = self.key(jar, now).await? else { return Ok(None) };
+        let Some(CookieKey { key, token, reissue, other_name }) = self.key(jar, now).await? else {
+            return Ok(None);
+        };
         let Some(mut record) = self.store.load(&key, now).await? else {
             jar.remove_private(self.removal());
             return Ok(None);
         };
+        if other_name && record.created_at > self.config.accept_names_created_until {
+            log::warn!(
+                "session {}: cookie under a former name refused (session newer than the name change)",
+                record.handle
+            );
+            jar.remove_private(self.removal());
+            return Ok(None);
+        }
 
         if now - record.last_seen_at >= self.config.touch_interval && now > record.last_seen_at {
             let expires_at = self.deadline(record.created_at, now);
@@ -378,7 +399,7 @@ impl<'r> Sessions<'r> {
         data: Map<String, Value>,
     ) -> Result<Session<'r>, SessionError> {
         let now = now();
-        let replaces = self.manager.key(self.jar, now).await?.map(|(key, _, _)| key);
+        let replaces = self.manager.key(self.jar, now).await?.map(|k| k.key);
         let token = Token::generate();
         let record = Record {
             handle: new_handle(),

@@ -100,8 +100,12 @@ pub struct SessionConfig {
     /// Mark the cookie `Secure` (serve over HTTPS only).
     pub secure: bool,
     /// Other names a session cookie may arrive under (an earlier
-    /// `cookie_name`): read, then re-issued under `cookie_name`.
+    /// `cookie_name`): read, then re-issued under `cookie_name`...
     pub accept_names: Vec<String>,
+    /// ...but only for sessions created at or before this time (unix
+    /// seconds): when the name changed. A cookie planted under an old name
+    /// later (a plain cookie where the current one is `__Host-`) opens nothing.
+    pub accept_names_created_until: i64,
 }
 
 impl Default for SessionConfig {
@@ -114,6 +118,7 @@ impl Default for SessionConfig {
             purge_interval: Duration::from_secs(300),
             secure: false,
             accept_names: Vec::new(),
+            accept_names_created_until: i64::MIN,
         }
     }
 }

@@ -1,26 +1,47 @@
-//! Anti-CSRF tokens.
+//! Anti-CSRF: tokens, and the origin of state-changing requests.
 //!
 //! Anonymous forms (login, setup) carry a token that also sits in a private,
-//! HttpOnly cookie: anonymous visitors get no database row. Logged-in forms
-//! carry a token kept in the session's data, so it dies with the session and
-//! a login replaces it.
+//! HttpOnly cookie beside the time it was issued: anonymous visitors get no
+//! database row, and the token is refused after [`ANONYMOUS_TOKEN_LIFETIME`].
+//! Logged-in forms carry a token kept in the session's data, so it dies with
+//! the session and a login replaces it.
+//!
+//! Every POST handler also takes [`SameOrigin`]: a request whose `Origin`
+//! (or, without one, `Referer`) names another origin than the portal's is
+//! refused with 403 before its token is even looked at.
 
-use rocket::http::{Cookie, CookieJar, SameSite};
+use rocket::http::{Cookie, CookieJar, SameSite, Status};
+use rocket::request::{FromRequest, Outcome, Request};
 
 use crate::config::Settings;
-use crate::session::{constant_time_eq, Session, Token};
+use crate::session::{constant_time_eq, now, Session, Token};
 
 const SESSION_KEY: &str = "csrf";
 
-/// The anonymous token of this browser, set as a cookie if it has none yet.
+/// An anonymous form's token is accepted this long after it was issued.
+pub const ANONYMOUS_TOKEN_LIFETIME: i64 = 86_400;
+
+/// The token of an anonymous CSRF cookie (`ISSUED.TOKEN`) still in its lifetime.
+fn live_anonymous(value: &str) -> Option<&str> {
+    let (issued, token) = value.split_once('.')?;
+    let issued: i64 = issued.parse().ok()?;
+    let age = now() - issued;
+    // A minute of leeway for a clock stepped back.
+    ((-60..ANONYMOUS_TOKEN_LIFETIME).contains(&age) && Token::decode(token).is_some()).then_some(token)
+}
+
+/// The anonymous token of this browser, set as a cookie if it has none yet
+/// (or only an expired one).
 pub fn anonymous(jar: &CookieJar<'_>, settings: &Settings) -> String {
     let name = settings.csrf_cookie_name();
-    if let Some(token) = jar.get_private(name).filter(|c| Token::decode(c.value()).is_some()) {
-        return token.value().to_owned();
+    if let Some(cookie) = jar.get_private(name) {
+        if let Some(token) = live_anonymous(cookie.value()) {
+            return token.to_owned();
+        }
     }
     let token = Token::generate().encode();
     jar.add_private(
-        Cookie::build((name, token.clone()))
+        Cookie::build((name, format!("{}.{token}", now())))
             .path("/")
             .http_only(true)
             .same_site(SameSite::Lax)
@@ -41,8 +62,67 @@ pub fn forget_anonymous(jar: &CookieJar<'_>, settings: &Settings) {
 
 pub fn anonymous_ok(jar: &CookieJar<'_>, settings: &Settings, submitted: &str) -> bool {
     jar.get_private(settings.csrf_cookie_name()).is_some_and(|c| {
-        !submitted.is_empty() && constant_time_eq(c.value().as_bytes(), submitted.as_bytes())
+        live_anonymous(c.value()).is_some_and(|token| {
+            !submitted.is_empty() && constant_time_eq(token.as_bytes(), submitted.as_bytes())
+        })
     })
+}
+
+/// A request guard for every state-changing route: fails with 403 when the
+/// request's `Origin`, or without one its `Referer`, names an origin other
+/// than the portal's own (the request's `Host`). `Origin: null` (a sandboxed
+/// frame, a redirect across origins) is foreign. A request with neither
+/// header passes (older clients, privacy settings): its CSRF token decides.
+pub struct SameOrigin;
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for SameOrigin {
+    type Error = &'static str;
+
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
+        let headers = req.headers();
+        let claimed = headers.get_one("Origin").or_else(|| headers.get_one("Referer"));
+        let Some(claimed) = claimed else { return Outcome::Success(SameOrigin) };
+        let ours = headers.get_one("Host").and_then(|host| authority(host, None));
+        let theirs = origin_authority(claimed);
+        match (ours, theirs) {
+            (Some(ours), Some(theirs)) if ours == theirs => Outcome::Success(SameOrigin),
+            _ => {
+                log::warn!(
+                    "cross-origin POST refused: origin {claimed:?}, host {:?}",
+                    headers.get_one("Host")
+                );
+                Outcome::Error((Status::Forbidden, "cross-origin request"))
+            }
+        }
+    }
+}
+
+/// `(host, port)` of an `Origin` or `Referer` value (`scheme://host[:port][/...]`),
+/// lower-cased, the scheme's default port as none.
+fn origin_authority(url: &str) -> Option<(String, Option<u16>)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    authority(&rest[..end], Some(if scheme == "https" { 443 } else { 80 }))
+}
+
+/// `(host, port)` of `host[:port]`; a port of 80 or 443 (or `default`)
+/// counts as none, since behind a proxy the scheme the browser used is not
+/// known here. User info is refused.
+fn authority(text: &str, default: Option<u16>) -> Option<(String, Option<u16>)> {
+    if text.is_empty() || text.contains('@') {
+        return None;
+    }
+    let (host, port) = match text.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') => (host, Some(port.parse::<u16>().ok()?)),
+        _ => (text, None),
+    };
+    let port = port.filter(|p| Some(*p) != default && *p != 80 && *p != 443);
+    Some((host.to_ascii_lowercase(), port))
 }
 
 /// A fresh token for a new session's data.
@@ -66,4 +146,22 @@ pub fn session_ok(session: &Session<'_>, submitted: &str) -> bool {
     session
         .get::<String>(SESSION_KEY)
         .is_some_and(|t| !submitted.is_empty() && constant_time_eq(t.as_bytes(), submitted.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_compare_by_host_and_port() {
+        let host = |h: &str| authority(h, None);
+        assert_eq!(origin_authority("https://Login.Example.org"), host("login.example.org"));
+        assert_eq!(origin_authority("http://127.0.0.1:8000"), host("127.0.0.1:8000"));
+        assert_eq!(origin_authority("https://login.example.org/login?x=1"), host("login.example.org:443"));
+        assert_ne!(origin_authority("https://evil.example"), host("login.example.org"));
+        assert_ne!(origin_authority("http://127.0.0.1:8001"), host("127.0.0.1:8000"));
+        assert_eq!(origin_authority("null"), None);
+        assert_eq!(origin_authority("https://a@login.example.org"), None);
+        assert_eq!(origin_authority("ftp://login.example.org"), None);
+    }
 }

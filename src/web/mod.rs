@@ -80,11 +80,15 @@ pub fn stage(rocket: Rocket<Build>) -> Rocket<Build> {
         // Ours replaces Rocket's default Shield: one fairing owns every
         // security header, each set once.
         .attach(rocket::shield::Shield::new())
+        .attach(setup::HideSetupToken)
         .attach(SecurityHeaders { hsts: secure })
 }
 
 /// Headers on every response: nothing is cached (pages show who is logged
-/// in), no framing, no sniffing, no referrer (the setup link holds a token),
+/// in), no framing, no sniffing, no referrer to other sites (the setup link
+/// holds a token; `same-origin` rather than `no-referrer`, under which
+/// browsers send `Origin: null` with every form and the origin check of
+/// `csrf::SameOrigin` could not tell the portal's own forms from others),
 /// a strict content policy, and HSTS when cookies are Secure.
 struct SecurityHeaders {
     hsts: bool,
@@ -105,7 +109,7 @@ impl Fairing for SecurityHeaders {
             res.set_header(Header::new("Cache-Control", "no-store"));
         }
         res.set_header(Header::new("Content-Security-Policy", CONTENT_SECURITY_POLICY));
-        res.set_header(Header::new("Referrer-Policy", "no-referrer"));
+        res.set_header(Header::new("Referrer-Policy", "same-origin"));
         res.set_header(Header::new("X-Content-Type-Options", "nosniff"));
         res.set_header(Header::new("X-Frame-Options", "DENY"));
         if self.hsts {
@@ -166,6 +170,9 @@ const USER_KEY: &str = "user";
 fn new_session_data(username: &str) -> serde_json::Map<String, serde_json::Value> {
     let mut data = csrf::new_session_token();
     data.insert(USER_KEY.into(), username.into());
+    // The password was just proved: ending other sessions asks for it again
+    // only after `sessions::SUDO_WINDOW`.
+    data.insert(sessions::AUTH_AT_KEY.into(), crate::session::now().into());
     data
 }
 

@@ -57,6 +57,20 @@ pub struct Sessions<'a> {
     pub notice: Option<Notice>,
     pub sessions: Vec<SessionRow>,
     pub csrf_token: &'a str,
+    /// Ending sessions asks for the password (no recent one on this session).
+    pub needs_password: bool,
+}
+
+/// "Confirm your password" before ending sessions (sudo mode).
+#[derive(Template)]
+#[template(path = "confirm.html")]
+pub struct Confirm<'a> {
+    pub notice: Option<Notice>,
+    pub error: Option<&'a str>,
+    pub action: &'a str,
+    pub handle: Option<&'a str>,
+    pub csrf_token: &'a str,
+    pub minutes: i64,
 }
 
 #[derive(Template)]

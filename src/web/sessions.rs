@@ -6,19 +6,97 @@ use rocket::request::FlashMessage;
 use rocket::response::{Flash, Redirect};
 use rocket::{get, post, State};
 
+use std::net::IpAddr;
+
 use super::{csrf, device, pages, App, Metrics, Notice, Reply};
+use crate::auth::password::MAX_PASSWORD_BYTES;
+use crate::auth::users;
 use crate::session::{now, Session, SessionError};
+
+/// Session value: when this session last proved its password (unix seconds).
+pub const AUTH_AT_KEY: &str = "auth_at";
+/// How long a proved password lets this session end other sessions without
+/// asking again ("sudo mode", ASVS 3.3.4).
+pub const SUDO_WINDOW: i64 = 600;
+
+fn recently_authenticated(session: &Session<'_>, now: i64) -> bool {
+    session.get::<i64>(AUTH_AT_KEY).is_some_and(|at| at <= now && now - at < SUDO_WINDOW)
+}
+
+/// What ending sessions from `action` needs: nothing within [`SUDO_WINDOW`]
+/// of the last proved password, else the password in the form (checked and
+/// throttled like a login). `Err` is the page to answer with: the
+/// confirmation form (403 without a password, 422 with a wrong one) or 429.
+async fn sudo(
+    session: &Session<'_>,
+    app: &App,
+    ip: Option<IpAddr>,
+    password: &str,
+    action: &str,
+    handle: Option<&str>,
+) -> Result<(), Reply> {
+    let now = now();
+    if recently_authenticated(session, now) {
+        return Ok(());
+    }
+    let Ok(csrf_token) = csrf::of_session(session).await else { return Err(Reply::unavailable()) };
+    let confirm = |status: Status, error: Option<&str>| {
+        let minutes = SUDO_WINDOW / 60;
+        let page = pages::Confirm { notice: None, error, action, handle, csrf_token: &csrf_token, minutes };
+        Reply::page(status, pages::render(page))
+    };
+    if password.is_empty() {
+        return Err(confirm(Status::Forbidden, None));
+    }
+    let user = match users::by_id(&app.db.reader, session.user_id()).await {
+        Ok(Some(user)) => user,
+        Ok(None) => return Err(Reply::to("/login")),
+        Err(_) => return Err(Reply::unavailable()),
+    };
+    let attempt = match app.throttle.begin(&user.username, ip) {
+        Ok(attempt) => attempt,
+        Err(wait) => {
+            return Err(Reply::throttled(wait, |message| {
+                let minutes = SUDO_WINDOW / 60;
+                let page = pages::Confirm {
+                    notice: None,
+                    error: Some(message),
+                    action,
+                    handle,
+                    csrf_token: &csrf_token,
+                    minutes,
+                };
+                pages::render(page)
+            }))
+        }
+    };
+    let password = if password.len() > MAX_PASSWORD_BYTES { String::new() } else { password.to_owned() };
+    match app.hasher.verify(password, Some(user.password_hash.clone())).await {
+        Ok(true) => attempt.succeeded(),
+        Ok(false) => {
+            log::warn!("password confirmation failed: user {:?}, ip {ip:?}", user.username);
+            return Err(confirm(Status::UnprocessableEntity, Some("The password is wrong.")));
+        }
+        Err(_) => return Err(Reply::unavailable()),
+    }
+    session.insert(AUTH_AT_KEY, now).await.map_err(session_failure)
+}
 
 #[get("/sessions")]
 pub async fn list(session: Session<'_>, flash: Option<FlashMessage<'_>>) -> Reply {
     let now = now();
-    let records = match session.manager().store().list_for_user(session.user_id(), now).await {
+    let mut records = match session.manager().store().list_for_user(session.user_id(), now).await {
         Ok(records) => records,
         Err(e) => {
             log::error!("sessions page: {e}");
             return Reply::unavailable();
         }
     };
+    // The session asking is active now, whatever its stored deadline says.
+    if let Some(at) = records.iter().position(|r| r.handle == session.handle()) {
+        let current = records.remove(at);
+        records.insert(0, current);
+    }
     let Ok(csrf_token) = csrf::of_session(&session).await else { return Reply::unavailable() };
     let sessions = records
         .iter()
@@ -32,7 +110,12 @@ pub async fn list(session: Session<'_>, flash: Option<FlashMessage<'_>>) -> Repl
             remembered: r.persistent,
         })
         .collect();
-    let page = pages::Sessions { notice: Notice::from_flash(flash), sessions, csrf_token: &csrf_token };
+    let page = pages::Sessions {
+        notice: Notice::from_flash(flash),
+        sessions,
+        csrf_token: &csrf_token,
+        needs_password: !recently_authenticated(&session, now),
+    };
     Reply::page(Status::Ok, pages::render(page))
 }
 
@@ -42,12 +125,29 @@ pub struct RevokeForm {
     csrf_token: String,
     #[field(default = String::new())]
     handle: String,
+    #[field(default = String::new())]
+    password: String,
 }
 
 #[post("/sessions/revoke", data = "<form>")]
-pub async fn revoke(session: Session<'_>, form: Form<RevokeForm>, app: &State<App>) -> Reply {
+pub async fn revoke(
+    _origin: csrf::SameOrigin,
+    session: Session<'_>,
+    form: Form<RevokeForm>,
+    app: &State<App>,
+    ip: Option<IpAddr>,
+) -> Reply {
     if !csrf::session_ok(&session, &form.csrf_token) {
         return Reply::error(Status::Forbidden, super::BAD_FORM);
+    }
+    if form.handle != session.handle() {
+        // Ending another session needs a recent password; ending this one
+        // is a logout.
+        if let Err(reply) =
+            sudo(&session, app, ip, &form.password, "/sessions/revoke", Some(&form.handle)).await
+        {
+            return reply;
+        }
     }
     if form.handle == session.handle() {
         let handle = session.handle().to_owned();
@@ -81,15 +181,26 @@ pub async fn revoke(session: Session<'_>, form: Form<RevokeForm>, app: &State<Ap
 }
 
 #[derive(FromForm)]
-pub struct CsrfOnly {
+pub struct RevokeOthersForm {
     #[field(default = String::new())]
     csrf_token: String,
+    #[field(default = String::new())]
+    password: String,
 }
 
 #[post("/sessions/revoke-others", data = "<form>")]
-pub async fn revoke_others(session: Session<'_>, form: Form<CsrfOnly>, app: &State<App>) -> Reply {
+pub async fn revoke_others(
+    _origin: csrf::SameOrigin,
+    session: Session<'_>,
+    form: Form<RevokeOthersForm>,
+    app: &State<App>,
+    ip: Option<IpAddr>,
+) -> Reply {
     if !csrf::session_ok(&session, &form.csrf_token) {
         return Reply::error(Status::Forbidden, super::BAD_FORM);
+    }
+    if let Err(reply) = sudo(&session, app, ip, &form.password, "/sessions/revoke-others", None).await {
+        return reply;
     }
     match session.manager().store().delete_for_user(session.user_id(), Some(session.handle())).await {
         Ok(n) => {

@@ -3,9 +3,13 @@
 
 use std::sync::Mutex;
 
+use rocket::fairing::{Fairing, Info, Kind};
 use rocket::form::{Form, FromForm};
+use rocket::http::uri::Origin;
 use rocket::http::{CookieJar, Status};
+use rocket::request::{FromRequest, Outcome};
 use rocket::{get, post, State};
+use rocket::{Data, Request};
 
 use super::{csrf, pages, App, Reply};
 use crate::auth::password::check_new_password;
@@ -66,11 +70,49 @@ fn form_page(
     Reply::page(status, pages::render(page))
 }
 
-#[get("/setup?<token>")]
-pub async fn setup_form(token: Option<&str>, jar: &CookieJar<'_>, app: &State<App>) -> Result<Reply, Status> {
-    let token = token.unwrap_or_default();
-    open(app, token).await?;
-    Ok(form_page(Status::Ok, jar, app, token, "", None))
+/// The `token` of a `GET /setup?token=...` link, moved out of the URI
+/// before Rocket logs the request ([`HideSetupToken`]).
+#[derive(Clone)]
+pub struct LinkToken(Option<String>);
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for LinkToken {
+    type Error = std::convert::Infallible;
+
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
+        Outcome::Success(req.local_cache(|| LinkToken(None)).clone())
+    }
+}
+
+/// Takes the query off `GET /setup` before the request is logged (Rocket
+/// logs each request's URI, query included, at the `normal` level), keeping
+/// its token for [`setup_form`]: the one-time token reaches no log.
+pub struct HideSetupToken;
+
+#[rocket::async_trait]
+impl Fairing for HideSetupToken {
+    fn info(&self) -> Info {
+        Info { name: "setup token out of the request log", kind: Kind::Request }
+    }
+
+    async fn on_request(&self, req: &mut Request<'_>, _: &mut Data<'_>) {
+        if req.uri().path() != "/setup" || req.uri().query().is_none() {
+            return;
+        }
+        let token = req
+            .uri()
+            .query()
+            .and_then(|q| q.segments().find(|(name, _)| *name == "token").map(|(_, value)| value.to_owned()));
+        req.local_cache(|| LinkToken(token));
+        req.set_uri(Origin::parse("/setup").expect("a valid path"));
+    }
+}
+
+#[get("/setup")]
+pub async fn setup_form(link: LinkToken, jar: &CookieJar<'_>, app: &State<App>) -> Result<Reply, Status> {
+    let token = link.0.unwrap_or_default();
+    open(app, &token).await?;
+    Ok(form_page(Status::Ok, jar, app, &token, "", None))
 }
 
 #[derive(FromForm)]
@@ -87,6 +129,7 @@ pub struct SetupForm {
 
 #[post("/setup", data = "<form>")]
 pub async fn setup(
+    _origin: csrf::SameOrigin,
     form: Form<SetupForm>,
     jar: &CookieJar<'_>,
     sessions: Sessions<'_>,

@@ -73,7 +73,8 @@ async fn the_sessions_page_lists_only_my_live_sessions_newest_first() {
     let (status, html) = page(&laptop, "/sessions").await;
     assert_eq!(status, Status::Ok);
     let at = |needle: &str| html.find(needle);
-    assert!(at(&alice[1]).unwrap() < at("This device").unwrap(), "most recently active first");
+    assert!(at("This device").unwrap() < at(&alice[1]).unwrap(), "the session asking comes first");
+    assert!(html.contains("active now"));
     assert!(at(&alice[2]).is_none(), "expired sessions never appear");
     assert!(at(&bob[0]).is_none(), "only my sessions");
     assert_eq!(html.matches("This device").count(), 1);

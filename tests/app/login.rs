@@ -298,7 +298,7 @@ async fn every_response_carries_the_security_headers() {
         let header = |name| res.headers().get_one(name).unwrap_or_default().to_owned();
         assert!(header("Cache-Control").starts_with(cache), "{path}");
         assert!(header("Content-Security-Policy").contains("frame-ancestors 'none'"), "{path}");
-        assert_eq!(header("Referrer-Policy"), "no-referrer", "{path}");
+        assert_eq!(header("Referrer-Policy"), "same-origin", "{path}");
         assert_eq!(header("X-Content-Type-Options"), "nosniff", "{path}");
         assert_eq!(header("X-Frame-Options"), "DENY", "{path}");
         assert_eq!(res.headers().get("X-Frame-Options").count(), 1, "set once: {path}");

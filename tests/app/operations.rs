@@ -5,8 +5,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use rocket::http::{Header, Status};
 use rocket::local::asynchronous::Client;
 use tempfile::TempDir;
@@ -53,7 +51,7 @@ async fn switching_cookie_secure_logs_nobody_out() {
 async fn a_cookie_under_a_configured_fallback_key_is_accepted_and_resealed() {
     let dir = TempDir::new().unwrap();
     let data = dir.path().join("data");
-    let (old, new) = (STANDARD.encode([1u8; 64]), STANDARD.encode([2u8; 32]));
+    let (old, new) = (random_key(64), random_key(32));
     let before = client_on(&data, |f| f.merge(("secret_key", old.clone()))).await;
     let hash = sesija::auth::Hasher::default().hash(PASSWORD.into()).await.unwrap();
     let db = sesija::db::Db::open(&data).await.unwrap();
@@ -137,7 +135,7 @@ fn key_rotation_with_a_restart_logs_nobody_out_until_the_old_key_is_dropped() {
     assert_eq!(bob.get("/user").status, 303, "never came back: logged out once the old key is gone");
     drop(server);
 
-    let configured = sesija(work.path(), &[("ROCKET_SECRET_KEY", &STANDARD.encode([5u8; 64]))])
+    let configured = sesija(work.path(), &[("ROCKET_SECRET_KEY", &random_key(64))])
         .args(["key", "rotate"])
         .output()
         .unwrap();
@@ -222,7 +220,7 @@ fn an_older_database_is_copied_before_its_schema_changes() {
     });
     let (code, out, err) = cli(&work, &["user", "list"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("sesija.db.pre-2") && out.contains("from version 1 to 3"), "{out}");
+    assert!(out.contains("sesija.db.pre-2") && out.contains("from version 1 to 4"), "{out}");
     assert!(out.contains("old\tcreated"));
     assert!(data.join("sesija.db.pre-2").exists());
     let (_, out, _) = cli(&work, &["user", "list"]);
@@ -285,7 +283,7 @@ async fn a_configured_proxy_header_supplies_the_client_ip() {
 #[test]
 fn check_config_prints_the_effective_settings_with_secrets_masked() {
     let work = TempDir::new().unwrap();
-    let key = STANDARD.encode([4u8; 64]);
+    let key = random_key(64);
     let out = sesija(work.path(), &[("ROCKET_SECRET_KEY", &key), ("ROCKET_SESSION_IDLE_TIMEOUT", "3600")])
         .arg("check-config")
         .output()
@@ -297,7 +295,7 @@ fn check_config_prints_the_effective_settings_with_secrets_masked() {
         "{stdout}"
     );
     assert!(!stdout.contains(&key));
-    let fallbacks = format!(r#"["{}", "{}"]"#, STANDARD.encode([5u8; 64]), STANDARD.encode([6u8; 32]));
+    let fallbacks = format!(r#"["{}", "{}"]"#, random_key(64), random_key(32));
     let out = sesija(work.path(), &[("ROCKET_SECRET_KEY_FALLBACKS", &fallbacks)])
         .arg("check-config")
         .output()

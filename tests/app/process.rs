@@ -2,12 +2,10 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 
 use tempfile::TempDir;
 
-use crate::helpers::{csrf_in, form, PASSWORD};
+use crate::helpers::{csrf_in, form, random_key, PASSWORD};
 use crate::http::{free_port, run_cli, sesija, Browser, Server};
 use crate::server::{block_on, count_sessions, first_account, log_in};
 
@@ -181,7 +179,7 @@ fn a_database_from_a_newer_sesija_is_refused() {
 fn a_configured_secret_key_is_used_and_no_key_file_is_written() {
     let work = TempDir::new().unwrap();
     let port = free_port();
-    let key = &STANDARD.encode([7u8; 32]);
+    let key = &random_key(32);
     let server =
         Server::start(work.path(), port, &[("ROCKET_SECRET_KEY", key), ("ROCKET_PROFILE", "release")]);
     assert!(!work.path().join("data/secret.key").exists());
@@ -191,7 +189,7 @@ fn a_configured_secret_key_is_used_and_no_key_file_is_written() {
     assert!(greets(&mut alice, "alice"));
     drop(server);
     // Another key: the old cookie is quietly logged out.
-    let other = &STANDARD.encode([8u8; 64]);
+    let other = &random_key(64);
     let server = Server::start(work.path(), port, &[("ROCKET_SECRET_KEY", other)]);
     let res = alice.get("/user");
     assert_eq!(res.status, 303);

@@ -24,7 +24,7 @@ async fn setup_creates_the_first_account_and_logs_it_in_once() {
     }
     let page = app.client.get(format!("/setup?token={token}")).dispatch().await;
     assert_eq!(page.status(), Status::Ok);
-    assert_eq!(page.headers().get_one("Referrer-Policy"), Some("no-referrer"));
+    assert_eq!(page.headers().get_one("Referrer-Policy"), Some("same-origin"));
     let html = page.into_string().await.unwrap();
     for field in [r#"name="username""#, r#"name="password""#, r#"name="csrf_token""#] {
         assert!(html.contains(field), "{field}");
