@@ -44,11 +44,29 @@ pub async fn close(rocket: &Rocket<rocket::Ignite>) {
     }
 }
 
+/// Rocket's `debug` log level writes every request as it arrived, raw
+/// headers and query included: session cookies (each a credential for as
+/// long as its session lives) and the one-time setup token. sesija runs
+/// Rocket at `normal` instead, and says so.
+fn cap_log_level(figment: Figment) -> Figment {
+    match figment.extract_inner::<rocket::config::LogLevel>("log_level") {
+        Ok(rocket::config::LogLevel::Debug) => {
+            println!(
+                "sesija: log_level = debug would write session cookies and the setup token to the log; \
+                 logging at normal instead"
+            );
+            figment.merge(("log_level", rocket::config::LogLevel::Normal))
+        }
+        _ => figment,
+    }
+}
+
 /// Builds the whole app from a configuration (see [`crate::config::figment`]).
 pub async fn app(figment: Figment) -> Result<Rocket<Build>, StartupError> {
     let (settings, db) = open(&figment).await?;
     let fallbacks = secret::fallbacks(&figment, &settings.key_path()).map_err(StartupError)?;
     let (figment, source) = secret::provide(figment, &settings.key_path()).map_err(StartupError)?;
+    let figment = cap_log_level(figment);
     match source {
         KeySource::Generated => {
             println!("sesija: generated a new secret key at {}", settings.key_path().display())

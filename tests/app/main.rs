@@ -8,6 +8,7 @@ mod browser;
 mod cache;
 mod cli;
 mod devices;
+mod hardening;
 mod layer;
 mod login;
 mod logout;

@@ -2,7 +2,6 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-
 use tempfile::TempDir;
 
 use crate::helpers::{csrf_in, form, random_key, PASSWORD};
