@@ -463,10 +463,14 @@ mod tests {
 
     #[test]
     fn operator_output_has_no_control_or_bidi_characters() {
-        let hostile = "a\u{1b}[2J\u{7}\t\n\u{85}\u{9b}\u{9c}\u{9d}\u{202a}\u{202e}\u{2066}\u{2069}\u{200f}\u{61c}z";
+        let hostile =
+            "a\u{1b}[2J\u{7}\t\n\u{85}\u{9b}\u{9c}\u{9d}\u{202a}\u{202e}\u{2066}\u{2069}\u{200f}\u{61c}z";
         let shown = printable(hostile);
         assert!(shown.starts_with('a') && shown.ends_with('z'));
         assert!(shown.chars().all(|c| c == '\u{FFFD}' || c.is_ascii_graphic()), "{shown:?}");
-        assert_eq!(printable("Mozilla/5.0 (X11; Linux) Ünïcödé 日本"), "Mozilla/5.0 (X11; Linux) Ünïcödé 日本");
+        assert_eq!(
+            printable("Mozilla/5.0 (X11; Linux) Ünïcödé 日本"),
+            "Mozilla/5.0 (X11; Linux) Ünïcödé 日本"
+        );
     }
 }

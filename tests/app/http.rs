@@ -117,6 +117,12 @@ impl Browser {
     }
 
     pub fn send(&mut self, method: &str, path: &str, body: Option<&str>) -> Response {
+        self.try_send(method, path, body).expect("request")
+    }
+
+    /// [`Browser::send`], with a connection the server cut (a crash test
+    /// kills it mid-request) as an error rather than a panic.
+    pub fn try_send(&mut self, method: &str, path: &str, body: Option<&str>) -> std::io::Result<Response> {
         let cookie = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
         let mut headers = vec![("User-Agent", "sesija-tests/1.0")];
         if !cookie.is_empty() {
@@ -125,7 +131,7 @@ impl Browser {
         if body.is_some() {
             headers.push(("Content-Type", "application/x-www-form-urlencoded"));
         }
-        let res = request(self.port, method, path, &headers, body).expect("request");
+        let res = request(self.port, method, path, &headers, body)?;
         for set in res.set_cookies() {
             let pair = set.split(';').next().unwrap();
             let (name, value) = pair.split_once('=').unwrap();
@@ -135,7 +141,7 @@ impl Browser {
                 self.cookies.insert(name.to_owned(), value.to_owned());
             }
         }
-        res
+        Ok(res)
     }
 
     pub fn get(&mut self, path: &str) -> Response {
