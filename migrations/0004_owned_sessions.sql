@@ -49,7 +49,7 @@ CREATE INDEX sessions_user_id ON sessions (user_id, expires_at);
 CREATE INDEX sessions_legacy_token ON sessions (token_hash) WHERE legacy = 1;
 
 -- Facts about how this database has been served, one row each. The first
--- is `cookie_secure`: the setting the server last ran with (value) and when
+-- is `session_cookie`: the cookie name the server last ran with (value) and when
 -- it first ran with it (since). A cookie under the other setting's name is
 -- honoured only for sessions created before `since`: a switch logs nobody
 -- out, and a plain cookie planted later opens nothing.
@@ -58,3 +58,13 @@ CREATE TABLE server_state (
     value INTEGER NOT NULL,
     since INTEGER NOT NULL
 );
+
+-- What forward auth hands to the apps behind the proxy: an optional e-mail
+-- and display name, and the groups access rules name.
+ALTER TABLE users ADD COLUMN email TEXT;
+ALTER TABLE users ADD COLUMN display_name TEXT;
+CREATE TABLE user_groups (
+    user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    name    TEXT    NOT NULL,
+    PRIMARY KEY (user_id, name)
+) WITHOUT ROWID;

@@ -71,7 +71,18 @@ enum UserCommand {
         /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
+        /// A group the account is in (repeat for several).
+        #[arg(long = "group", value_name = "G")]
+        groups: Vec<String>,
+        /// E-mail address handed to apps as Remote-Email.
+        #[arg(long)]
+        email: Option<String>,
+        /// Name handed to apps as Remote-Name.
+        #[arg(long)]
+        display_name: Option<String>,
     },
+    /// Set the account's groups (none clears them); prints the result.
+    Groups { name: String, groups: Vec<String> },
     /// Set a new password; ends every session of the account.
     Passwd {
         name: String,
@@ -274,6 +285,28 @@ fn read_password(name: &str, from_stdin: bool) -> Result<String, String> {
     Ok(password)
 }
 
+/// An e-mail or display name travels in a response header: printable, one
+/// line, bounded.
+fn check_profile(email: Option<&str>, display_name: Option<&str>) -> Result<(), String> {
+    for (key, value) in [("--email", email), ("--display-name", display_name)] {
+        let Some(value) = value else { continue };
+        if value.is_empty()
+            || value.len() > 256
+            || value.chars().any(|c| c.is_control())
+            || printable(value) != value
+        {
+            return Err(format!("{key} must be 1 to 256 bytes of printable text"));
+        }
+        if !value.is_ascii() {
+            return Err(format!("{key} must be ASCII (it is sent in an HTTP header)"));
+        }
+    }
+    if email.is_some_and(|e| !e.contains('@') || e.contains(' ')) {
+        return Err("--email must look like name@example.com".into());
+    }
+    Ok(())
+}
+
 fn user_error(e: UserError) -> String {
     match e {
         UserError::Invalid(why) => why.trim_end_matches('.').to_lowercase(),
@@ -283,8 +316,10 @@ fn user_error(e: UserError) -> String {
 
 async fn user(command: UserCommand) -> Result<(), String> {
     match command {
-        UserCommand::Add { name, password_stdin } => {
+        UserCommand::Add { name, password_stdin, groups, email, display_name } => {
             check_username(&name).map_err(|e| e.trim_end_matches('.').to_lowercase())?;
+            groups.iter().try_for_each(|g| users::check_group(g))?;
+            check_profile(email.as_deref(), display_name.as_deref())?;
             let db = open().await?;
             if users::by_name(&db.reader, &name).await.map_err(|e| e.to_string())?.is_some() {
                 return Err(user_error(UserError::Exists(name)));
@@ -292,6 +327,14 @@ async fn user(command: UserCommand) -> Result<(), String> {
             let password = read_password(&name, password_stdin)?;
             let hash = Hasher::default().hash(password).await.map_err(|e| e.to_string())?;
             users::create(&db.writer, &name, &hash).await.map_err(user_error)?;
+            if email.is_some() || display_name.is_some() {
+                users::set_profile(&db.writer, &name, email.as_deref(), display_name.as_deref())
+                    .await
+                    .map_err(user_error)?;
+            }
+            if !groups.is_empty() {
+                users::set_groups(&db.writer, &name, &groups).await.map_err(user_error)?;
+            }
             println!("created user {name}");
             db.close().await;
         }
@@ -307,14 +350,27 @@ async fn user(command: UserCommand) -> Result<(), String> {
             db.close().await;
             tell_server(&db, "the password was changed").await?;
         }
+        UserCommand::Groups { name, groups } => {
+            groups.iter().try_for_each(|g| users::check_group(g))?;
+            let db = open().await?;
+            let stored = users::set_groups(&db.writer, &name, &groups).await.map_err(user_error)?;
+            match stored.is_empty() {
+                true => println!("{name}: no groups"),
+                false => println!("{name}: {}", stored.join(",")),
+            }
+            db.close().await;
+            tell_server(&db, "the groups were changed").await?;
+        }
         UserCommand::List => {
             let db = open().await?;
             let list = users::list(&db.reader).await.map_err(|e| e.to_string())?;
+            let groups = users::all_groups(&db.reader).await.map_err(|e| e.to_string())?;
             for user in &list {
                 let created = chrono::DateTime::from_timestamp(user.created_at, 0)
                     .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
                     .unwrap_or_default();
-                println!("{}\tcreated {created}", printable(&user.username));
+                let groups = groups.get(&user.id).map(|g| g.join(",")).unwrap_or_default();
+                println!("{}\tcreated {created}\tgroups {}", printable(&user.username), printable(&groups));
             }
             if list.is_empty() {
                 eprintln!("no users yet");

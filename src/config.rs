@@ -8,6 +8,7 @@ use rocket::figment::providers::{Env, Format, Serialized, Toml};
 use rocket::figment::{Figment, Profile};
 use serde::{Deserialize, Serialize};
 
+use crate::auth::access::{DefaultPolicy, Rule, Rules};
 use crate::session::SessionConfig;
 
 /// Name of the session cookie (pinned: operators' checks look for it).
@@ -15,6 +16,12 @@ pub const COOKIE_NAME: &str = "sesija";
 /// Its name when `cookie_secure` is on: the `__Host-` prefix makes browsers
 /// insist on Secure, Path=/ and no Domain.
 pub const SECURE_COOKIE_NAME: &str = "__Host-sesija";
+/// Its name with `cookie_secure` and a `cookie_domain`: `__Secure-` insists
+/// on Secure and allows a Domain (`__Host-` forbids one).
+pub const SECURE_DOMAIN_COOKIE_NAME: &str = "__Secure-sesija";
+/// Every name the session cookie has had, in the order of their index in
+/// the database's `server_state` (`session_cookie`).
+pub const COOKIE_NAMES: [&str; 3] = [COOKIE_NAME, SECURE_COOKIE_NAME, SECURE_DOMAIN_COOKIE_NAME];
 
 /// Upper bound of `session_cache_capacity` (about 2 GiB of entries at most).
 pub const MAX_CACHE_CAPACITY: i64 = 10_000_000;
@@ -39,6 +46,23 @@ pub struct Settings {
     pub login_max_failures_per_ip: i64,
     /// Serve `/metrics` (Prometheus text format).
     pub metrics: bool,
+    /// The portal's address as browsers reach it; default `http://ADDRESS:PORT`.
+    pub public_url: Option<String>,
+    /// The session cookie's `Domain`: every subdomain shares the session.
+    pub cookie_domain: Option<String>,
+    /// Forward-auth rules, first match wins.
+    pub access: Vec<Rule>,
+    pub access_default: DefaultPolicy,
+}
+
+/// `public_url`, parsed: what login links handed to proxies are built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicUrl {
+    /// `https://auth.example.com` (no trailing slash, no path).
+    pub origin: String,
+    pub https: bool,
+    /// Lower-case, IDNA applied, no trailing dot.
+    pub host: String,
 }
 
 impl Default for Settings {
@@ -55,8 +79,18 @@ impl Default for Settings {
             login_lockout: 900,
             login_max_failures_per_ip: 100,
             metrics: false,
+            public_url: None,
+            cookie_domain: None,
+            access: Vec::new(),
+            access_default: DefaultPolicy::Allow,
         }
     }
+}
+
+/// Whether `host` is `domain` or one of its subdomains (a real dot
+/// boundary: `evilexample.com` is not in `example.com`). Both lower-case.
+pub fn in_domain(host: &str, domain: &str) -> bool {
+    host == domain || host.strip_suffix(domain).is_some_and(|rest| rest.ends_with('.') && rest.len() > 1)
 }
 
 /// A configuration value that cannot be used, naming its key.
@@ -89,7 +123,77 @@ impl Settings {
             }
         })?;
         settings.validate()?;
+        let mut settings = settings;
+        if settings.public_url.is_none() {
+            let rocket: rocket::Config = figment.extract().unwrap_or_default();
+            let host = match rocket.address {
+                std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+                v4 => v4.to_string(),
+            };
+            settings.public_url = Some(format!("http://{host}:{}", rocket.port));
+        }
+        settings.public()?;
+        settings.rules()?;
         Ok(settings)
+    }
+
+    /// `public_url` parsed, and checked against `cookie_domain`.
+    pub fn public(&self) -> Result<PublicUrl, ConfigError> {
+        let text = self.public_url.as_deref().unwrap_or("http://127.0.0.1:8000");
+        let bad = |why: &str| ConfigError(format!("`public_url` {why} (got {text:?})"));
+        let url = url::Url::parse(text).map_err(|_| bad("must be an absolute http(s) URL"))?;
+        let https = match url.scheme() {
+            "https" => true,
+            "http" => false,
+            _ => return Err(bad("must start with http:// or https://")),
+        };
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(bad("must not hold a user name or password"));
+        }
+        if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+            return Err(bad("must be an origin only, with no path, query or fragment"));
+        }
+        let host = url.host_str().ok_or_else(|| bad("must name a host"))?.trim_end_matches('.').to_owned();
+        if let Some(domain) = self.cookie_domain()? {
+            if !in_domain(&host, &domain) {
+                return Err(ConfigError(format!(
+                    "`public_url` host {host} is outside `cookie_domain` {domain}: the portal would not see its own cookie"
+                )));
+            }
+        }
+        let origin = url.origin().ascii_serialization();
+        Ok(PublicUrl { origin, https, host })
+    }
+
+    /// `cookie_domain`, lower-cased, without a leading dot; refused when it
+    /// is an IP address or a public suffix (`com`, `co.uk`), where a
+    /// browser would not set it or every site under it would get it.
+    pub fn cookie_domain(&self) -> Result<Option<String>, ConfigError> {
+        let Some(text) = self.cookie_domain.as_deref() else { return Ok(None) };
+        let domain = text.trim().trim_start_matches('.').trim_end_matches('.').to_ascii_lowercase();
+        let bad = |why: &str| ConfigError(format!("`cookie_domain` {why} (got {text:?})"));
+        if domain.is_empty() {
+            return Err(bad("must not be empty"));
+        }
+        if domain.parse::<std::net::IpAddr>().is_ok() || domain.starts_with('[') {
+            return Err(bad("must be a domain name, not an IP address"));
+        }
+        if !domain.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+            return Err(bad("must be a plain (ASCII or punycode) domain name"));
+        }
+        match psl::suffix(domain.as_bytes()) {
+            Some(suffix) if suffix.as_bytes() == domain.as_bytes() => {
+                Err(bad("is a public suffix: every site under it would receive the session cookie"))
+            }
+            _ if !domain.contains('.') => Err(bad("must have at least two labels")),
+            _ => Ok(Some(domain)),
+        }
+    }
+
+    /// The `access` rules with `access_default`.
+    pub fn rules(&self) -> Result<Rules, ConfigError> {
+        Rules::new(self.access.clone(), self.access_default)
+            .map_err(|e| ConfigError(format!("`access`: {e}")))
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -158,23 +262,33 @@ impl Settings {
         usize::try_from(self.session_cache_capacity).unwrap_or(0)
     }
 
+    /// Index in [`COOKIE_NAMES`] of the session cookie's name: `sesija`,
+    /// `__Host-sesija` with `cookie_secure`, `__Secure-sesija` with
+    /// `cookie_secure` and a `cookie_domain`.
+    pub fn cookie_name_index(&self) -> usize {
+        match (self.cookie_secure, self.cookie_domain.is_some()) {
+            (false, _) => 0,
+            (true, false) => 1,
+            (true, true) => 2,
+        }
+    }
+
     /// The session layer's settings. `switched_at`: when the server first
-    /// ran with the current `cookie_secure` (see [`crate::db::Db::setting_since`]).
+    /// ran with the current cookie name (see [`crate::db::Db::setting_since`]).
     pub fn session_config(&self, switched_at: i64) -> SessionConfig {
         // The name is part of what a private cookie authenticates, so a
-        // cookie issued before `cookie_secure` was switched is read under its
-        // old name and re-issued under the new one; only for sessions from
-        // before the switch, so a cookie planted under the old name later
-        // (a plain cookie beside a `__Host-` one) logs nobody in.
-        let (name, other) = if self.cookie_secure {
-            (SECURE_COOKIE_NAME, COOKIE_NAME)
-        } else {
-            (COOKIE_NAME, SECURE_COOKIE_NAME)
-        };
+        // cookie issued before the name changed is read under its old name
+        // and re-issued under the new one; only for sessions from before
+        // the switch, so a cookie planted under an old name later (a plain
+        // cookie beside a `__Host-` one) logs nobody in.
+        let current = self.cookie_name_index();
+        let others =
+            COOKIE_NAMES.iter().enumerate().filter(|(i, _)| *i != current).map(|(_, n)| n.to_string());
         SessionConfig {
-            cookie_name: name.into(),
-            accept_names: vec![other.into()],
+            cookie_name: COOKIE_NAMES[current].into(),
+            accept_names: others.collect(),
             accept_names_created_until: switched_at,
+            cookie_domain: self.cookie_domain().ok().flatten(),
             idle_timeout: self.session_idle_timeout,
             absolute_timeout: self.session_absolute_timeout,
             touch_interval: self.session_touch_interval,

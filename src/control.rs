@@ -31,6 +31,9 @@ pub const SOCKET_NAME: &str = "control.sock";
 /// How long either side waits for the other.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Something to run when a command announces a change.
+pub type Hook = Arc<dyn Fn() + Send + Sync>;
+
 /// How a server stands on its data directory, decided at start-up.
 pub enum Claim {
     /// The first server: it may cache sessions, and owns the control socket.
@@ -46,6 +49,8 @@ pub struct Control {
     path: PathBuf,
     inode: u64,
     manager: Option<Arc<SessionManager>>,
+    /// Also run on `forget`: other caches of what commands change (accounts).
+    forget_hooks: Vec<Hook>,
     listener: Mutex<Option<StdListener>>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -71,6 +76,7 @@ pub fn claim(data_dir: &Path) -> Result<Claim, String> {
         path,
         inode,
         manager: None,
+        forget_hooks: Vec::new(),
         listener: Mutex::new(Some(listener)),
         task: Mutex::new(None),
     }))
@@ -80,6 +86,12 @@ impl Control {
     /// The sessions whose cache a `forget` request clears.
     pub fn serving(mut self, manager: Arc<SessionManager>) -> Control {
         self.manager = Some(manager);
+        self
+    }
+
+    /// Also runs `hook` on every `forget` request.
+    pub fn forgetting(mut self, hook: Hook) -> Control {
+        self.forget_hooks.push(hook);
         self
     }
 
@@ -116,11 +128,12 @@ impl Fairing for Control {
             }
         };
         let Some(manager) = self.manager.clone() else { return };
+        let hooks: Arc<[Hook]> = self.forget_hooks.clone().into();
         *self.task.lock().unwrap() = Some(tokio::spawn(async move {
             loop {
                 match listener.accept().await {
                     Ok((stream, _)) => {
-                        tokio::spawn(answer(stream, manager.clone()));
+                        tokio::spawn(answer(stream, manager.clone(), hooks.clone()));
                     }
                     Err(e) => {
                         log::warn!("control socket: {e}");
@@ -136,7 +149,7 @@ impl Fairing for Control {
     }
 }
 
-async fn answer(stream: tokio::net::UnixStream, manager: Arc<SessionManager>) {
+async fn answer(stream: tokio::net::UnixStream, manager: Arc<SessionManager>, hooks: Arc<[Hook]>) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut read = tokio::io::BufReader::new(read.take(64));
@@ -144,6 +157,7 @@ async fn answer(stream: tokio::net::UnixStream, manager: Arc<SessionManager>) {
         Ok(Ok(_)) => match line.trim() {
             "forget" => {
                 manager.store().invalidate().await;
+                hooks.iter().for_each(|hook| hook());
                 log::info!("control socket: session cache cleared on request");
                 "ok\n"
             }

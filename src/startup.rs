@@ -8,12 +8,14 @@ use rocket::fairing::AdHoc;
 use rocket::figment::Figment;
 use rocket::{Build, Rocket};
 
+use crate::auth::identity::Identities;
 use crate::auth::{users, Hasher, Throttle};
 use crate::config::Settings;
 use crate::control::{self, Claim, NotifyingStore};
 use crate::db::Db;
 use crate::secret::{self, KeySource};
 use crate::session::{CachingStore, SessionLayer, SessionManager, SqliteStore};
+use crate::web::portal::Portal;
 use crate::web::{self, App, SetupToken};
 
 /// Why sesija cannot start: one line for the operator.
@@ -81,7 +83,7 @@ pub async fn app(figment: Figment) -> Result<Rocket<Build>, StartupError> {
     };
     let store = SqliteStore::new(db.reader.clone(), db.writer.clone());
     let switched_at = db
-        .setting_since("cookie_secure", i64::from(settings.cookie_secure))
+        .setting_since("session_cookie", settings.cookie_name_index() as i64)
         .await
         .map_err(|e| StartupError(format!("cannot write {}: {e}", db.path.display())))?;
     let config = settings.session_config(switched_at);
@@ -99,7 +101,15 @@ pub async fn app(figment: Figment) -> Result<Rocket<Build>, StartupError> {
         }
     };
     let manager = Arc::new(manager.with_fallback_keys(fallbacks));
-    let control = control.map(|c| c.serving(manager.clone()));
+    // A peer hears of no command's change, so it keeps no identities either.
+    let identities = Arc::new(Identities::new(db.reader.clone(), control.is_some()));
+    let forget = identities.clone();
+    let control = control.map(|c| c.serving(manager.clone()).forgetting(Arc::new(move || forget.forget())));
+    let portal = Portal {
+        public: settings.public().map_err(|e| StartupError(e.to_string()))?,
+        cookie_domain: settings.cookie_domain().map_err(|e| StartupError(e.to_string()))?,
+        rules: settings.rules().map_err(|e| StartupError(e.to_string()))?,
+    };
     let sessions = SessionLayer::from_manager(manager);
     let app = App {
         metrics: Arc::default(),
@@ -112,23 +122,24 @@ pub async fn app(figment: Figment) -> Result<Rocket<Build>, StartupError> {
         setup,
         db: db.clone(),
         settings,
+        portal,
+        identities,
     };
 
-    let rocket = rocket::custom(figment)
-        .manage(app)
-        .attach(sessions)
-        .attach(AdHoc::on_liftoff("setup link", |rocket| {
+    let rocket = rocket::custom(figment).manage(app).attach(sessions).attach(AdHoc::on_liftoff(
+        "setup link",
+        |rocket| {
             Box::pin(async move {
                 let Some(app) = rocket.state::<App>() else { return };
                 if let Some(token) = app.setup.get() {
-                    let config = rocket.config();
                     println!(
-                        "sesija: no account exists yet; create the first one at http://{}:{}/setup?token={token}",
-                        config.address, config.port
+                        "sesija: no account exists yet; create the first one at {}/setup?token={token}",
+                        app.portal.public.origin
                     );
                 }
             })
-        }));
+        },
+    ));
     let rocket = match control {
         Some(control) => rocket.attach(control),
         None => rocket,

@@ -1,6 +1,8 @@
 //! Accounts: users, password hashing and the login throttle. Knows nothing of
 //! pages or cookies.
 
+pub mod access;
+pub mod identity;
 pub mod password;
 pub mod throttle;
 pub mod users;

@@ -10,6 +10,14 @@ pub struct User {
     pub username: String,
     pub password_hash: String,
     pub created_at: i64,
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+}
+
+macro_rules! user_columns {
+    () => {
+        "id, username, password_hash, created_at, email, display_name"
+    };
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,14 +89,14 @@ pub async fn count(reader: &SqlitePool) -> Result<i64, sqlx::Error> {
 }
 
 pub async fn by_name(reader: &SqlitePool, name: &str) -> Result<Option<User>, sqlx::Error> {
-    sqlx::query_as("SELECT id, username, password_hash, created_at FROM users WHERE username = ?")
+    sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users WHERE username = ?"))
         .bind(name)
         .fetch_optional(reader)
         .await
 }
 
 pub async fn by_id(reader: &SqlitePool, id: i64) -> Result<Option<User>, sqlx::Error> {
-    sqlx::query_as("SELECT id, username, password_hash, created_at FROM users WHERE id = ?")
+    sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users WHERE id = ?"))
         .bind(id)
         .fetch_optional(reader)
         .await
@@ -119,9 +127,93 @@ pub async fn upgrade_hash(writer: &SqlitePool, id: i64, old: &str, new: &str) ->
 }
 
 pub async fn list(reader: &SqlitePool) -> Result<Vec<User>, sqlx::Error> {
-    sqlx::query_as("SELECT id, username, password_hash, created_at FROM users ORDER BY username")
+    sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users ORDER BY username"))
         .fetch_all(reader)
         .await
+}
+
+/// Why a group name is refused (names travel comma-separated in
+/// `Remote-Groups`, so no comma, no space).
+pub fn check_group(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.chars().count() <= 64
+        && name.chars().all(|c| c.is_alphanumeric() || "._@-".contains(c));
+    ok.then_some(()).ok_or_else(|| format!("group {name:?} must be 1 to 64 letters, digits or . _ @ -"))
+}
+
+/// The groups of account `id`, sorted.
+pub async fn groups(reader: &SqlitePool, id: i64) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT name FROM user_groups WHERE user_id = ? ORDER BY name")
+        .bind(id)
+        .fetch_all(reader)
+        .await
+}
+
+/// The groups of every account, by id.
+pub async fn all_groups(
+    reader: &SqlitePool,
+) -> Result<std::collections::HashMap<i64, Vec<String>>, sqlx::Error> {
+    let rows: Vec<(i64, String)> =
+        sqlx::query_as("SELECT user_id, name FROM user_groups ORDER BY name").fetch_all(reader).await?;
+    let mut by_user = std::collections::HashMap::<i64, Vec<String>>::new();
+    for (id, name) in rows {
+        by_user.entry(id).or_default().push(name);
+    }
+    Ok(by_user)
+}
+
+/// Replaces the groups of account `name` (in one transaction); returns
+/// them as now stored, sorted.
+pub async fn set_groups(
+    writer: &SqlitePool,
+    name: &str,
+    groups: &[String],
+) -> Result<Vec<String>, UserError> {
+    let (owned, list) = (name.to_owned(), groups.to_vec());
+    let stored = write_transaction(writer, |tx| {
+        Box::pin(async move {
+            let id: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE username = ?")
+                .bind(&owned)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(id) = id else { return Ok(None) };
+            sqlx::query("DELETE FROM user_groups WHERE user_id = ?").bind(id).execute(&mut *tx).await?;
+            for group in &list {
+                sqlx::query("INSERT OR IGNORE INTO user_groups (user_id, name) VALUES (?, ?)")
+                    .bind(id)
+                    .bind(group)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let stored: Vec<String> =
+                sqlx::query_scalar("SELECT name FROM user_groups WHERE user_id = ? ORDER BY name")
+                    .bind(id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            Ok(Some(stored))
+        })
+    })
+    .await?;
+    stored.ok_or_else(|| UserError::NotFound(name.to_owned()))
+}
+
+/// Sets the e-mail and display name of account `name` (`None` clears).
+pub async fn set_profile(
+    writer: &SqlitePool,
+    name: &str,
+    email: Option<&str>,
+    display_name: Option<&str>,
+) -> Result<(), UserError> {
+    let done = sqlx::query("UPDATE users SET email = ?, display_name = ? WHERE username = ?")
+        .bind(email)
+        .bind(display_name)
+        .bind(name)
+        .execute(writer)
+        .await?;
+    match done.rows_affected() {
+        0 => Err(UserError::NotFound(name.to_owned())),
+        _ => Ok(()),
+    }
 }
 
 /// Sets a new password and, in the same transaction, ends every session of

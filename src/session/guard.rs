@@ -111,14 +111,23 @@ fn manager<'r>(req: &'r Request<'_>) -> Option<&'r SessionManager> {
 }
 
 impl SessionManager {
-    fn cookie(&self, id: i64, token: &Token, persistent: bool, expires_at: i64, now: i64) -> Cookie<'static> {
-        let builder = Cookie::build((self.config.cookie_name.clone(), CookieValue::encode(id, token)))
+    /// The session cookie. A persistent one lasts until the session's
+    /// absolute deadline: it is not re-sent as the idle deadline slides
+    /// (forward-auth checks, which keep a session alive while its browser
+    /// only visits the apps, cannot set cookies), and the server's idle
+    /// deadline still ends the session earlier.
+    fn cookie(&self, id: i64, token: &Token, persistent: bool, created_at: i64, now: i64) -> Cookie<'static> {
+        let mut builder = Cookie::build((self.config.cookie_name.clone(), CookieValue::encode(id, token)))
             .path("/")
             .http_only(true)
             .same_site(SameSite::Lax)
             .secure(self.config.secure);
+        if let Some(domain) = &self.config.cookie_domain {
+            builder = builder.domain(domain.clone());
+        }
         if persistent {
-            let left = rocket::time::Duration::seconds((expires_at - now).max(0));
+            let deadline = created_at + self.config.absolute_timeout;
+            let left = rocket::time::Duration::seconds((deadline - now).max(0));
             builder.max_age(left).expires(rocket::time::OffsetDateTime::now_utc() + left).build()
         } else {
             builder.expires(None).build()
@@ -130,12 +139,17 @@ impl SessionManager {
     }
 
     fn removal_named(&self, name: &str) -> Cookie<'static> {
-        Cookie::build(name.to_owned())
+        let mut builder = Cookie::build(name.to_owned())
             .path("/")
             .http_only(true)
             .same_site(SameSite::Lax)
-            .secure(self.config.secure || name.starts_with("__Host-"))
-            .build()
+            .secure(self.config.secure || name.starts_with("__Host-") || name.starts_with("__Secure-"));
+        // A cookie is removed under the Domain it was set with: the current
+        // name's, and none for `__Host-` (which forbids one).
+        if let Some(domain) = self.config.cookie_domain.as_ref().filter(|_| !name.starts_with("__Host-")) {
+            builder = builder.domain(domain.clone());
+        }
+        builder.build()
     }
 
     /// Opens a cookie sealed under a previous key.
@@ -218,14 +232,11 @@ impl SessionManager {
                 jar.remove_private(self.removal());
                 return Ok(None);
             }
-            if record.persistent && expires_at != record.expires_at && !reissue {
-                jar.add_private(self.cookie(key.id, &token, true, expires_at, now));
-            }
             record.last_seen_at = now;
             record.expires_at = expires_at;
         }
         if reissue {
-            jar.add_private(self.cookie(key.id, &token, record.persistent, record.expires_at, now));
+            jar.add_private(self.cookie(key.id, &token, record.persistent, record.created_at, now));
         }
 
         let data = match serde_json::from_str::<Map<String, Value>>(&record.data) {
@@ -341,7 +352,7 @@ impl<'r> Session<'r> {
         }
         *self.live.key.lock().unwrap() = SessionKey { id: old.id, hash: token.hash() };
         let r = &self.live.record;
-        self.jar.add_private(self.manager.cookie(old.id, &token, r.persistent, r.expires_at, now));
+        self.jar.add_private(self.manager.cookie(old.id, &token, r.persistent, r.created_at, now));
         Ok(())
     }
 
@@ -415,7 +426,7 @@ impl<'r> Sessions<'r> {
         let hash = token.hash();
         let id = self.manager.store.create(&hash, &record, replaces.as_ref()).await?;
         self.manager.stats.created.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.jar.add_private(self.manager.cookie(id, &token, persistent, record.expires_at, now));
+        self.jar.add_private(self.manager.cookie(id, &token, persistent, record.created_at, now));
         let live = Live { key: Mutex::new(SessionKey { id, hash }), record, data: Mutex::new(data) };
         Ok(Session { manager: self.manager, jar: self.jar, live: Arc::new(live) })
     }

@@ -106,6 +106,9 @@ pub struct SessionConfig {
     /// seconds): when the name changed. A cookie planted under an old name
     /// later (a plain cookie where the current one is `__Host-`) opens nothing.
     pub accept_names_created_until: i64,
+    /// The cookie's `Domain` (every subdomain shares the session), or none:
+    /// the host that set it only.
+    pub cookie_domain: Option<String>,
 }
 
 impl Default for SessionConfig {
@@ -119,6 +122,7 @@ impl Default for SessionConfig {
             secure: false,
             accept_names: Vec::new(),
             accept_names_created_until: i64::MIN,
+            cookie_domain: None,
         }
     }
 }

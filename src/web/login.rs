@@ -25,16 +25,32 @@ pub fn index_anonymous() -> Redirect {
     Redirect::to("/login")
 }
 
-#[get("/login")]
-pub fn login_form(_session: Session<'_>) -> Redirect {
-    Redirect::to("/user")
+/// Already logged in: straight on to `rd` when it is safe, else `/user`.
+#[get("/login?<rd>")]
+pub fn login_form(_session: Session<'_>, rd: Option<&str>, app: &State<App>) -> Reply {
+    after_login(app, rd.unwrap_or_default())
 }
 
-#[get("/login", rank = 2)]
-pub fn login_form_anonymous(jar: &CookieJar<'_>, app: &State<App>, flash: Option<FlashMessage<'_>>) -> Reply {
-    login_page(Status::Ok, jar, app, Notice::from_flash(flash), None, "")
+#[get("/login?<rd>", rank = 2)]
+pub fn login_form_anonymous(
+    jar: &CookieJar<'_>,
+    app: &State<App>,
+    flash: Option<FlashMessage<'_>>,
+    rd: Option<&str>,
+) -> Reply {
+    let rd = app.portal.safe_rd(rd.unwrap_or_default()).unwrap_or_default();
+    login_page(Status::Ok, jar, app, Notice::from_flash(flash), None, "", &rd)
 }
 
+/// Where a browser goes once logged in: a safe `rd`, else `/user`.
+fn after_login(app: &App, rd: &str) -> Reply {
+    match app.portal.safe_rd(rd) {
+        Some(to) => Reply::see_other(to),
+        None => Reply::to("/user"),
+    }
+}
+
+/// The login form; `rd` (already checked safe, or empty) rides along.
 fn login_page(
     status: Status,
     jar: &CookieJar<'_>,
@@ -42,9 +58,10 @@ fn login_page(
     notice: Option<Notice>,
     error: Option<&str>,
     username: &str,
+    rd: &str,
 ) -> Reply {
     let csrf_token = csrf::anonymous(jar, &app.settings);
-    Reply::page(status, pages::render(pages::Login { notice, error, csrf_token: &csrf_token, username }))
+    Reply::page(status, pages::render(pages::Login { notice, error, csrf_token: &csrf_token, username, rd }))
 }
 
 #[derive(FromForm)]
@@ -56,6 +73,9 @@ pub struct LoginForm {
     remember: bool,
     #[field(default = String::new())]
     csrf_token: String,
+    /// Where to go afterwards (from `GET /login?rd=`).
+    #[field(default = String::new())]
+    rd: String,
 }
 
 #[post("/login", data = "<form>")]
@@ -67,9 +87,10 @@ pub async fn login(
     app: &State<App>,
     ip: Option<IpAddr>,
 ) -> Reply {
+    let rd = app.portal.safe_rd(&form.rd).unwrap_or_default();
     if !csrf::anonymous_ok(jar, &app.settings, &form.csrf_token) {
         log::warn!("login refused: bad csrf token (user {:?}, ip {ip:?})", form.username);
-        return login_page(Status::Forbidden, jar, app, None, Some(BAD_FORM), &form.username);
+        return login_page(Status::Forbidden, jar, app, None, Some(BAD_FORM), &form.username, &rd);
     }
     // Counted as a failure before the password is checked (refunded on
     // success), so a burst of simultaneous attempts cannot pass the limit.
@@ -85,6 +106,7 @@ pub async fn login(
                     error: Some(message),
                     csrf_token: &csrf_token,
                     username: &form.username,
+                    rd: &rd,
                 };
                 pages::render(page)
             });
@@ -122,7 +144,7 @@ pub async fn login(
     let wrong = || {
         Metrics::count(&app.metrics.logins_failed, 1);
         log::warn!("login failed: user {:?}, ip {ip:?}", form.username);
-        login_page(Status::Unauthorized, jar, app, None, Some(WRONG_CREDENTIALS), &form.username)
+        login_page(Status::Unauthorized, jar, app, None, Some(WRONG_CREDENTIALS), &form.username, &rd)
     };
     let Some(user) = user.filter(|_| ok) else { return wrong() };
     attempt.succeeded();
@@ -164,7 +186,7 @@ pub async fn login(
     log::info!("login: user {:?}, ip {ip:?}, session {}", user.username, session.handle());
     Metrics::count(&app.metrics.logins_succeeded, 1);
     csrf::forget_anonymous(jar, &app.settings);
-    Reply::to("/user")
+    after_login(app, &rd)
 }
 
 /// After a login proved `password`: if the stored hash was made with weaker
@@ -208,16 +230,19 @@ pub fn logout_page_anonymous() -> Redirect {
 }
 
 #[derive(FromForm)]
-pub struct CsrfForm {
+pub struct LogoutForm {
     #[field(default = String::new())]
     pub csrf_token: String,
+    /// Where to go afterwards, when safe (else `/login`).
+    #[field(default = String::new())]
+    pub rd: String,
 }
 
 #[post("/logout", data = "<form>")]
 pub async fn logout(
     _origin: csrf::SameOrigin,
     session: Session<'_>,
-    form: Form<CsrfForm>,
+    form: Form<LogoutForm>,
     app: &State<App>,
 ) -> Reply {
     if !csrf::session_ok(&session, &form.csrf_token) {
@@ -228,7 +253,10 @@ pub async fn logout(
         Ok(()) => {
             log::info!("logout: session {handle}");
             Metrics::count(&app.metrics.ended_logout, 1);
-            Reply::Flash(Flash::success(Redirect::to("/login"), "You have been logged out."))
+            match app.portal.safe_rd(&form.rd) {
+                Some(to) => Reply::see_other(to),
+                None => Reply::Flash(Flash::success(Redirect::to("/login"), "You have been logged out.")),
+            }
         }
         Err(SessionError::Store(e)) => {
             log::error!("logout: {e}");

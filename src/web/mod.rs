@@ -1,12 +1,14 @@
 //! The web app: pages, forms and their rules. Everything a browser sees.
 
 mod account;
+pub mod authz;
 mod csrf;
 mod device;
 mod health;
 mod login;
 mod metrics;
 mod pages;
+pub mod portal;
 mod sessions;
 mod setup;
 mod user;
@@ -19,6 +21,7 @@ use rocket::request::FlashMessage;
 use rocket::response::{content::RawHtml, Flash, Redirect, Responder};
 use rocket::{catch, catchers, routes, Build, Request, Rocket, Route};
 
+use crate::auth::identity::Identities;
 use crate::auth::{Hasher, Throttle};
 use crate::config::Settings;
 use crate::db::Db;
@@ -34,6 +37,10 @@ pub struct App {
     pub hasher: Hasher,
     pub throttle: Throttle,
     pub setup: SetupToken,
+    /// Public address, cookie domain, access rules.
+    pub portal: portal::Portal,
+    /// Who each account is, for forward auth and `/user`.
+    pub identities: Arc<Identities>,
 }
 
 pub fn routes() -> Vec<Route> {
@@ -63,6 +70,8 @@ pub fn routes() -> Vec<Route> {
         setup::setup,
         health::healthz,
         health::stylesheet,
+        authz::auth_request,
+        authz::forward_auth,
     ]
 }
 
@@ -103,7 +112,13 @@ impl Fairing for SecurityHeaders {
         Info { name: "security headers", kind: Kind::Response }
     }
 
-    async fn on_response<'r>(&self, _: &'r Request<'_>, res: &mut rocket::Response<'r>) {
+    async fn on_response<'r>(&self, req: &'r Request<'_>, res: &mut rocket::Response<'r>) {
+        // A proxy's check never sets a cookie: the proxy drops it or hands
+        // it to the app. (The session guard may have re-sealed or removed
+        // one; the browser gets that at its next visit to the portal.)
+        if req.uri().path().starts_with("/api/authz/") {
+            res.remove_header("Set-Cookie");
+        }
         // The stylesheet alone may be cached, and says so itself.
         if !res.headers().contains("Cache-Control") {
             res.set_header(Header::new("Cache-Control", "no-store"));
@@ -125,6 +140,15 @@ pub enum Reply {
     Redirect(Redirect),
     Flash(Flash<Redirect>),
     Throttled(Throttled),
+    SeeOther(SeeOther),
+}
+
+/// 303 to a URL checked safe (`rd`): `Location` as given, never re-parsed.
+#[derive(Responder)]
+#[response(status = 303)]
+pub struct SeeOther {
+    body: &'static str,
+    location: Header<'static>,
 }
 
 /// 429 with the seconds to wait.
@@ -148,6 +172,10 @@ impl Reply {
             page: RawHtml(page(&message)),
             retry_after: Header::new("Retry-After", wait.to_string()),
         })
+    }
+
+    pub fn see_other(location: String) -> Reply {
+        Reply::SeeOther(SeeOther { body: "", location: Header::new("Location", location) })
     }
 
     pub fn to(uri: &'static str) -> Reply {

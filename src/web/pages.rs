@@ -12,6 +12,8 @@ pub struct Login<'a> {
     pub error: Option<&'a str>,
     pub csrf_token: &'a str,
     pub username: &'a str,
+    /// Where to go after the login (already checked safe), or empty.
+    pub rd: &'a str,
 }
 
 #[derive(Template)]
@@ -31,6 +33,18 @@ pub struct User<'a> {
     pub username: &'a str,
     pub csrf_token: &'a str,
     pub persistent: bool,
+    /// (name, url) of the apps behind the proxy this user may open.
+    pub apps: Vec<(&'a str, &'a str)>,
+}
+
+/// 403 from forward auth: logged in, but not allowed here.
+#[derive(Template)]
+#[template(path = "forbidden.html")]
+pub struct Forbidden<'a> {
+    pub notice: Option<Notice>,
+    pub username: Option<&'a str>,
+    /// The portal's origin, where to log out.
+    pub portal: &'a str,
 }
 
 #[derive(Template)]

@@ -5,19 +5,16 @@ use rocket::request::FlashMessage;
 use rocket::response::{Flash, Redirect};
 use rocket::{get, State};
 
-use super::{csrf, pages, App, Notice, Reply, USER_KEY};
-use crate::auth::users;
+use super::{csrf, pages, App, Notice, Reply};
+use crate::auth::access::Who;
 use crate::session::{Session, Sessions};
 
 #[get("/user")]
 pub async fn user(session: Session<'_>, app: &State<App>, flash: Option<FlashMessage<'_>>) -> Reply {
-    // The name is kept in the session at login (accounts are never renamed,
-    // and removing one ends its sessions), so this page costs one query.
-    if let Some(name) = session.get::<String>(USER_KEY) {
-        return user_page(&session, &name, flash).await;
-    }
-    let user = match users::by_id(&app.db.reader, session.user_id()).await {
-        Ok(Some(user)) => user,
+    // Who this is comes from the identity cache (no query once warm); it
+    // also holds the groups that decide which apps to list.
+    let identity = match app.identities.get(session.user_id()).await {
+        Ok(Some(identity)) => identity,
         Ok(None) => {
             // The account is gone: so is this session.
             let _ = session.destroy().await;
@@ -28,16 +25,14 @@ pub async fn user(session: Session<'_>, app: &State<App>, flash: Option<FlashMes
             return Reply::unavailable();
         }
     };
-    user_page(&session, &user.username, flash).await
-}
-
-async fn user_page(session: &Session<'_>, username: &str, flash: Option<FlashMessage<'_>>) -> Reply {
-    let Ok(csrf_token) = csrf::of_session(session).await else { return Reply::unavailable() };
+    let Ok(csrf_token) = csrf::of_session(&session).await else { return Reply::unavailable() };
+    let who = Who { username: &identity.username, groups: &identity.groups };
     let page = pages::User {
         notice: Notice::from_flash(flash),
-        username,
+        username: &identity.username,
         csrf_token: &csrf_token,
         persistent: session.record().persistent,
+        apps: app.portal.rules.apps_for(&who),
     };
     Reply::page(Status::Ok, pages::render(page))
 }

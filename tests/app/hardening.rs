@@ -520,7 +520,7 @@ async fn a_planted_plain_cookie_opens_nothing_under_cookie_secure() {
     app.add_user("mallory").await;
     app.add_user("victim").await;
     // The switch to cookie_secure happened a while ago.
-    sqlx::query("UPDATE server_state SET since = since - 60 WHERE key = 'cookie_secure'")
+    sqlx::query("UPDATE server_state SET since = since - 60 WHERE key = 'session_cookie'")
         .execute(&app.db().await)
         .await
         .unwrap();

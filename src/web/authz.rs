@@ -1,0 +1,355 @@
+//! Forward auth: the checks a reverse proxy asks before it passes a request
+//! on to an app. `GET|HEAD /api/authz/auth-request` for nginx's
+//! `auth_request`, `GET|HEAD /api/authz/forward-auth` for Caddy's
+//! `forward_auth` and Traefik's `forwardAuth`.
+//!
+//! These run on every request of every protected app: a warm session costs
+//! the cookie's decryption and two hash-map look-ups (session, identity),
+//! no database read and no write (the idle deadline still slides, written
+//! at most once per `session_touch_interval` as for page views). They never
+//! set a cookie (a proxy drops it, and would hand it to the app), and never
+//! answer 200 on an error: a malformed target is 400, the database down 503.
+
+use rocket::http::{ContentType, Header, Status};
+use rocket::request::{FromRequest, Outcome, Request};
+use rocket::response::{self, Responder, Response};
+use rocket::{get, State};
+
+use super::{pages, App};
+use crate::auth::access::{Verdict, Who};
+use crate::auth::identity::Identity;
+use crate::session::Session;
+
+/// The request a proxy asks about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// As the browser asked for it: where to come back to after a login.
+    pub url: String,
+    /// Lower-case, IDNA applied, no port, no trailing dot.
+    pub host: String,
+    /// Percent-decoded; no dot segments, no encoded slashes or backslashes.
+    pub path: String,
+    pub method: String,
+}
+
+/// Why a check cannot be answered (400).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadTarget(pub &'static str);
+
+impl Target {
+    /// From the parts a proxy sends. `uri` is the request target
+    /// (`/path?query`), exactly as the browser sent it.
+    pub fn parse(scheme: &str, authority: &str, uri: &str, method: &str) -> Result<Target, BadTarget> {
+        let scheme = scheme.trim().to_ascii_lowercase();
+        if scheme != "http" && scheme != "https" {
+            return Err(BadTarget("the target is not an http(s) URL"));
+        }
+        if authority.is_empty() || authority.contains(['/', '\\', '@', '?', '#']) {
+            return Err(BadTarget("the target host is malformed"));
+        }
+        if !uri.starts_with('/') || uri.starts_with("//") {
+            return Err(BadTarget("the target path must start with one /"));
+        }
+        if uri.chars().any(|c| c.is_whitespace() || c.is_control() || c == '\\') {
+            return Err(BadTarget("the target holds whitespace, a control character or a backslash"));
+        }
+        let raw_path = &uri[..uri.find(['?', '#']).unwrap_or(uri.len())];
+        let lower = raw_path.to_ascii_lowercase();
+        if lower.contains("%2f") || lower.contains("%5c") {
+            return Err(BadTarget("the target path holds an encoded slash or backslash"));
+        }
+        let path = percent_encoding::percent_decode_str(raw_path)
+            .decode_utf8()
+            .map_err(|_| BadTarget("the target path is not UTF-8"))?;
+        if raw_path
+            .split('%')
+            .skip(1)
+            .any(|h| h.len() < 2 || !h.as_bytes()[..2].iter().all(u8::is_ascii_hexdigit))
+        {
+            return Err(BadTarget("the target path has a malformed percent escape"));
+        }
+        if path.chars().any(|c| c.is_control() || c == '\\') {
+            return Err(BadTarget("the target path decodes to a control character or a backslash"));
+        }
+        if path.split('/').any(|segment| segment == "." || segment == "..") {
+            return Err(BadTarget("the target path has dot segments"));
+        }
+        let method = method.trim();
+        if method.is_empty() || method.len() > 32 || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(BadTarget("the method is malformed"));
+        }
+        let url = format!("{scheme}://{authority}{uri}");
+        let parsed = url::Url::parse(&url).map_err(|_| BadTarget("the target is not a valid URL"))?;
+        let host = match parsed.host() {
+            Some(url::Host::Domain(d)) => d.trim_end_matches('.').to_owned(),
+            Some(_) => parsed.host_str().unwrap_or_default().to_owned(),
+            None => return Err(BadTarget("the target has no host")),
+        };
+        Ok(Target { url, host, path: path.into_owned(), method: method.to_ascii_uppercase() })
+    }
+
+    /// From an absolute URL (nginx's `X-Original-URL`).
+    pub fn from_url(url: &str, method: &str) -> Result<Target, BadTarget> {
+        let (scheme, rest) = url.split_once("://").ok_or(BadTarget("the target is not an absolute URL"))?;
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, uri) = rest.split_at(end);
+        let uri = match uri {
+            "" => "/".to_owned(),
+            u if u.starts_with('/') => u.to_owned(),
+            u => format!("/{u}"),
+        };
+        Target::parse(scheme, authority, &uri, method)
+    }
+}
+
+/// Which endpoint answers: they differ only in how they redirect.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flavour {
+    /// nginx: never 3xx (nginx turns it into a 500); 401 with `Location`.
+    AuthRequest,
+    /// Caddy, Traefik: 302 for GET/HEAD/OPTIONS, 303 otherwise.
+    ForwardAuth,
+}
+
+/// What the proxy's request tells of the browser's.
+pub struct Ask {
+    target: Result<Target, BadTarget>,
+    /// A browser navigating (it will follow a redirect to a login page).
+    navigation: bool,
+}
+
+fn header<'r>(req: &'r Request<'_>, name: &str) -> Result<&'r str, BadTarget> {
+    let mut values = req.headers().get(name);
+    let value = values.next().ok_or(BadTarget("a required header is missing"))?;
+    // Two values for one of these headers is an attempt to confuse: refused.
+    if values.next().is_some() {
+        return Err(BadTarget("a header is repeated"));
+    }
+    Ok(value)
+}
+
+fn navigation(req: &Request<'_>) -> bool {
+    let html = req.headers().get("Accept").any(|a| a.to_ascii_lowercase().contains("text/html"));
+    let xhr = req.headers().get("X-Requested-With").any(|v| v.eq_ignore_ascii_case("XMLHttpRequest"));
+    html && !xhr
+}
+
+fn method_of<'r>(req: &'r Request<'_>, name: &str) -> Result<&'r str, BadTarget> {
+    match req.headers().get(name).count() {
+        0 => Ok("GET"),
+        1 => Ok(req.headers().get_one(name).unwrap_or("GET")),
+        _ => Err(BadTarget("a header is repeated")),
+    }
+}
+
+/// nginx's view of the request.
+pub struct OriginalRequest(Ask);
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for OriginalRequest {
+    type Error = std::convert::Infallible;
+
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
+        let target = header(req, "X-Original-URL")
+            .and_then(|url| Target::from_url(url, method_of(req, "X-Original-Method")?));
+        Outcome::Success(OriginalRequest(Ask { target, navigation: navigation(req) }))
+    }
+}
+
+/// Caddy's and Traefik's view of the request.
+pub struct ForwardedRequest(Ask);
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for ForwardedRequest {
+    type Error = std::convert::Infallible;
+
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
+        let target = (|| {
+            let (proto, host, uri) = (
+                header(req, "X-Forwarded-Proto")?,
+                header(req, "X-Forwarded-Host")?,
+                header(req, "X-Forwarded-Uri")?,
+            );
+            Target::parse(proto, host, uri, method_of(req, "X-Forwarded-Method")?)
+        })();
+        Outcome::Success(ForwardedRequest(Ask { target, navigation: navigation(req) }))
+    }
+}
+
+/// The session of the request, if any, or the store's failure: unlike
+/// `Option<Session>`, an unreachable database is not "logged out".
+pub struct Check<'r>(Result<Option<Session<'r>>, ()>);
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for Check<'r> {
+    type Error = std::convert::Infallible;
+
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
+        Outcome::Success(Check(match Session::from_request(req).await {
+            Outcome::Success(session) => Ok(Some(session)),
+            Outcome::Forward(_) => Ok(None),
+            Outcome::Error(_) => Err(()),
+        }))
+    }
+}
+
+/// An answer to a proxy.
+pub struct Answer {
+    status: Status,
+    headers: Vec<Header<'static>>,
+    body: Option<(ContentType, String)>,
+}
+
+impl<'r> Responder<'r, 'static> for Answer {
+    fn respond_to(self, _: &'r Request<'_>) -> response::Result<'static> {
+        let mut res = Response::build();
+        res.status(self.status);
+        for h in self.headers {
+            res.header(h);
+        }
+        if let Some((kind, body)) = self.body {
+            res.header(kind).sized_body(body.len(), std::io::Cursor::new(body));
+        }
+        Ok(res.finalize())
+    }
+}
+
+impl Answer {
+    fn plain(status: Status, message: &str) -> Answer {
+        Answer { status, headers: Vec::new(), body: Some((ContentType::Plain, format!("{message}\n"))) }
+    }
+
+    fn allowed(identity: Option<&Identity>) -> Answer {
+        let headers = match identity {
+            None => Vec::new(),
+            Some(who) => vec![
+                Header::new("Remote-User", who.username.clone()),
+                Header::new("Remote-Groups", who.groups.join(",")),
+                Header::new("Remote-Name", who.display_name.clone().unwrap_or_else(|| who.username.clone())),
+                Header::new("Remote-Email", who.email.clone().unwrap_or_default()),
+            ],
+        };
+        Answer { status: Status::Ok, headers, body: None }
+    }
+}
+
+#[get("/api/authz/auth-request")]
+pub async fn auth_request(ask: OriginalRequest, check: Check<'_>, app: &State<App>) -> Answer {
+    decide(ask.0, check, app, Flavour::AuthRequest).await
+}
+
+#[get("/api/authz/forward-auth")]
+pub async fn forward_auth(ask: ForwardedRequest, check: Check<'_>, app: &State<App>) -> Answer {
+    decide(ask.0, check, app, Flavour::ForwardAuth).await
+}
+
+async fn decide(ask: Ask, check: Check<'_>, app: &App, flavour: Flavour) -> Answer {
+    let target = match ask.target {
+        Ok(target) => target,
+        Err(BadTarget(why)) => return Answer::plain(Status::BadRequest, why),
+    };
+    if !app.portal.covers(&target.host) {
+        return Answer::plain(
+            Status::BadRequest,
+            "the target host is neither the portal's nor under cookie_domain",
+        );
+    }
+    let session = match check.0 {
+        Ok(session) => session,
+        Err(()) => return Answer::plain(Status::ServiceUnavailable, "the session store is unavailable"),
+    };
+    let identity = match &session {
+        None => None,
+        Some(session) => match app.identities.get(session.user_id()).await {
+            Ok(Some(identity)) => Some(identity),
+            // The account is gone: so is this session.
+            Ok(None) => None,
+            Err(e) => {
+                log::error!("forward auth: {e}");
+                return Answer::plain(Status::ServiceUnavailable, "the account store is unavailable");
+            }
+        },
+    };
+    let who = identity.as_ref().map(|i| Who { username: &i.username, groups: &i.groups });
+    match app.portal.rules.decide(&target.host, &target.path, who.as_ref()) {
+        Verdict::Public => Answer::allowed(identity.as_deref()),
+        Verdict::Allowed => Answer::allowed(identity.as_deref()),
+        Verdict::LoginRequired => login_required(app, &target, ask.navigation, flavour),
+        Verdict::Forbidden => forbidden(app, identity.as_deref()),
+    }
+}
+
+fn login_required(app: &App, target: &Target, navigation: bool, flavour: Flavour) -> Answer {
+    let login = app.portal.login_url(&target.url);
+    let location = Header::new("Location", login.clone());
+    if navigation && flavour == Flavour::ForwardAuth {
+        let status = match target.method.as_str() {
+            "GET" | "HEAD" | "OPTIONS" => Status::Found,
+            _ => Status::SeeOther,
+        };
+        return Answer { status, headers: vec![location], body: None };
+    }
+    // nginx turns a 401 with Location into the redirect itself
+    // (`error_page 401 =302 $login`); other clients get a hint to follow.
+    let body = serde_json::json!({ "error": "login required", "login": login }).to_string();
+    Answer { status: Status::Unauthorized, headers: vec![location], body: Some((ContentType::JSON, body)) }
+}
+
+fn forbidden(app: &App, identity: Option<&Identity>) -> Answer {
+    let page = pages::Forbidden {
+        notice: None,
+        username: identity.map(|i| i.username.as_str()),
+        portal: &app.portal.public.origin,
+    };
+    Answer {
+        status: Status::Forbidden,
+        headers: Vec::new(),
+        body: Some((ContentType::HTML, pages::render(page))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_and_normalise() {
+        let t = Target::from_url("https://App.Example.COM./a%20b/c?x=../y", "post").unwrap();
+        assert_eq!(t.host, "app.example.com");
+        assert_eq!(t.path, "/a b/c");
+        assert_eq!(t.method, "POST");
+        assert_eq!(t.url, "https://App.Example.COM./a%20b/c?x=../y");
+        assert_eq!(Target::from_url("http://app.example.com", "GET").unwrap().path, "/");
+        assert_eq!(
+            Target::parse("https", "app.example.com:8443", "/x", "GET").unwrap().host,
+            "app.example.com"
+        );
+    }
+
+    #[test]
+    fn malformed_targets_are_refused() {
+        for url in [
+            "app.example.com/x",
+            "ftp://app.example.com/",
+            "javascript://app.example.com/",
+            "https:///x",
+            "https://user@app.example.com/",
+            "https://app.example.com/a/../admin",
+            "https://app.example.com/a/%2e%2e/admin",
+            "https://app.example.com/./admin",
+            "https://app.example.com/a%2fb",
+            "https://app.example.com/a%5Cb",
+            "https://app.example.com/a\\b",
+            "https://app.example.com/a b",
+            "https://app.example.com/%zz",
+            "https://app.example.com/%ff",
+            "https://app.example.com/a%00",
+            "https://app.example.com//evil.com",
+        ] {
+            assert!(Target::from_url(url, "GET").is_err(), "{url}");
+        }
+        assert!(Target::from_url("https://app.example.com/", "GE T").is_err());
+        assert!(Target::parse("https", "", "/", "GET").is_err());
+        assert!(Target::parse("https", "a.example.com", "x", "GET").is_err());
+    }
+}
