@@ -117,9 +117,13 @@ impl Settings {
     pub fn from_figment(figment: &Figment) -> Result<Settings, ConfigError> {
         let settings: Settings = figment.extract().map_err(|e| {
             let e = e.into_iter().next().expect("figment errors are never empty");
-            match e.path.last() {
-                Some(key) => ConfigError(format!("`{key}`: {}", e.kind)),
-                None => ConfigError(e.to_string()),
+            // A nested value (an `access` rule) is named by its key.
+            match (e.path.first(), e.path.last()) {
+                (Some(key), Some(last)) if key != last => {
+                    ConfigError(format!("`{key}`: `{last}`: {}", e.kind))
+                }
+                (Some(key), _) => ConfigError(format!("`{key}`: {}", e.kind)),
+                (None, _) => ConfigError(e.to_string()),
             }
         })?;
         settings.validate()?;

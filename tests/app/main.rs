@@ -8,6 +8,7 @@ mod browser;
 mod cache;
 mod cli;
 mod devices;
+mod forward_auth;
 mod hardening;
 mod layer;
 mod login;
