@@ -45,7 +45,7 @@ pub fn request(
     stream.write_all(head.as_bytes())?;
     stream.write_all(body.as_bytes())?;
     let raw = read_response(&mut stream)?;
-    parse(&raw).ok_or_else(|| std::io::Error::other("malformed response"))
+    parse_response(&raw).ok_or_else(|| std::io::Error::other("malformed response"))
 }
 
 /// Reads one response: up to its Content-Length, the end of its chunks, or
@@ -74,7 +74,7 @@ fn read_response(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     }
 }
 
-fn parse(raw: &[u8]) -> Option<Response> {
+pub fn parse_response(raw: &[u8]) -> Option<Response> {
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&raw[..split]).ok()?;
     let mut lines = head.split("\r\n");

@@ -15,5 +15,6 @@ mod login;
 mod logout;
 mod operations;
 mod process;
+mod proxies;
 mod server;
 mod setup;
