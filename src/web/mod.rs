@@ -78,6 +78,7 @@ pub fn routes() -> Vec<Route> {
 /// Mounts the app on `rocket`: routes, error pages and response headers.
 pub fn stage(rocket: Rocket<Build>) -> Rocket<Build> {
     let secure = rocket.state::<App>().is_some_and(|a| a.settings.cookie_secure);
+    let portal = rocket.state::<App>().map(|a| (a.portal.public.https, a.portal.cookie_domain.clone()));
     let metrics = rocket.state::<App>().filter(|a| a.settings.metrics).map(|a| a.metrics.clone());
     let rocket = match metrics {
         Some(metrics) => rocket.mount("/", routes![metrics::metrics]).attach(metrics::RequestTimer(metrics)),
@@ -90,7 +91,7 @@ pub fn stage(rocket: Rocket<Build>) -> Rocket<Build> {
         // security header, each set once.
         .attach(rocket::shield::Shield::new())
         .attach(setup::HideSetupToken)
-        .attach(SecurityHeaders { hsts: secure })
+        .attach(SecurityHeaders { hsts: secure, policy: content_security_policy(portal.as_ref()) })
 }
 
 /// Headers on every response: nothing is cached (pages show who is logged
@@ -101,10 +102,24 @@ pub fn stage(rocket: Rocket<Build>) -> Rocket<Build> {
 /// a strict content policy, and HSTS when cookies are Secure.
 struct SecurityHeaders {
     hsts: bool,
+    policy: String,
 }
 
-const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
-     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// The content policy. Browsers hold `form-action` to the redirects a form
+/// submission follows too, so the login form, which sends the browser on to
+/// the app it came from (`rd`), may also go to every host under the cookie
+/// domain (any port), with the portal's scheme.
+fn content_security_policy(portal: Option<&(bool, Option<String>)>) -> String {
+    let mut form_action = "'self'".to_owned();
+    if let Some((https, Some(domain))) = portal {
+        let scheme = if *https { "https" } else { "http" };
+        form_action.push_str(&format!(" {scheme}://{domain}:* {scheme}://*.{domain}:*"));
+    }
+    format!(
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action {form_action}; \
+         frame-ancestors 'none'; base-uri 'none'"
+    )
+}
 
 #[rocket::async_trait]
 impl Fairing for SecurityHeaders {
@@ -123,7 +138,7 @@ impl Fairing for SecurityHeaders {
         if !res.headers().contains("Cache-Control") {
             res.set_header(Header::new("Cache-Control", "no-store"));
         }
-        res.set_header(Header::new("Content-Security-Policy", CONTENT_SECURITY_POLICY));
+        res.set_header(Header::new("Content-Security-Policy", self.policy.clone()));
         res.set_header(Header::new("Referrer-Policy", "same-origin"));
         res.set_header(Header::new("X-Content-Type-Options", "nosniff"));
         res.set_header(Header::new("X-Frame-Options", "DENY"));

@@ -1,4 +1,5 @@
-//! End to end in a real headless Chromium, driven over WebDriver:
+//! End to end in a real headless Chromium, driven over WebDriver (and, for
+//! the forward-auth journey, through a real nginx):
 //! setup, logout, login with "remember me", a server restart, a reload that
 //! is still logged in, and logout.
 //!
@@ -27,6 +28,11 @@ struct Driver {
 
 impl Driver {
     fn start(profile: &std::path::Path) -> Driver {
+        Driver::start_with(profile, &[])
+    }
+
+    /// With extra Chromium arguments (host resolver rules, say).
+    fn start_with(profile: &std::path::Path, extra: &[String]) -> Driver {
         let port = free_port();
         let child = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
@@ -40,15 +46,27 @@ impl Driver {
             assert!(started.elapsed() < Duration::from_secs(20), "chromedriver did not answer");
             std::thread::sleep(Duration::from_millis(100));
         }
+        let mut args: Vec<String> = vec![
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        args.push(format!("--user-data-dir={}", profile.display()));
+        args.extend(extra.iter().cloned());
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": CHROMIUM,
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    "--disable-dev-shm-usage", format!("--user-data-dir={}", profile.display()),
-                ],
+                "args": args,
             },
         }}});
         let value = driver.call("POST", "/session", Some(caps)).expect("a browser session");
@@ -84,6 +102,18 @@ impl Driver {
         loop {
             let url = self.url();
             if url == expected || started.elapsed() > Duration::from_secs(15) {
+                return url;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The URL once it starts with `prefix`, or whatever it is after 15 s.
+    fn url_starting(&self, prefix: &str) -> String {
+        let started = Instant::now();
+        loop {
+            let url = self.url();
+            if url.starts_with(prefix) || started.elapsed() > Duration::from_secs(15) {
                 return url;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -207,6 +237,73 @@ fn a_person_sets_up_logs_in_survives_a_restart_and_logs_out_in_a_real_browser() 
     assert_eq!(browser.url_when(&format!("{base}/login")), format!("{base}/login"));
     browser.goto(&format!("{base}/user"));
     assert_eq!(browser.url_when(&format!("{base}/login")), format!("{base}/login"));
+    drop(browser);
+    drop(server);
+}
+
+/// One login in front of an app: through a real nginx to the app, to the
+/// portal and back, a restart, and the session ended from another browser.
+#[test]
+fn a_person_reaches_an_app_through_nginx_logs_in_once_and_is_logged_out_when_the_session_ends() {
+    if std::env::var_os("SESIJA_SKIP_BROWSER").is_some() {
+        eprintln!("SESIJA_SKIP_BROWSER is set: browser test skipped");
+        return;
+    }
+    let work = TempDir::new().unwrap();
+    let add = crate::http::run_cli(
+        work.path(),
+        &["user", "add", "alice", "--password-stdin"],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    assert!(add.status.success());
+    let app = crate::proxies::EchoApp::start();
+    let sesija_port = free_port();
+    // app.sesija.test and auth.sesija.test resolve to this machine.
+    let proxy = crate::proxies::nginx_for("sesija.test", sesija_port, app.port);
+    let portal = format!("http://auth.sesija.test:{}", proxy.port);
+    let envs = [("ROCKET_PUBLIC_URL", portal.as_str()), ("ROCKET_COOKIE_DOMAIN", "sesija.test")];
+    let server = Server::start(work.path(), sesija_port, &envs);
+    let resolve = vec!["--host-resolver-rules=MAP *.sesija.test 127.0.0.1".to_owned()];
+    let profile = TempDir::new().unwrap();
+    let browser = Driver::start_with(profile.path(), &resolve);
+    let page = format!("http://app.sesija.test:{}/page", proxy.port);
+
+    // The app sends the visitor to the portal, and the portal back.
+    browser.goto(&page);
+    let login = browser.url_starting(&format!("{portal}/login"));
+    assert!(login.starts_with(&format!("{portal}/login?rd=")), "{login}");
+    browser.type_into("#username", "alice");
+    browser.type_into("#password", PASSWORD);
+    browser.click("#remember");
+    browser.click("button[type=submit]");
+    assert_eq!(browser.url_when(&page), page, "back on the app after the login");
+    assert!(browser.source_when("remote-user: alice"), "{}", browser.source());
+
+    // A restart of sesija keeps the visitor in.
+    let (code, _) = server.terminate();
+    assert_eq!(code, Some(0));
+    let server = Server::start(work.path(), sesija_port, &envs);
+    browser.goto(&page);
+    assert!(browser.source_when("remote-user: alice"), "still in after a restart");
+
+    // From another browser, end that session on the devices page.
+    let profile2 = TempDir::new().unwrap();
+    let second = Driver::start_with(profile2.path(), &resolve);
+    second.goto(&format!("{portal}/login"));
+    second.type_into("#username", "alice");
+    second.type_into("#password", PASSWORD);
+    second.click("button[type=submit]");
+    assert_eq!(second.url_when(&format!("{portal}/user")), format!("{portal}/user"));
+    second.goto(&format!("{portal}/sessions"));
+    assert_eq!(second.source().matches("End session").count(), 1);
+    second.click("form[action='/sessions/revoke'] button");
+    assert!(second.source_when("Session ended"));
+
+    // The app's next request is sent to the login page again.
+    browser.goto(&page);
+    let again = browser.url_starting(&format!("{portal}/login"));
+    assert!(again.starts_with(&format!("{portal}/login?rd=")), "{again}");
+    drop(second);
     drop(browser);
     drop(server);
 }

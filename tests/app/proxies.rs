@@ -76,13 +76,21 @@ impl Drop for Proxy {
     }
 }
 
-/// `deploy/FILE` with its example names and ports replaced by the test's.
-fn deployed(file: &str, proxy_port: u16, sesija_port: u16, app_port: u16, http_prefix: bool) -> String {
+/// `deploy/FILE` with its example names (under `domain`) and ports
+/// replaced by the test's.
+fn deployed(
+    file: &str,
+    domain: &str,
+    proxy_port: u16,
+    sesija_port: u16,
+    app_port: u16,
+    http_prefix: bool,
+) -> String {
     let text = std::fs::read_to_string(format!("{}/deploy/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
     let (app, auth) = if http_prefix {
-        (format!("http://app.sesija.test:{proxy_port}"), format!("http://auth.sesija.test:{proxy_port}"))
+        (format!("http://app.{domain}:{proxy_port}"), format!("http://auth.{domain}:{proxy_port}"))
     } else {
-        ("app.sesija.test".to_owned(), "auth.sesija.test".to_owned())
+        (format!("app.{domain}"), format!("auth.{domain}"))
     };
     text.replace("app.example.com", &app)
         .replace("auth.example.com", &auth)
@@ -103,11 +111,16 @@ fn wait_for_port(port: u16, child: &mut Child, what: &str, log: &Path) {
 }
 
 pub fn nginx(sesija_port: u16, app_port: u16) -> Proxy {
+    nginx_for("sesija.test", sesija_port, app_port)
+}
+
+/// nginx for `app.DOMAIN` and `auth.DOMAIN`.
+pub fn nginx_for(domain: &str, sesija_port: u16, app_port: u16) -> Proxy {
     let dir = TempDir::new().unwrap();
     let port = free_port();
     let prefix = dir.path();
     std::fs::create_dir_all(prefix.join("logs")).unwrap();
-    let servers = deployed("nginx-forward-auth.conf", port, sesija_port, app_port, false);
+    let servers = deployed("nginx-forward-auth.conf", domain, port, sesija_port, app_port, false);
     let conf = format!(
         "worker_processes 1;\nerror_log {p}/logs/error.log;\npid {p}/nginx.pid;\nuser root;\n\
          events {{ worker_connections 256; }}\n\
@@ -134,7 +147,7 @@ pub fn nginx(sesija_port: u16, app_port: u16) -> Proxy {
 pub fn caddy(sesija_port: u16, app_port: u16) -> Proxy {
     let dir = TempDir::new().unwrap();
     let port = free_port();
-    let sites = deployed("Caddyfile", port, sesija_port, app_port, true);
+    let sites = deployed("Caddyfile", "sesija.test", port, sesija_port, app_port, true);
     let global = format!(
         "{{\n\tadmin off\n\tauto_https off\n\tstorage file_system {}\n}}\n\n",
         dir.path().join("storage").display()
