@@ -253,6 +253,13 @@ fn check_config() -> Result<ExitCode, String> {
     println!("login_lockout = {}", settings.login_lockout);
     println!("login_max_failures_per_ip = {}", settings.login_max_failures_per_ip);
     println!("metrics = {}", settings.metrics);
+    println!("public_url = {}", settings.public_url.as_deref().unwrap_or_default());
+    println!("cookie_domain = {}", settings.cookie_domain.as_deref().unwrap_or("[none]"));
+    println!("access = [{} rule(s)]", settings.access.len());
+    println!(
+        "access_default = {}",
+        serde_json::to_value(settings.access_default).unwrap_or_default().as_str().unwrap_or("allow")
+    );
     println!("secret_key = {key}");
     println!("secret_key_fallbacks = [{} key(s)]", fallbacks.len());
     Ok(ExitCode::SUCCESS)

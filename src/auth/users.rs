@@ -132,6 +132,11 @@ pub async fn list(reader: &SqlitePool) -> Result<Vec<User>, sqlx::Error> {
         .await
 }
 
+/// The id of account `name`, inside a write transaction.
+async fn id_in(tx: &mut sqlx::SqliteConnection, name: &str) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM users WHERE username = ?").bind(name).fetch_optional(tx).await
+}
+
 /// Why a group name is refused (names travel comma-separated in
 /// `Remote-Groups`, so no comma, no space).
 pub fn check_group(name: &str) -> Result<(), String> {
@@ -172,11 +177,7 @@ pub async fn set_groups(
     let (owned, list) = (name.to_owned(), groups.to_vec());
     let stored = write_transaction(writer, |tx| {
         Box::pin(async move {
-            let id: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE username = ?")
-                .bind(&owned)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some(id) = id else { return Ok(None) };
+            let Some(id) = id_in(tx, &owned).await? else { return Ok(None) };
             sqlx::query("DELETE FROM user_groups WHERE user_id = ?").bind(id).execute(&mut *tx).await?;
             for group in &list {
                 sqlx::query("INSERT OR IGNORE INTO user_groups (user_id, name) VALUES (?, ?)")
@@ -252,11 +253,7 @@ pub async fn remove(writer: &SqlitePool, name: &str) -> Result<u64, UserError> {
     let owned = name.to_owned();
     let ended = write_transaction(writer, |tx| {
         Box::pin(async move {
-            let id: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE username = ?")
-                .bind(&owned)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some(id) = id else { return Ok(None) };
+            let Some(id) = id_in(tx, &owned).await? else { return Ok(None) };
             // The foreign key would end them with the account; ended here
             // first, they are counted.
             let ended =

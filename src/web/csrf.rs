@@ -7,8 +7,9 @@
 //! the session and a login replaces it.
 //!
 //! Every POST handler also takes [`SameOrigin`]: a request whose `Origin`
-//! (or, without one, `Referer`) names another origin than the portal's is
-//! refused with 403 before its token is even looked at.
+//! (or, without one, `Referer`) names another origin than the portal's
+//! (`public_url`, or the host the request was sent to) is refused with 403
+//! before its token is even looked at.
 
 use rocket::http::{Cookie, CookieJar, SameSite, Status};
 use rocket::request::{FromRequest, Outcome, Request};
@@ -83,10 +84,17 @@ impl<'r> FromRequest<'r> for SameOrigin {
         let headers = req.headers();
         let claimed = headers.get_one("Origin").or_else(|| headers.get_one("Referer"));
         let Some(claimed) = claimed else { return Outcome::Success(SameOrigin) };
-        let ours = headers.get_one("Host").and_then(|host| authority(host, None));
         let theirs = origin_authority(claimed);
-        match (ours, theirs) {
-            (Some(ours), Some(theirs)) if ours == theirs => Outcome::Success(SameOrigin),
+        // The portal's own origin is `public_url`'s, or whatever host the
+        // browser addressed (a cross-site form cannot choose the `Host` its
+        // request is sent with, only the `Origin` gives it away).
+        let public =
+            req.rocket().state::<super::App>().and_then(|app| origin_authority(&app.portal.public.origin));
+        let host = headers.get_one("Host").and_then(|host| authority(host, None));
+        match theirs {
+            Some(theirs) if Some(&theirs) == public.as_ref() || Some(&theirs) == host.as_ref() => {
+                Outcome::Success(SameOrigin)
+            }
             _ => {
                 log::warn!(
                     "cross-origin POST refused: origin {claimed:?}, host {:?}",

@@ -507,3 +507,22 @@ async fn bad_portal_settings_stop_start_up_naming_the_key() {
     }
     assert!(start(portal).await.is_none(), "the test portal itself starts");
 }
+
+#[rocket::async_test]
+async fn a_post_from_the_public_url_is_the_portals_own_whatever_the_host() {
+    let app = portal_app().await;
+    app.add_user("alice").await;
+    let token = login_token(&app.client).await;
+    let body = form(&[("username", "alice"), ("password", PASSWORD), ("csrf_token", &token)]);
+    // A proxy that passes the upstream's own Host: the Origin is public_url's.
+    let res = app
+        .client
+        .post("/login")
+        .header(ContentType::Form)
+        .header(Header::new("Host", "127.0.0.1:8000"))
+        .header(Header::new("Origin", PORTAL))
+        .body(body)
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::SeeOther);
+}

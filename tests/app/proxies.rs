@@ -326,3 +326,13 @@ fn caddy_forward_auth_guards_an_app() {
         journey(caddy);
     }
 }
+
+#[test]
+fn the_readme_shows_the_very_configurations_the_tests_run() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    for file in ["nginx-forward-auth.conf", "Caddyfile"] {
+        let text = std::fs::read_to_string(format!("{root}/deploy/{file}")).unwrap();
+        assert!(readme.contains(text.trim_end()), "README.md must show deploy/{file} as it is");
+    }
+}
