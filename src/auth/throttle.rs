@@ -222,6 +222,17 @@ pub struct Attempt {
 }
 
 impl Attempt {
+    /// The password was never checked (no hashing slot, the database
+    /// down): the attempt does not count.
+    pub fn refund(self) {
+        let mut state = self.state.lock().unwrap();
+        state.by_source.refund(&self.source, self.at);
+        if let Some(name) = &self.name {
+            state.by_account.refund(name, self.at);
+            state.by_name_and_source.refund(&(name.clone(), self.ip), self.at);
+        }
+    }
+
     /// The password was right: the attempt is refunded, and the failures of
     /// that name from that IP are cleared.
     pub fn succeeded(self) {
@@ -270,6 +281,16 @@ mod tests {
             drop(t.begin("alice", ip("10.0.0.1")).unwrap());
         }
         assert!(t.begin("alice", ip("10.0.0.1")).is_err());
+    }
+
+    #[test]
+    fn an_attempt_whose_password_was_never_checked_does_not_count() {
+        let t = Throttle::new(2, Duration::from_secs(60), 1000);
+        for _ in 0..5 {
+            t.begin("alice", ip("10.0.0.1")).unwrap().refund();
+        }
+        drop(t.begin("alice", ip("10.0.0.1")).unwrap());
+        assert!(t.begin("alice", ip("10.0.0.1")).is_ok(), "one failure counted, not six");
     }
 
     #[test]

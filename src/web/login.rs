@@ -120,6 +120,7 @@ pub async fn login(
             Ok(user) => user,
             Err(e) => {
                 log::error!("login: {e}");
+                attempt.refund();
                 return Reply::unavailable();
             }
         },
@@ -131,13 +132,16 @@ pub async fn login(
         if form.password.len() > MAX_PASSWORD_BYTES { String::new() } else { form.password.clone() };
     let hash =
         user.as_ref().filter(|_| form.password.len() <= MAX_PASSWORD_BYTES).map(|u| u.password_hash.clone());
+    // A password never checked (no hashing slot in time) does not count.
     let ok = match app.hasher.verify(password.clone(), hash).await {
         Ok(ok) => ok,
         Err(HashError::Busy) => {
-            return Reply::error(Status::ServiceUnavailable, &HashError::Busy.to_string())
+            attempt.refund();
+            return Reply::error(Status::ServiceUnavailable, &HashError::Busy.to_string());
         }
         Err(e) => {
             log::error!("login: {e}");
+            attempt.refund();
             return Reply::unavailable();
         }
     };
