@@ -91,7 +91,10 @@ pub fn stage(rocket: Rocket<Build>) -> Rocket<Build> {
         // security header, each set once.
         .attach(rocket::shield::Shield::new())
         .attach(setup::HideSetupToken)
-        .attach(SecurityHeaders { hsts: secure, policy: content_security_policy(portal.as_ref()) })
+        .attach(SecurityHeaders {
+            hsts: secure,
+            policy: Box::leak(content_security_policy(portal.as_ref()).into_boxed_str()),
+        })
 }
 
 /// Headers on every response: nothing is cached (pages show who is logged
@@ -102,7 +105,9 @@ pub fn stage(rocket: Rocket<Build>) -> Rocket<Build> {
 /// a strict content policy, and HSTS when cookies are Secure.
 struct SecurityHeaders {
     hsts: bool,
-    policy: String,
+    /// Built once per app (and kept for its life) rather than copied into
+    /// every response.
+    policy: &'static str,
 }
 
 /// The content policy. Browsers hold `form-action` to the redirects a form
@@ -133,12 +138,20 @@ impl Fairing for SecurityHeaders {
         // one; the browser gets that at its next visit to the portal.)
         if req.uri().path().starts_with("/api/authz/") {
             res.remove_header("Set-Cookie");
+            // An allowed check goes to the proxy only, which never shows it
+            // to a browser: the page headers would cost every proxied
+            // request their time for nothing. Every other answer (a
+            // redirect, the 401 hint, the 403 page) may reach the browser
+            // and carries them all.
+            if res.status() == Status::Ok {
+                return;
+            }
         }
         // The stylesheet alone may be cached, and says so itself.
         if !res.headers().contains("Cache-Control") {
             res.set_header(Header::new("Cache-Control", "no-store"));
         }
-        res.set_header(Header::new("Content-Security-Policy", self.policy.clone()));
+        res.set_header(Header::new("Content-Security-Policy", self.policy));
         res.set_header(Header::new("Referrer-Policy", "same-origin"));
         res.set_header(Header::new("X-Content-Type-Options", "nosniff"));
         res.set_header(Header::new("X-Frame-Options", "DENY"));
