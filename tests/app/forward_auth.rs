@@ -153,6 +153,7 @@ async fn a_logged_in_user_gets_200_with_identity_headers_and_no_cookie() {
         assert_eq!(header(&res, "Remote-Name"), Some("Alice Liddell"));
         assert_eq!(header(&res, "Remote-Email"), Some("alice@sesija.test"));
         assert!(res.headers().get("Set-Cookie").next().is_none(), "no cookie from a check");
+        assert!(header(&res, "Content-Security-Policy").is_none(), "no page headers on an answer only the proxy reads");
         assert_eq!(res.into_string().await.unwrap_or_default(), "", "empty body");
     }
     // HEAD is answered like GET, without a body.
@@ -213,6 +214,7 @@ async fn every_kind_of_rule_decides() {
     assert_eq!(status(&auth_request(&app.client, "http://wiki.sesija.test/admin/x", &[]).await), Status::Ok);
     let res = auth_request(&bob, "http://wiki.sesija.test/admin/x", NAVIGATION).await;
     assert_eq!(res.status(), Status::Forbidden, "logged in but not allowed: 403, not 401 (no login loop)");
+    assert!(header(&res, "Content-Security-Policy").is_some(), "a page a browser may see keeps its headers");
     let page = res.into_string().await.unwrap();
     assert!(
         page.contains("bob") && page.contains(&format!("{PORTAL}/logout")),
