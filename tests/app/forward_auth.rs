@@ -153,7 +153,10 @@ async fn a_logged_in_user_gets_200_with_identity_headers_and_no_cookie() {
         assert_eq!(header(&res, "Remote-Name"), Some("Alice Liddell"));
         assert_eq!(header(&res, "Remote-Email"), Some("alice@sesija.test"));
         assert!(res.headers().get("Set-Cookie").next().is_none(), "no cookie from a check");
-        assert!(header(&res, "Content-Security-Policy").is_none(), "no page headers on an answer only the proxy reads");
+        assert!(
+            header(&res, "Content-Security-Policy").is_none(),
+            "no page headers on an answer only the proxy reads"
+        );
         assert_eq!(res.into_string().await.unwrap_or_default(), "", "empty body");
     }
     // HEAD is answered like GET, without a body.
