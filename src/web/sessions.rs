@@ -40,11 +40,18 @@ async fn sudo(
         return Ok(());
     }
     let Ok(csrf_token) = csrf::of_session(session).await else { return Err(Reply::unavailable()) };
-    let confirm = |status: Status, error: Option<&str>| {
+    let form = |error: Option<&str>| {
         let minutes = SUDO_WINDOW / 60;
-        let page = pages::Confirm { notice: None, error, action, handle, csrf_token: &csrf_token, minutes };
-        Reply::page(status, pages::render(page))
+        pages::render(pages::Confirm {
+            notice: None,
+            error,
+            action,
+            handle,
+            csrf_token: &csrf_token,
+            minutes,
+        })
     };
+    let confirm = |status: Status, error: Option<&str>| Reply::page(status, form(error));
     if password.is_empty() {
         return Err(confirm(Status::Forbidden, None));
     }
@@ -55,20 +62,7 @@ async fn sudo(
     };
     let attempt = match app.throttle.begin(&user.username, ip) {
         Ok(attempt) => attempt,
-        Err(wait) => {
-            return Err(Reply::throttled(wait, |message| {
-                let minutes = SUDO_WINDOW / 60;
-                let page = pages::Confirm {
-                    notice: None,
-                    error: Some(message),
-                    action,
-                    handle,
-                    csrf_token: &csrf_token,
-                    minutes,
-                };
-                pages::render(page)
-            }))
-        }
+        Err(wait) => return Err(Reply::throttled(wait, |message| form(Some(message)))),
     };
     let password = if password.len() > MAX_PASSWORD_BYTES { String::new() } else { password.to_owned() };
     match app.hasher.verify(password, Some(user.password_hash.clone())).await {

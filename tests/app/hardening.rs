@@ -298,6 +298,12 @@ async fn one_address_spraying_many_names_is_locked_for_every_name() {
     );
 }
 
+/// A data directory in `work` with the account alice.
+fn with_alice(work: &std::path::Path) {
+    let add = run_cli(work, &["user", "add", "alice", "--password-stdin"], Some(&format!("{PASSWORD}\n")));
+    assert!(add.status.success(), "{}", String::from_utf8_lossy(&add.stderr));
+}
+
 fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -356,9 +362,7 @@ fn the_data_directory_database_and_backups_are_private_whatever_the_umask() {
 #[test]
 fn a_login_whose_body_is_still_arriving_at_sigterm_is_answered_303() {
     let work = TempDir::new().unwrap();
-    let add =
-        run_cli(work.path(), &["user", "add", "alice", "--password-stdin"], Some(&format!("{PASSWORD}\n")));
-    assert!(add.status.success());
+    with_alice(work.path());
     let port = free_port();
     let server = Server::start(work.path(), port, &[]);
     let mut browser = Browser::new(port);
@@ -443,9 +447,7 @@ async fn the_sessions_page_lists_activity_as_the_server_knows_it_current_first()
 #[test]
 fn sessions_list_shows_activity_the_server_holds_back_and_no_control_characters() {
     let work = TempDir::new().unwrap();
-    let add =
-        run_cli(work.path(), &["user", "add", "alice", "--password-stdin"], Some(&format!("{PASSWORD}\n")));
-    assert!(add.status.success());
+    with_alice(work.path());
     let port = free_port();
     let server = Server::start(work.path(), port, &[]);
     let mut older = Browser::new(port);
