@@ -154,8 +154,7 @@ pub async fn login(
     attempt.succeeded();
     let verified = stronger_hash(app, &user, password).await;
 
-    let session = match sessions.start(user.id, form.remember, super::new_session_data(&user.username)).await
-    {
+    let session = match sessions.start(user.id, form.remember, super::new_session_data()).await {
         Ok(session) => session,
         Err(e) => {
             // The account may have gone meanwhile (its sessions cannot be

@@ -219,13 +219,12 @@ impl Reply {
     }
 }
 
-/// Session value holding the user name, set at login.
-const USER_KEY: &str = "user";
-
-/// What a new session starts with: its CSRF token and the user's name.
-fn new_session_data(username: &str) -> serde_json::Map<String, serde_json::Value> {
+/// What a new session starts with: its CSRF token and when the password was
+/// proved. (Who it belongs to comes from the identity cache, not the
+/// session: a name kept here would be parsed on every request and read by
+/// nothing.)
+fn new_session_data() -> serde_json::Map<String, serde_json::Value> {
     let mut data = csrf::new_session_token();
-    data.insert(USER_KEY.into(), username.into());
     // The password was just proved: ending other sessions asks for it again
     // only after `sessions::SUDO_WINDOW`.
     data.insert(sessions::AUTH_AT_KEY.into(), crate::session::now().into());

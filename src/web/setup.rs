@@ -166,7 +166,7 @@ pub async fn setup(
     };
     app.setup.clear();
     println!("sesija: created the first account, {:?}", form.username);
-    let session = sessions.start(id, false, super::new_session_data(&form.username)).await.map_err(|e| {
+    let session = sessions.start(id, false, super::new_session_data()).await.map_err(|e| {
         log::error!("setup: {e}");
         Status::ServiceUnavailable
     })?;
