@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::auth::password::check_new_password;
+use crate::auth::second_factor;
 use crate::auth::users::{self, check_username, UserError};
 use crate::auth::Hasher;
 use crate::config;
@@ -90,6 +91,12 @@ enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Say whether the account has two-factor authentication on.
+    #[command(name = "2fa")]
+    TwoFactor { name: String },
+    /// Turn two-factor authentication off (a lost device); ends every session of the account.
+    #[command(name = "2fa-reset")]
+    TwoFactorReset { name: String },
     /// List accounts.
     List,
     /// Remove an account and end its sessions.
@@ -201,11 +208,36 @@ fn key(command: KeyCommand) -> Result<ExitCode, String> {
             );
         }
         KeyCommand::DropOld => {
+            // Second-factor secrets still sealed under a previous key would
+            // open under none once it is gone: seal them under the current
+            // one first (a server does so at start-up too).
+            if settings.database_path().exists() {
+                admin(reseal_second_factors(figment, path.clone()))?;
+            }
             let dropped = crate::secret::drop_old(&path)?;
             println!("dropped {dropped} previous key(s); restart sesija to stop accepting them");
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn reseal_second_factors(
+    figment: rocket::figment::Figment,
+    path: std::path::PathBuf,
+) -> Result<(), String> {
+    let previous = crate::secret::fallbacks(&figment, &path)?;
+    let (figment, _) = crate::secret::provide(figment, &path)?;
+    let sealer = second_factor::Sealer::new(&crate::secret::current(&figment)?, &previous);
+    let db = open().await?;
+    let (resealed, lost) = second_factor::reseal_all(&db.writer, &sealer).await.map_err(|e| e.to_string())?;
+    db.close().await;
+    if resealed > 0 {
+        println!("sealed {resealed} second-factor secret(s) under the current key");
+    }
+    if lost > 0 {
+        println!("{lost} account(s) have a second-factor secret no configured key opens: `sesija user 2fa-reset NAME`");
+    }
+    Ok(())
 }
 
 async fn backup(path: std::path::PathBuf, force: bool) -> Result<(), String> {
@@ -368,16 +400,51 @@ async fn user(command: UserCommand) -> Result<(), String> {
             db.close().await;
             tell_server(&db, "the groups were changed").await?;
         }
+        UserCommand::TwoFactor { name } => {
+            let db = open().await?;
+            let user = users::by_name(&db.reader, &name)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| user_error(UserError::NotFound(name.clone())))?;
+            match second_factor::status(&db.reader, user.id).await.map_err(|e| e.to_string())? {
+                Some(on) => println!(
+                    "{}: two-factor authentication on since {}, {} recovery codes left",
+                    printable(&name),
+                    date(on.enabled_at),
+                    on.codes_left
+                ),
+                None => println!("{}: two-factor authentication off", printable(&name)),
+            }
+            db.close().await;
+        }
+        UserCommand::TwoFactorReset { name } => {
+            let db = open().await?;
+            let (id, was_on) = second_factor::reset(&db.writer, &name).await.map_err(user_error)?;
+            if !was_on {
+                db.close().await;
+                println!("{}: two-factor authentication was already off; nothing changed", printable(&name));
+                return Ok(());
+            }
+            let store = SqliteStore::new(db.reader.clone(), db.writer.clone());
+            let ended = store.delete_for_user(id, None).await.map_err(|e| e.to_string())?;
+            println!("turned off two-factor authentication of {}; ended {ended} sessions", printable(&name));
+            log::warn!("two-factor authentication of {name:?} reset by the operator; ended {ended} sessions");
+            db.close().await;
+            tell_server(&db, "two-factor authentication was reset").await?;
+        }
         UserCommand::List => {
             let db = open().await?;
             let list = users::list(&db.reader).await.map_err(|e| e.to_string())?;
             let groups = users::all_groups(&db.reader).await.map_err(|e| e.to_string())?;
             for user in &list {
-                let created = chrono::DateTime::from_timestamp(user.created_at, 0)
-                    .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
-                    .unwrap_or_default();
+                let created = date(user.created_at);
                 let groups = groups.get(&user.id).map(|g| g.join(",")).unwrap_or_default();
-                println!("{}\tcreated {created}\tgroups {}", printable(&user.username), printable(&groups));
+                let two_factor = if user.two_factor { "on" } else { "off" };
+                println!(
+                    "{}\tcreated {created}\tgroups {}\t2fa {two_factor}",
+                    printable(&user.username),
+                    printable(&groups)
+                );
             }
             if list.is_empty() {
                 eprintln!("no users yet");
@@ -507,6 +574,12 @@ pub fn printable(text: &str) -> String {
             || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
     };
     text.chars().map(|c| if unsafe_char(c) { '\u{FFFD}' } else { c }).collect()
+}
+
+fn date(at: i64) -> String {
+    chrono::DateTime::from_timestamp(at, 0)
+        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_default()
 }
 
 /// After a command changed sessions in the database: a running server drops

@@ -44,6 +44,10 @@ pub struct Settings {
     /// Failed logins from one address (IPv6: one /64) over all user names
     /// within an hour, then 429 for every name.
     pub login_max_failures_per_ip: i64,
+    /// Every account must set up a second factor at its next login.
+    pub require_2fa: bool,
+    /// Seconds a login may wait for its second-factor code.
+    pub two_factor_pending_timeout: i64,
     /// Serve `/metrics` (Prometheus text format).
     pub metrics: bool,
     /// The portal's address as browsers reach it; default `http://ADDRESS:PORT`.
@@ -78,6 +82,8 @@ impl Default for Settings {
             login_max_failures: 5,
             login_lockout: 900,
             login_max_failures_per_ip: 100,
+            require_2fa: false,
+            two_factor_pending_timeout: 300,
             metrics: false,
             public_url: None,
             cookie_domain: None,
@@ -208,6 +214,7 @@ impl Settings {
             ("login_max_failures", self.login_max_failures),
             ("login_lockout", self.login_lockout),
             ("login_max_failures_per_ip", self.login_max_failures_per_ip),
+            ("two_factor_pending_timeout", self.two_factor_pending_timeout),
         ];
         for (key, value) in positive {
             if value <= 0 {
@@ -328,6 +335,7 @@ mod tests {
             ("login_max_failures", 0),
             ("login_lockout", -3),
             ("login_max_failures_per_ip", 0),
+            ("two_factor_pending_timeout", 0),
             ("session_cache_capacity", -1),
             ("session_cache_capacity", 10_000_001),
         ] {

@@ -168,6 +168,21 @@ pub fn check_configured(figment: &Figment) -> Result<bool, String> {
     Ok(!configured.is_zero())
 }
 
+/// The cookie key in a `figment` that [`provide`] returned.
+pub fn current(figment: &Figment) -> Result<cookie::Key, String> {
+    let bad = |why: &str| format!("configuration: `secret_key` {why}; {GENERATE}");
+    if let Ok(text) = figment.extract_inner::<String>("secret_key") {
+        return parse_key(&text).map_err(|why| bad(&why));
+    }
+    // Rocket also takes the key as an array of bytes.
+    let bytes: Vec<u8> = figment.extract_inner("secret_key").map_err(|_| bad("cannot be read"))?;
+    match bytes.len() {
+        64.. => cookie::Key::try_from(&bytes[..]).map_err(|_| bad("is not a valid key")),
+        32..=63 => Ok(cookie::Key::derive_from(&bytes)),
+        _ => Err(bad("is shorter than 32 bytes")),
+    }
+}
+
 /// Returns `figment` with a usable `secret_key` in it.
 pub fn provide(figment: Figment, key_path: &Path) -> Result<(Figment, KeySource), String> {
     if check_configured(&figment)? {

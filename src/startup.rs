@@ -9,6 +9,7 @@ use rocket::figment::Figment;
 use rocket::{Build, Rocket};
 
 use crate::auth::identity::Identities;
+use crate::auth::second_factor::{self, Sealer};
 use crate::auth::{users, Hasher, Throttle};
 use crate::config::Settings;
 use crate::control::{self, Claim, NotifyingStore};
@@ -16,6 +17,7 @@ use crate::db::Db;
 use crate::secret::{self, KeySource};
 use crate::session::{CachingStore, SessionLayer, SessionManager, SqliteStore};
 use crate::web::portal::Portal;
+use crate::web::two_factor::SecondFactor;
 use crate::web::{self, App, SetupToken};
 
 /// Why sesija cannot start: one line for the operator.
@@ -76,6 +78,36 @@ pub async fn app(figment: Figment) -> Result<Rocket<Build>, StartupError> {
         KeySource::File | KeySource::Configured => {}
     }
 
+    let key = secret::current(&figment).map_err(StartupError)?;
+    let sealer = Sealer::new(&key, &fallbacks);
+    // Secrets sealed under a key that is now a fallback are sealed under
+    // the current one, so retiring the old key later locks nobody out.
+    match second_factor::reseal_all(&db.writer, &sealer).await {
+        Ok((0, 0)) => {}
+        Ok((resealed, lost)) => {
+            if resealed > 0 {
+                log::info!("sealed {resealed} second-factor secret(s) under the current key");
+            }
+            if lost > 0 {
+                println!(
+                    "sesija: {lost} account(s) have a second-factor secret sealed under a key no longer \
+                     configured; they cannot log in until `sesija user 2fa-reset NAME`"
+                );
+            }
+        }
+        Err(e) => return Err(StartupError(format!("cannot write {}: {e}", db.path.display()))),
+    }
+    let second = SecondFactor {
+        sealer,
+        throttle: Throttle::new(
+            settings.login_max_failures.try_into().unwrap_or(u32::MAX),
+            Duration::from_secs(settings.login_lockout as u64),
+            settings.login_max_failures_per_ip.try_into().unwrap_or(u32::MAX),
+        ),
+        required: settings.require_2fa,
+        pending_timeout: settings.two_factor_pending_timeout,
+    };
+
     let setup = match users::count(&db.reader).await {
         Ok(0) => SetupToken::new(),
         Ok(_) => SetupToken::default(),
@@ -126,9 +158,8 @@ pub async fn app(figment: Figment) -> Result<Rocket<Build>, StartupError> {
         identities,
     };
 
-    let rocket = rocket::custom(figment).manage(app).attach(sessions).attach(AdHoc::on_liftoff(
-        "setup link",
-        |rocket| {
+    let rocket = rocket::custom(figment).manage(app).manage(second).attach(sessions).attach(
+        AdHoc::on_liftoff("setup link", |rocket| {
             Box::pin(async move {
                 let Some(app) = rocket.state::<App>() else { return };
                 if let Some(token) = app.setup.get() {
@@ -138,8 +169,8 @@ pub async fn app(figment: Figment) -> Result<Rocket<Build>, StartupError> {
                     );
                 }
             })
-        },
-    ));
+        }),
+    );
     let rocket = match control {
         Some(control) => rocket.attach(control),
         None => rocket,

@@ -39,6 +39,9 @@ pub enum Policy {
     Bypass,
     /// Nobody.
     Deny,
+    /// Only sessions that passed a second factor (of the rule's users or
+    /// groups, if it names any; else of anyone logged in).
+    TwoFactor,
 }
 
 /// What happens on a host no rule matches.
@@ -55,6 +58,8 @@ pub enum DefaultPolicy {
 pub struct Who<'a> {
     pub username: &'a str,
     pub groups: &'a [String],
+    /// This session passed a second factor.
+    pub second_factor: bool,
 }
 
 /// The verdict for one request.
@@ -66,6 +71,8 @@ pub enum Verdict {
     LoginRequired,
     Allowed,
     Forbidden,
+    /// Allowed once this session passes a second factor.
+    SecondFactorRequired,
 }
 
 impl Rule {
@@ -82,11 +89,9 @@ impl Rule {
                 self.host
             ));
         }
-        if self.policy.is_some() && !(self.users.is_empty() && self.groups.is_empty()) {
-            return Some(format!(
-                "host {:?}: a rule has either a policy or users/groups, not both",
-                self.host
-            ));
+        let bypass_or_deny = matches!(self.policy, Some(Policy::Bypass | Policy::Deny));
+        if bypass_or_deny && !(self.users.is_empty() && self.groups.is_empty()) {
+            return Some(format!("host {:?}: a bypass or deny rule names no users or groups", self.host));
         }
         if self.name.is_some() != self.url.is_some() {
             return Some(format!("host {:?}: `name` and `url` go together", self.host));
@@ -116,13 +121,14 @@ impl Rule {
             })
     }
 
-    /// Whether this rule lets `who` in (a bypass lets anyone in).
+    /// Whether this rule lets `who` in (a bypass lets anyone in), second
+    /// factor aside.
     pub fn allows(&self, who: &Who<'_>) -> bool {
         match self.policy {
             Some(Policy::Bypass) => true,
             Some(Policy::Deny) => false,
-            None if self.users.is_empty() && self.groups.is_empty() => true,
-            None => {
+            None | Some(Policy::TwoFactor) if self.users.is_empty() && self.groups.is_empty() => true,
+            None | Some(Policy::TwoFactor) => {
                 self.users.iter().any(|u| u == who.username)
                     || self.groups.iter().any(|g| who.groups.iter().any(|mine| mine == g))
             }
@@ -155,6 +161,10 @@ impl Rules {
         let allowed = match self.find(host, path) {
             Some(rule) if rule.policy == Some(Policy::Bypass) => return Verdict::Public,
             Some(rule) if rule.policy == Some(Policy::Deny) => return Verdict::Forbidden,
+            Some(rule) if rule.policy == Some(Policy::TwoFactor) => match who {
+                Some(w) if rule.allows(w) && !w.second_factor => return Verdict::SecondFactorRequired,
+                _ => who.map(|w| rule.allows(w)),
+            },
             Some(rule) => who.map(|w| rule.allows(w)),
             None if self.default == DefaultPolicy::Deny => return Verdict::Forbidden,
             None => who.map(|_| true),
@@ -206,8 +216,8 @@ mod tests {
             DefaultPolicy::Deny,
         )
         .unwrap();
-        let alice = Who { username: "alice", groups: &["admins".to_owned()] };
-        let bob = Who { username: "bob", groups: &[] };
+        let alice = Who { username: "alice", groups: &["admins".to_owned()], second_factor: false };
+        let bob = Who { username: "bob", groups: &[], second_factor: false };
         assert_eq!(rules.decide("wiki.example.com", "/public/x", None), Verdict::Public);
         assert_eq!(rules.decide("wiki.example.com", "/publicity", None), Verdict::LoginRequired);
         assert_eq!(rules.decide("wiki.example.com", "/admin", Some(&alice)), Verdict::Allowed);
@@ -224,6 +234,37 @@ mod tests {
     }
 
     #[test]
+    fn two_factor_rules_want_a_second_factor_of_those_they_allow() {
+        let rules = Rules::new(
+            vec![
+                Rule {
+                    policy: Some(Policy::TwoFactor),
+                    groups: vec!["admins".into()],
+                    ..rule("admin.example.com")
+                },
+                Rule { policy: Some(Policy::TwoFactor), ..rule("files.example.com") },
+            ],
+            DefaultPolicy::Allow,
+        )
+        .unwrap();
+        let admins = ["admins".to_owned()];
+        let with = Who { username: "alice", groups: &admins, second_factor: true };
+        let without = Who { username: "alice", groups: &admins, second_factor: false };
+        let other = Who { username: "bob", groups: &[], second_factor: true };
+        let other_without = Who { username: "bob", groups: &[], second_factor: false };
+        assert_eq!(rules.decide("admin.example.com", "/", None), Verdict::LoginRequired);
+        assert_eq!(rules.decide("admin.example.com", "/", Some(&with)), Verdict::Allowed);
+        assert_eq!(rules.decide("admin.example.com", "/", Some(&without)), Verdict::SecondFactorRequired);
+        assert_eq!(rules.decide("admin.example.com", "/", Some(&other)), Verdict::Forbidden);
+        assert_eq!(rules.decide("admin.example.com", "/", Some(&other_without)), Verdict::Forbidden);
+        assert_eq!(
+            rules.decide("files.example.com", "/", Some(&other_without)),
+            Verdict::SecondFactorRequired
+        );
+        assert_eq!(rules.decide("files.example.com", "/", Some(&other)), Verdict::Allowed);
+    }
+
+    #[test]
     fn unusable_rules_are_refused() {
         for bad in [
             rule(""),
@@ -231,6 +272,7 @@ mod tests {
             rule("a.com/x"),
             Rule { paths: vec!["admin".into()], ..rule("a.com") },
             Rule { policy: Some(Policy::Deny), users: vec!["x".into()], ..rule("a.com") },
+            Rule { policy: Some(Policy::Bypass), groups: vec!["x".into()], ..rule("a.com") },
             Rule { name: Some("A".into()), ..rule("a.com") },
         ] {
             assert!(Rules::new(vec![bad], DefaultPolicy::Allow).is_err());

@@ -4,6 +4,7 @@
 pub mod access;
 pub mod identity;
 pub mod password;
+pub mod second_factor;
 pub mod throttle;
 pub mod users;
 

@@ -111,6 +111,35 @@ impl Hasher {
     }
 }
 
+/// Argon2id settings for random secrets (recovery codes, about 52 bits
+/// each): far lighter than a password's, as guessing such a secret from its
+/// hash needs some 2^51 tries whatever the cost of one.
+fn secret_params() -> Params {
+    Params::new(8 * 1024, 1, 1, None).unwrap_or_default()
+}
+
+impl Hasher {
+    /// Hashes each of `secrets` (random, high-entropy) with fresh salts.
+    pub async fn hash_secrets(&self, secrets: Vec<String>) -> Result<Vec<String>, HashError> {
+        self.blocking(move || secrets.iter().map(|s| hash_with(s, secret_params())).collect()).await
+    }
+
+    /// Which of `hashes` (if any) `secret` matches; every hash is checked,
+    /// so the time taken says nothing of which one matched.
+    pub async fn find_secret(&self, secret: String, hashes: Vec<String>) -> Result<Option<usize>, HashError> {
+        self.blocking(move || {
+            let mut found = None;
+            for (i, hash) in hashes.iter().enumerate() {
+                if verify_now(&secret, hash)? && found.is_none() {
+                    found = Some(i);
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+}
+
 /// Whether a stored hash was made with weaker settings than new hashes get
 /// (another algorithm, less memory, fewer passes, a shorter output): then a
 /// login that proved the password stores a new hash of it. An unreadable
@@ -159,10 +188,13 @@ fn argon2_into(
 }
 
 fn hash_now(password: &str) -> Result<String, HashError> {
+    hash_with(password, Params::default())
+}
+
+fn hash_with(password: &str, params: Params) -> Result<String, HashError> {
     let salt = SaltString::generate(&mut OsRng);
     let mut salt_buf = [0u8; 64];
     let salt_bytes = salt.as_salt().decode_b64(&mut salt_buf).map_err(failed)?;
-    let params = Params::default();
     let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
     let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
     argon2_into(&argon, params.block_count(), password, salt_bytes, &mut out)?;

@@ -12,11 +12,13 @@ pub struct User {
     pub created_at: i64,
     pub email: Option<String>,
     pub display_name: Option<String>,
+    /// A second factor is set up (see `second_factor`).
+    pub two_factor: bool,
 }
 
 macro_rules! user_columns {
     () => {
-        "id, username, password_hash, created_at, email, display_name"
+        "id, username, password_hash, created_at, email, display_name, totp_secret IS NOT NULL AS two_factor"
     };
 }
 
@@ -102,15 +104,19 @@ pub async fn by_id(reader: &SqlitePool, id: i64) -> Result<Option<User>, sqlx::E
         .await
 }
 
-/// Whether account `id` still exists with exactly this password hash: a
-/// login asks after its session is committed, so that a password change or
-/// a removal that raced the password check always wins (see `web::login`).
-pub async fn has_password(reader: &SqlitePool, id: i64, hash: &str) -> Result<bool, sqlx::Error> {
-    let found: Option<String> = sqlx::query_scalar("SELECT password_hash FROM users WHERE id = ?")
-        .bind(id)
-        .fetch_optional(reader)
-        .await?;
-    Ok(found.is_some_and(|stored| crate::session::constant_time_eq(stored.as_bytes(), hash.as_bytes())))
+/// Whether account `id` still exists with exactly this password hash, and
+/// if so whether it has a second factor: a login asks after its session is
+/// committed, so that a password change, a removal or a second factor that
+/// raced the password check always wins (see `web::login`).
+pub async fn has_password(reader: &SqlitePool, id: i64, hash: &str) -> Result<Option<bool>, sqlx::Error> {
+    let found: Option<(String, bool)> =
+        sqlx::query_as("SELECT password_hash, totp_secret IS NOT NULL FROM users WHERE id = ?")
+            .bind(id)
+            .fetch_optional(reader)
+            .await?;
+    Ok(found
+        .filter(|(stored, _)| crate::session::constant_time_eq(stored.as_bytes(), hash.as_bytes()))
+        .map(|(_, two_factor)| two_factor))
 }
 
 /// Replaces the password hash of account `id` by a stronger hash of the same

@@ -9,17 +9,17 @@ use rocket::response::{Flash, Redirect};
 use rocket::{get, post, State};
 
 use super::sessions::session_failure;
+use super::two_factor::SignedIn;
 use super::{csrf, pages, App, Metrics, Notice, Reply};
 use crate::auth::password::{check_new_password, MAX_PASSWORD_BYTES};
 use crate::auth::users;
-use crate::session::Session;
 
 fn form_page(status: Status, csrf_token: &str, notice: Option<Notice>, error: Option<&str>) -> Reply {
     Reply::page(status, pages::render(pages::Password { notice, error, csrf_token }))
 }
 
 #[get("/account/password")]
-pub async fn password_form(session: Session<'_>, flash: Option<FlashMessage<'_>>) -> Reply {
+pub async fn password_form(session: SignedIn<'_>, flash: Option<FlashMessage<'_>>) -> Reply {
     match csrf::of_session(&session).await {
         Ok(token) => form_page(Status::Ok, &token, Notice::from_flash(flash), None),
         Err(e) => session_failure(e),
@@ -46,7 +46,7 @@ pub struct PasswordForm {
 #[post("/account/password", data = "<form>")]
 pub async fn change_password(
     _origin: csrf::SameOrigin,
-    session: Session<'_>,
+    session: SignedIn<'_>,
     form: Form<PasswordForm>,
     app: &State<App>,
     ip: Option<IpAddr>,

@@ -15,6 +15,7 @@ use rocket::request::{FromRequest, Outcome, Request};
 use rocket::response::{self, Responder, Response};
 use rocket::{get, State};
 
+use super::two_factor::Factor;
 use super::{pages, App};
 use crate::auth::access::{Verdict, Who};
 use crate::auth::identity::Identity;
@@ -288,6 +289,9 @@ async fn decide(ask: Ask, check: Check<'_>, app: &App, flavour: Flavour) -> Answ
         Ok(session) => session,
         Err(()) => return Answer::plain(Status::ServiceUnavailable, "the session store is unavailable"),
     };
+    // A login still waiting for its code (or for a set-up) is no login.
+    let session = session.filter(|s| Factor::of(s).opens());
+    let second_factor = session.as_ref().is_some_and(|s| Factor::of(s) == Factor::Passed);
     let identity = match &session {
         None => None,
         Some(session) => match app.identities.get(session.user_id()).await {
@@ -300,17 +304,20 @@ async fn decide(ask: Ask, check: Check<'_>, app: &App, flavour: Flavour) -> Answ
             }
         },
     };
-    let who = identity.as_ref().map(|i| Who { username: &i.username, groups: &i.groups });
+    let who = identity.as_ref().map(|i| Who { username: &i.username, groups: &i.groups, second_factor });
     match app.portal.rules.decide(&target.host, &target.path, who.as_ref()) {
         Verdict::Public => Answer::allowed(identity.as_deref()),
         Verdict::Allowed => Answer::allowed(identity.as_deref()),
-        Verdict::LoginRequired => login_required(app, &target, ask.navigation, flavour),
+        Verdict::LoginRequired => login_required(app, &target, ask.navigation, flavour, "/login"),
+        // The code prompt, or the set-up page for an account without a
+        // second factor: then back to the app.
+        Verdict::SecondFactorRequired => login_required(app, &target, ask.navigation, flavour, "/login/2fa"),
         Verdict::Forbidden => forbidden(app, identity.as_deref()),
     }
 }
 
-fn login_required(app: &App, target: &Target, navigation: bool, flavour: Flavour) -> Answer {
-    let login = app.portal.login_url(&target.url);
+fn login_required(app: &App, target: &Target, navigation: bool, flavour: Flavour, page: &str) -> Answer {
+    let login = app.portal.login_url(page, &target.url);
     let location = Header::new("Location", login.clone());
     if navigation && flavour == Flavour::ForwardAuth {
         let status = match target.method.as_str() {

@@ -7,6 +7,7 @@ use rocket::response::{Flash, Redirect};
 use rocket::{get, post, State};
 use std::net::IpAddr;
 
+use super::two_factor::{self, Factor, SecondFactor, SignedIn};
 use super::{csrf, pages, App, Metrics, Notice, Reply, BAD_FORM};
 use crate::auth::password::{needs_rehash, MAX_PASSWORD_BYTES};
 use crate::auth::users::MAX_USERNAME_CHARS;
@@ -16,7 +17,7 @@ use crate::session::{Session, SessionError, Sessions};
 const WRONG_CREDENTIALS: &str = "Wrong user name or password.";
 
 #[get("/")]
-pub fn index(_session: Session<'_>) -> Redirect {
+pub fn index(_session: SignedIn<'_>) -> Redirect {
     Redirect::to("/user")
 }
 
@@ -25,10 +26,24 @@ pub fn index_anonymous() -> Redirect {
     Redirect::to("/login")
 }
 
-/// Already logged in: straight on to `rd` when it is safe, else `/user`.
+/// Already logged in: straight on to `rd` when it is safe, else `/user`;
+/// a login still waiting for its second factor goes on to that.
 #[get("/login?<rd>")]
-pub fn login_form(_session: Session<'_>, rd: Option<&str>, app: &State<App>) -> Reply {
-    after_login(app, rd.unwrap_or_default())
+pub async fn login_form(
+    session: Session<'_>,
+    rd: Option<&str>,
+    jar: &CookieJar<'_>,
+    app: &State<App>,
+    second: &State<SecondFactor>,
+    flash: Option<FlashMessage<'_>>,
+) -> Reply {
+    let rd = app.portal.safe_rd(rd.unwrap_or_default()).unwrap_or_default();
+    match two_factor::next_step(session, second, &rd).await {
+        Ok(Some(next)) => next,
+        Ok(None) => after_login(app, &rd),
+        // The waiting session ended: the form again.
+        Err(_) => login_page(Status::Ok, jar, app, Notice::from_flash(flash), None, "", &rd),
+    }
 }
 
 #[get("/login?<rd>", rank = 2)]
@@ -43,7 +58,7 @@ pub fn login_form_anonymous(
 }
 
 /// Where a browser goes once logged in: a safe `rd`, else `/user`.
-fn after_login(app: &App, rd: &str) -> Reply {
+pub(super) fn after_login(app: &App, rd: &str) -> Reply {
     match app.portal.safe_rd(rd) {
         Some(to) => Reply::see_other(to),
         None => Reply::to("/user"),
@@ -85,6 +100,7 @@ pub async fn login(
     jar: &CookieJar<'_>,
     sessions: Sessions<'_>,
     app: &State<App>,
+    second: &State<SecondFactor>,
     ip: Option<IpAddr>,
 ) -> Reply {
     let rd = app.portal.safe_rd(&form.rd).unwrap_or_default();
@@ -154,13 +170,20 @@ pub async fn login(
     attempt.succeeded();
     let verified = stronger_hash(app, &user, password).await;
 
-    let session = match sessions.start(user.id, form.remember, super::new_session_data()).await {
+    // With a second factor, the session waits for its code and opens
+    // nothing meanwhile; where one is required, it opens only the set-up.
+    let factor = match (user.two_factor, second.required) {
+        (true, _) => Factor::Pending,
+        (false, true) => Factor::Enrol,
+        (false, false) => Factor::Password,
+    };
+    let session = match sessions.start(user.id, form.remember, two_factor::new_session_data(factor)).await {
         Ok(session) => session,
         Err(e) => {
             // The account may have gone meanwhile (its sessions cannot be
             // inserted any more): that is a wrong login, not an outage.
             return match users::has_password(&app.db.reader, user.id, &verified).await {
-                Ok(false) => wrong(),
+                Ok(None) => wrong(),
                 _ => {
                     log::error!("login: {e}");
                     Reply::unavailable()
@@ -173,9 +196,10 @@ pub async fn login(
     // must win: it ended every session that existed when it committed, and
     // one committed after this session's insert is seen here. Either way no
     // session minted from the old password survives.
+    // A second factor turned on meanwhile counts as such a change too.
     match users::has_password(&app.db.reader, user.id, &verified).await {
-        Ok(true) => {}
-        Ok(false) => {
+        Ok(Some(two_factor)) if two_factor == user.two_factor => {}
+        Ok(_) => {
             log::warn!("login of {:?} raced a password change or removal: session ended", user.username);
             let _ = session.destroy().await;
             return wrong();
@@ -186,9 +210,28 @@ pub async fn login(
             return Reply::unavailable();
         }
     }
+    csrf::forget_anonymous(jar, &app.settings);
+    match factor {
+        Factor::Pending => {
+            log::info!(
+                "login: user {:?}, ip {ip:?}, session {}: code awaited",
+                user.username,
+                session.handle()
+            );
+            return Reply::see_other(two_factor::with_rd("/login/2fa", &rd));
+        }
+        Factor::Enrol => {
+            log::info!(
+                "login: user {:?}, ip {ip:?}, session {}: must set up 2FA",
+                user.username,
+                session.handle()
+            );
+            return Reply::see_other(two_factor::with_rd("/account/2fa", &rd));
+        }
+        Factor::Password | Factor::Passed => {}
+    }
     log::info!("login: user {:?}, ip {ip:?}, session {}", user.username, session.handle());
     Metrics::count(&app.metrics.logins_succeeded, 1);
-    csrf::forget_anonymous(jar, &app.settings);
     after_login(app, &rd)
 }
 

@@ -11,6 +11,7 @@ mod pages;
 pub mod portal;
 mod sessions;
 mod setup;
+pub mod two_factor;
 mod user;
 
 use std::sync::Arc;
@@ -44,7 +45,7 @@ pub struct App {
 }
 
 pub fn routes() -> Vec<Route> {
-    routes![
+    let mut all = routes![
         login::index,
         login::index_anonymous,
         login::login_form,
@@ -72,7 +73,9 @@ pub fn routes() -> Vec<Route> {
         health::stylesheet,
         authz::auth_request,
         authz::forward_auth,
-    ]
+    ];
+    all.extend(two_factor::routes());
+    all
 }
 
 /// Mounts the app on `rocket`: routes, error pages and response headers.
@@ -219,8 +222,9 @@ impl Reply {
     }
 }
 
-/// What a new session starts with: its CSRF token and when the password was
-/// proved. (Who it belongs to comes from the identity cache, not the
+/// What every new session starts with: its CSRF token and when the
+/// password was proved; [`two_factor::new_session_data`] adds how far the
+/// login got. (Who it belongs to comes from the identity cache, not the
 /// session: a name kept here would be parsed on every request and read by
 /// nothing.)
 fn new_session_data() -> serde_json::Map<String, serde_json::Value> {

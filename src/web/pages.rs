@@ -63,6 +63,10 @@ pub struct SessionRow {
     pub last_active: String,
     pub remembered: bool,
     pub current: bool,
+    /// Opened with password and second factor.
+    pub second_factor: bool,
+    /// Password right, waiting for its code (opens nothing).
+    pub pending: bool,
 }
 
 #[derive(Template)]
@@ -93,6 +97,55 @@ pub struct Password<'a> {
     pub notice: Option<Notice>,
     pub error: Option<&'a str>,
     pub csrf_token: &'a str,
+}
+
+/// The code prompt after the password.
+#[derive(Template)]
+#[template(path = "login_code.html")]
+pub struct LoginCode<'a> {
+    pub notice: Option<Notice>,
+    pub error: Option<&'a str>,
+    pub csrf_token: &'a str,
+    pub rd: &'a str,
+}
+
+/// `/account/2fa`: on (since when, codes left) or off.
+#[derive(Template)]
+#[template(path = "two_factor.html")]
+pub struct TwoFactor<'a> {
+    pub notice: Option<Notice>,
+    pub error: Option<&'a str>,
+    pub csrf_token: &'a str,
+    pub rd: &'a str,
+    pub enabled_since: Option<String>,
+    pub codes_left: i64,
+    /// `require_2fa`: nothing else opens until it is set up.
+    pub required: bool,
+}
+
+/// A new secret to confirm with one code.
+#[derive(Template)]
+#[template(path = "two_factor_setup.html")]
+pub struct TwoFactorSetup<'a> {
+    pub notice: Option<Notice>,
+    pub error: Option<&'a str>,
+    pub csrf_token: &'a str,
+    pub rd: &'a str,
+    /// An inline `<svg>` made here (not user input).
+    pub qr_svg: &'a str,
+    /// Base32, in groups of four.
+    pub secret: &'a str,
+    pub uri: &'a str,
+}
+
+/// New recovery codes, shown this once.
+#[derive(Template)]
+#[template(path = "recovery_codes.html")]
+pub struct RecoveryCodes<'a> {
+    pub notice: Option<Notice>,
+    pub codes: &'a [String],
+    /// Where "Continue" goes.
+    pub next: &'a str,
 }
 
 #[derive(Template)]

@@ -20,10 +20,11 @@ impl Portal {
         host == self.public.host || self.cookie_domain.as_deref().is_some_and(|d| in_domain(host, d))
     }
 
-    /// `PUBLIC_URL/login?rd=TARGET`, the target percent-encoded.
-    pub fn login_url(&self, target: &str) -> String {
+    /// `PUBLIC_URL` + `page` (`/login`, `/login/2fa`) + `?rd=TARGET`, the
+    /// target percent-encoded.
+    pub fn login_url(&self, page: &str, target: &str) -> String {
         let rd = percent_encoding::utf8_percent_encode(target, percent_encoding::NON_ALPHANUMERIC);
-        format!("{}/login?rd={rd}", self.public.origin)
+        format!("{}{page}?rd={rd}", self.public.origin)
     }
 
     /// `rd` if it is safe to send a browser to, normalised; else `None`

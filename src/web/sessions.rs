@@ -8,6 +8,7 @@ use rocket::{get, post, State};
 
 use std::net::IpAddr;
 
+use super::two_factor::{Factor, SignedIn};
 use super::{csrf, device, pages, App, Metrics, Notice, Reply};
 use crate::auth::password::MAX_PASSWORD_BYTES;
 use crate::auth::users;
@@ -77,7 +78,7 @@ async fn sudo(
 }
 
 #[get("/sessions")]
-pub async fn list(session: Session<'_>, flash: Option<FlashMessage<'_>>) -> Reply {
+pub async fn list(session: SignedIn<'_>, flash: Option<FlashMessage<'_>>) -> Reply {
     let now = now();
     let mut records = match session.manager().store().list_for_user(session.user_id(), now).await {
         Ok(records) => records,
@@ -102,6 +103,8 @@ pub async fn list(session: Session<'_>, flash: Option<FlashMessage<'_>>) -> Repl
             signed_in: device::date(r.created_at),
             last_active: device::ago(r.last_seen_at, now),
             remembered: r.persistent,
+            second_factor: Factor::of_data(&r.data) == Factor::Passed,
+            pending: !Factor::of_data(&r.data).opens(),
         })
         .collect();
     let page = pages::Sessions {
@@ -126,7 +129,7 @@ pub struct RevokeForm {
 #[post("/sessions/revoke", data = "<form>")]
 pub async fn revoke(
     _origin: csrf::SameOrigin,
-    session: Session<'_>,
+    session: SignedIn<'_>,
     form: Form<RevokeForm>,
     app: &State<App>,
     ip: Option<IpAddr>,
@@ -145,7 +148,7 @@ pub async fn revoke(
     }
     if form.handle == session.handle() {
         let handle = session.handle().to_owned();
-        return match session.destroy().await {
+        return match session.0.destroy().await {
             Ok(()) => {
                 log::info!("session {handle} ended by its owner");
                 Metrics::count(&app.metrics.ended_revoke, 1);
@@ -185,7 +188,7 @@ pub struct RevokeOthersForm {
 #[post("/sessions/revoke-others", data = "<form>")]
 pub async fn revoke_others(
     _origin: csrf::SameOrigin,
-    session: Session<'_>,
+    session: SignedIn<'_>,
     form: Form<RevokeOthersForm>,
     app: &State<App>,
     ip: Option<IpAddr>,

@@ -134,6 +134,7 @@ pub async fn setup(
     jar: &CookieJar<'_>,
     sessions: Sessions<'_>,
     app: &State<App>,
+    second: &State<super::two_factor::SecondFactor>,
 ) -> Result<Reply, Status> {
     open(app, &form.token).await?;
     if !csrf::anonymous_ok(jar, &app.settings, &form.csrf_token) {
@@ -166,11 +167,16 @@ pub async fn setup(
     };
     app.setup.clear();
     println!("sesija: created the first account, {:?}", form.username);
-    let session = sessions.start(id, false, super::new_session_data()).await.map_err(|e| {
+    use super::two_factor::{new_session_data, Factor};
+    let factor = if second.required { Factor::Enrol } else { Factor::Password };
+    let session = sessions.start(id, false, new_session_data(factor)).await.map_err(|e| {
         log::error!("setup: {e}");
         Status::ServiceUnavailable
     })?;
     log::info!("setup: user {:?}, session {}", form.username, session.handle());
     csrf::forget_anonymous(jar, &app.settings);
-    Ok(Reply::to("/user"))
+    Ok(match factor {
+        Factor::Enrol => Reply::to("/account/2fa"),
+        _ => Reply::to("/user"),
+    })
 }

@@ -5,19 +5,20 @@ use rocket::request::FlashMessage;
 use rocket::response::{Flash, Redirect};
 use rocket::{get, State};
 
+use super::two_factor::{Factor, SignedIn};
 use super::{csrf, pages, App, Notice, Reply};
 use crate::auth::access::Who;
-use crate::session::{Session, Sessions};
+use crate::session::Sessions;
 
 #[get("/user")]
-pub async fn user(session: Session<'_>, app: &State<App>, flash: Option<FlashMessage<'_>>) -> Reply {
+pub async fn user(session: SignedIn<'_>, app: &State<App>, flash: Option<FlashMessage<'_>>) -> Reply {
     // Who this is comes from the identity cache (no query once warm); it
     // also holds the groups that decide which apps to list.
     let identity = match app.identities.get(session.user_id()).await {
         Ok(Some(identity)) => identity,
         Ok(None) => {
             // The account is gone: so is this session.
-            let _ = session.destroy().await;
+            let _ = session.0.destroy().await;
             return Reply::to("/login");
         }
         Err(e) => {
@@ -26,7 +27,8 @@ pub async fn user(session: Session<'_>, app: &State<App>, flash: Option<FlashMes
         }
     };
     let Ok(csrf_token) = csrf::of_session(&session).await else { return Reply::unavailable() };
-    let who = Who { username: &identity.username, groups: &identity.groups };
+    let second_factor = Factor::of(&session) == Factor::Passed;
+    let who = Who { username: &identity.username, groups: &identity.groups, second_factor };
     let page = pages::User {
         notice: Notice::from_flash(flash),
         username: &identity.username,

@@ -241,6 +241,71 @@ fn a_person_sets_up_logs_in_survives_a_restart_and_logs_out_in_a_real_browser() 
     drop(server);
 }
 
+/// The secret shown on the set-up page, decoded.
+fn shown_secret(html: &str) -> Vec<u8> {
+    let start =
+        html.find(r#"<code id="secret">"#).expect("the secret is shown") + r#"<code id="secret">"#.len();
+    let text = html[start..start + html[start..].find("</code>").unwrap()].replace(' ', "");
+    totp_rs::Secret::try_from_base32(&text).unwrap().as_bytes().to_vec()
+}
+
+#[test]
+fn a_person_turns_on_two_factor_authentication_and_logs_in_with_a_code() {
+    if std::env::var_os("SESIJA_SKIP_BROWSER").is_some() {
+        eprintln!("SESIJA_SKIP_BROWSER is set: browser test skipped");
+        return;
+    }
+    assert!(
+        std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists(),
+        "install chromium and chromium-driver (scripts/test does), or set SESIJA_SKIP_BROWSER=1"
+    );
+    let work = TempDir::new().unwrap();
+    let profile = TempDir::new().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let server = Server::start(work.path(), port, &[]);
+    let browser = Driver::start(profile.path());
+    browser.goto(&format!("{base}{}", setup_path(&server.output())));
+    browser.type_into("#username", "alice");
+    browser.type_into("#password", PASSWORD);
+    browser.click("button[type=submit]");
+    assert_eq!(browser.url_when(&format!("{base}/user")), format!("{base}/user"));
+
+    // Set up: read the key off the page as a person would type it into an
+    // app, and type the code the app would show.
+    browser.click("a[href='/account/2fa']");
+    assert!(browser.source_when("is <strong>off</strong>"));
+    crate::two_factor::early_in_step_blocking();
+    browser.click("#setup");
+    assert!(browser.source_when("Set up two-factor authentication"));
+    let secret = shown_secret(&browser.source());
+    browser.type_into("#code", &crate::two_factor::code(&secret, 0));
+    browser.click("form[action='/account/2fa/enable'] button");
+    assert!(browser.source_when("Your recovery codes"));
+    assert_eq!(browser.source().matches("<li><code>").count(), 10);
+    browser.click("#continue");
+    assert_eq!(browser.url_when(&format!("{base}/user")), format!("{base}/user"));
+
+    // Log out; the password alone now leads to the code prompt only.
+    browser.click("form[action='/logout'] button");
+    assert_eq!(browser.url_when(&format!("{base}/login")), format!("{base}/login"));
+    browser.type_into("#username", "alice");
+    browser.type_into("#password", PASSWORD);
+    browser.click("button[type=submit]");
+    assert_eq!(browser.url_when(&format!("{base}/login/2fa")), format!("{base}/login/2fa"));
+    browser.goto(&format!("{base}/user"));
+    assert_eq!(browser.url_when(&format!("{base}/login/2fa")), format!("{base}/login/2fa"), "nothing opens");
+    // The next step's code (the one that turned it on is used up).
+    browser.type_into("#code", &crate::two_factor::code(&secret, 1));
+    browser.click("form[action='/login/2fa'] button");
+    assert_eq!(browser.url_when(&format!("{base}/user")), format!("{base}/user"));
+    assert!(browser.source().contains("Hello, alice!"));
+    browser.goto(&format!("{base}/sessions"));
+    assert!(browser.source().contains("password and code"));
+    drop(browser);
+    drop(server);
+}
+
 /// One login in front of an app: through a real nginx to the app, to the
 /// portal and back, a restart, and the session ended from another browser.
 #[test]

@@ -18,3 +18,4 @@ mod process;
 mod proxies;
 mod server;
 mod setup;
+mod two_factor;

@@ -1,0 +1,779 @@
+//! The second factor as the browser sees it: where a session stands
+//! ([`Factor`]), the guard every page of a logged-in person takes
+//! ([`SignedIn`]), the code prompt after the password (`/login/2fa`) and
+//! the set-up page (`/account/2fa`).
+//!
+//! A session records in its data how it was opened:
+//! * no mark: by password, for an account without a second factor;
+//! * `pending`: the password was right, the code is awaited. Such a session
+//!   opens nothing but the code prompt (and logout), and only for
+//!   `two_factor_pending_timeout` seconds after it began;
+//! * `enrol`: `require_2fa` is on and the account has no second factor: only
+//!   the set-up page opens until it has one;
+//! * `passed`: password and second factor (the devices page says so, and
+//!   `policy = "two_factor"` rules let only these in).
+//!
+//! A right code does not mark the waiting session: it replaces it by a
+//! new one (new token, same "remember me"), as a login does.
+
+use std::net::IpAddr;
+
+use rocket::form::{Form, FromForm};
+use rocket::http::Status;
+use rocket::request::{FlashMessage, FromRequest, Outcome, Request};
+use rocket::response::{Flash, Redirect};
+use rocket::{get, post, routes, Route, State};
+
+use super::{csrf, pages, App, Metrics, Notice, Reply, BAD_FORM};
+use crate::auth::password::MAX_PASSWORD_BYTES;
+use crate::auth::second_factor::{self, Sealer, Verified};
+use crate::auth::{users, Throttle, User};
+use crate::session::{now, Session, SessionError, Sessions};
+
+/// Session value: how far the session's login got (see the module docs).
+pub const FACTOR_KEY: &str = "factor";
+/// Session value: the secret being set up, sealed, base64.
+const SETUP_KEY: &str = "totp_setup";
+
+/// Second-factor settings and state, managed beside [`App`].
+pub struct SecondFactor {
+    pub sealer: Sealer,
+    /// Wrong codes, counted per account and per source like passwords.
+    pub throttle: Throttle,
+    /// Every account must have a second factor (`require_2fa`).
+    pub required: bool,
+    /// Seconds a password-only login may wait for its code.
+    pub pending_timeout: i64,
+}
+
+/// Where a session stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Factor {
+    /// Opened by password; the account had no second factor.
+    Password,
+    /// Password right, code awaited.
+    Pending,
+    /// Must set up a second factor first.
+    Enrol,
+    /// Password and second factor.
+    Passed,
+}
+
+impl Factor {
+    pub fn of(session: &Session<'_>) -> Factor {
+        Factor::parse(session.get::<String>(FACTOR_KEY).as_deref())
+    }
+
+    /// From a stored session's data (JSON text).
+    pub fn of_data(data: &str) -> Factor {
+        let value = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(data).ok();
+        Factor::parse(value.as_ref().and_then(|d| d.get(FACTOR_KEY)).and_then(|v| v.as_str()))
+    }
+
+    fn parse(mark: Option<&str>) -> Factor {
+        match mark {
+            None => Factor::Password,
+            Some("passed") => Factor::Passed,
+            Some("enrol") => Factor::Enrol,
+            // Anything else opens nothing.
+            Some(_) => Factor::Pending,
+        }
+    }
+
+    fn mark(self) -> Option<&'static str> {
+        match self {
+            Factor::Password => None,
+            Factor::Pending => Some("pending"),
+            Factor::Enrol => Some("enrol"),
+            Factor::Passed => Some("passed"),
+        }
+    }
+
+    /// Whether a session in this state opens the portal and the apps.
+    pub fn opens(self) -> bool {
+        matches!(self, Factor::Password | Factor::Passed)
+    }
+}
+
+/// What a new session starts with: its CSRF token, when the password was
+/// proved, and how far its login got.
+pub fn new_session_data(factor: Factor) -> serde_json::Map<String, serde_json::Value> {
+    let mut data = super::new_session_data();
+    if let Some(mark) = factor.mark() {
+        data.insert(FACTOR_KEY.into(), mark.into());
+    }
+    data
+}
+
+/// The session of someone logged in all the way: every factor the account
+/// needs is done. Forwards (401) otherwise, so the `rank = 2` route of a
+/// page sends the browser on to `/login`, which knows where it stands.
+pub struct SignedIn<'r>(pub Session<'r>);
+
+impl<'r> std::ops::Deref for SignedIn<'r> {
+    type Target = Session<'r>;
+    fn deref(&self) -> &Session<'r> {
+        &self.0
+    }
+}
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for SignedIn<'r> {
+    type Error = SessionError;
+
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
+        match Session::from_request(req).await {
+            Outcome::Success(session) if Factor::of(&session).opens() => Outcome::Success(SignedIn(session)),
+            Outcome::Success(_) => Outcome::Forward(Status::Unauthorized),
+            Outcome::Forward(status) => Outcome::Forward(status),
+            Outcome::Error(e) => Outcome::Error(e),
+        }
+    }
+}
+
+/// `path`, with `?rd=` when there is somewhere to return to.
+pub fn with_rd(path: &str, rd: &str) -> String {
+    match rd.is_empty() {
+        true => path.to_owned(),
+        false => {
+            let rd = percent_encoding::utf8_percent_encode(rd, percent_encoding::NON_ALPHANUMERIC);
+            format!("{path}?rd={rd}")
+        }
+    }
+}
+
+/// Where a session that is not all the way in goes next, if anywhere:
+/// the code prompt or the set-up page (`rd` rides along). An expired
+/// waiting session is ended.
+pub async fn next_step(
+    session: Session<'_>,
+    second: &SecondFactor,
+    rd: &str,
+) -> Result<Option<Reply>, Reply> {
+    match Factor::of(&session) {
+        Factor::Pending if expired(&session, second) => {
+            let _ = session.destroy().await;
+            Err(too_late(rd))
+        }
+        Factor::Pending => Ok(Some(Reply::see_other(with_rd("/login/2fa", rd)))),
+        Factor::Enrol => Ok(Some(Reply::see_other(with_rd("/account/2fa", rd)))),
+        Factor::Password | Factor::Passed => Ok(None),
+    }
+}
+
+fn expired(session: &Session<'_>, second: &SecondFactor) -> bool {
+    now() - session.record().created_at >= second.pending_timeout
+}
+
+fn too_late(rd: &str) -> Reply {
+    Reply::Flash(Flash::warning(
+        Redirect::to(with_rd("/login", rd)),
+        "The code was not entered in time. Please log in again.",
+    ))
+}
+
+/// Answers for failures that end a handler.
+fn failure(e: SessionError) -> Reply {
+    match e {
+        SessionError::Ended => Reply::to("/login"),
+        e => {
+            log::error!("second factor: {e}");
+            Reply::unavailable()
+        }
+    }
+}
+
+async fn account(app: &App, session: &Session<'_>) -> Result<User, Reply> {
+    match users::by_id(&app.db.reader, session.user_id()).await {
+        Ok(Some(user)) => Ok(user),
+        Ok(None) => Err(Reply::to("/login")),
+        Err(e) => {
+            log::error!("second factor: {e}");
+            Err(Reply::unavailable())
+        }
+    }
+}
+
+/// The code prompt, for a session waiting for its code, or for a
+/// password-only session of an account with a second factor that an app's
+/// `two_factor` rule sent here.
+#[get("/login/2fa?<rd>")]
+pub async fn code_form(
+    session: Session<'_>,
+    rd: Option<&str>,
+    app: &State<App>,
+    second: &State<SecondFactor>,
+) -> Reply {
+    let rd = app.portal.safe_rd(rd.unwrap_or_default()).unwrap_or_default();
+    match Factor::of(&session) {
+        Factor::Pending if expired(&session, second) => {
+            let _ = session.destroy().await;
+            return too_late(&rd);
+        }
+        Factor::Pending => {}
+        Factor::Enrol => return Reply::see_other(with_rd("/account/2fa", &rd)),
+        Factor::Passed => return super::login::after_login(app, &rd),
+        Factor::Password => match account(app, &session).await {
+            Ok(user) if user.two_factor => {}
+            Ok(_) => return Reply::see_other(with_rd("/account/2fa", &rd)),
+            Err(reply) => return reply,
+        },
+    }
+    let Ok(csrf_token) = csrf::of_session(&session).await else { return Reply::unavailable() };
+    code_page(Status::Ok, &csrf_token, &rd, None)
+}
+
+#[get("/login/2fa", rank = 2)]
+pub fn code_form_anonymous() -> Redirect {
+    Redirect::to("/login")
+}
+
+fn code_page(status: Status, csrf_token: &str, rd: &str, error: Option<&str>) -> Reply {
+    Reply::page(status, code_html(csrf_token, rd, error))
+}
+
+fn code_html(csrf_token: &str, rd: &str, error: Option<&str>) -> String {
+    pages::render(pages::LoginCode { notice: None, error, csrf_token, rd })
+}
+
+#[derive(FromForm)]
+pub struct CodeForm {
+    #[field(default = String::new())]
+    code: String,
+    #[field(default = String::new())]
+    csrf_token: String,
+    #[field(default = String::new())]
+    rd: String,
+    /// With `disable` and `recovery`: the current password.
+    #[field(default = String::new())]
+    password: String,
+}
+
+const WRONG_CODE: &str = "That code is not right. Enter the current code from your app, or a recovery code.";
+
+/// Checks `code` for `user`, throttled; `Err` is the answer: `wrong` with
+/// the form (`render` draws it around a message), or 429.
+async fn check_code(
+    app: &App,
+    second: &SecondFactor,
+    user: &User,
+    code: &str,
+    ip: Option<IpAddr>,
+    wrong: Status,
+    render: impl FnOnce(&str) -> String,
+) -> Result<Verified, Reply> {
+    let attempt = match second.throttle.begin(&user.username, ip) {
+        Ok(attempt) => attempt,
+        Err(wait) => {
+            log::warn!("second factor throttled: user {:?}, ip {ip:?}, retry in {wait} s", user.username);
+            Metrics::count(&app.metrics.logins_throttled, 1);
+            return Err(Reply::throttled(wait, render));
+        }
+    };
+    match second_factor::verify(&app.db.writer, &app.hasher, &second.sealer, user.id, code, now()).await {
+        Ok(Verified::Wrong) => {
+            log::warn!("second factor failed: user {:?}, ip {ip:?}", user.username);
+            Metrics::count(&app.metrics.logins_failed, 1);
+            Err(Reply::page(wrong, render(WRONG_CODE)))
+        }
+        Ok(verified) => {
+            attempt.succeeded();
+            if verified == Verified::RecoveryCode {
+                log::info!("recovery code used: user {:?}, ip {ip:?}", user.username);
+            }
+            Ok(verified)
+        }
+        Err(e) => {
+            log::error!("second factor: {e}");
+            attempt.refund();
+            Err(Reply::unavailable())
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[post("/login/2fa", data = "<form>")]
+pub async fn verify_code(
+    _origin: csrf::SameOrigin,
+    session: Session<'_>,
+    sessions: Sessions<'_>,
+    form: Form<CodeForm>,
+    app: &State<App>,
+    second: &State<SecondFactor>,
+    ip: Option<IpAddr>,
+) -> Reply {
+    let rd = app.portal.safe_rd(&form.rd).unwrap_or_default();
+    match Factor::of(&session) {
+        Factor::Pending if expired(&session, second) => {
+            let _ = session.destroy().await;
+            return too_late(&rd);
+        }
+        Factor::Pending | Factor::Password => {}
+        Factor::Enrol => return Reply::see_other(with_rd("/account/2fa", &rd)),
+        Factor::Passed => return super::login::after_login(app, &rd),
+    }
+    if !csrf::session_ok(&session, &form.csrf_token) {
+        return code_page(Status::Forbidden, &form.csrf_token, &rd, Some(BAD_FORM));
+    }
+    let user = match account(app, &session).await {
+        Ok(user) if user.two_factor => user,
+        // Turned off meanwhile (an operator's reset ends the sessions too).
+        Ok(_) => {
+            let _ = session.destroy().await;
+            return Reply::to("/login");
+        }
+        Err(reply) => return reply,
+    };
+    let render = |message: &str| code_html(&form.csrf_token, &rd, Some(message));
+    if let Err(reply) = check_code(app, second, &user, &form.code, ip, Status::Unauthorized, render).await {
+        return reply;
+    }
+    // A new session replaces the waiting one (a fresh token after the
+    // login completes), keeping "remember me".
+    let persistent = session.record().persistent;
+    let started = match sessions.start(user.id, persistent, new_session_data(Factor::Passed)).await {
+        Ok(started) => started,
+        Err(e) => return failure(e),
+    };
+    // As at the password step: a password change, a removal or a reset
+    // committed meanwhile must win.
+    match users::has_password(&app.db.reader, user.id, &user.password_hash).await {
+        Ok(Some(true)) => {}
+        Ok(_) => {
+            log::warn!("second factor of {:?} raced an account change: session ended", user.username);
+            let _ = started.destroy().await;
+            return Reply::to("/login");
+        }
+        Err(_) => {
+            let _ = started.destroy().await;
+            return Reply::unavailable();
+        }
+    }
+    log::info!("login with second factor: user {:?}, ip {ip:?}, session {}", user.username, started.handle());
+    Metrics::count(&app.metrics.logins_succeeded, 1);
+    super::login::after_login(app, &rd)
+}
+
+#[post("/login/2fa", rank = 2)]
+pub fn verify_code_anonymous() -> Redirect {
+    Redirect::to("/login")
+}
+
+/// A session that may use the set-up page: not one still waiting for its code.
+async fn settings_session<'r>(session: Session<'r>, rd: &str) -> Result<Session<'r>, Reply> {
+    match Factor::of(&session) {
+        Factor::Pending => Err(Reply::see_other(with_rd("/login/2fa", rd))),
+        _ => Ok(session),
+    }
+}
+
+/// The status page: on or off, and the forms that go with each.
+struct StatusPage<'a> {
+    enrolment: Option<second_factor::Enrolment>,
+    csrf_token: &'a str,
+    rd: &'a str,
+    factor: Factor,
+}
+
+impl<'a> StatusPage<'a> {
+    async fn load(
+        app: &App,
+        user: &User,
+        csrf_token: &'a str,
+        rd: &'a str,
+        factor: Factor,
+    ) -> Result<Self, Reply> {
+        match second_factor::status(&app.db.reader, user.id).await {
+            Ok(enrolment) => Ok(StatusPage { enrolment, csrf_token, rd, factor }),
+            Err(e) => {
+                log::error!("second factor: {e}");
+                Err(Reply::unavailable())
+            }
+        }
+    }
+
+    fn html(&self, error: Option<&str>, notice: Option<Notice>) -> String {
+        pages::render(pages::TwoFactor {
+            notice,
+            error,
+            csrf_token: self.csrf_token,
+            rd: self.rd,
+            enabled_since: self.enrolment.as_ref().map(|e| super::device::date(e.enabled_at)),
+            codes_left: self.enrolment.as_ref().map(|e| e.codes_left).unwrap_or_default(),
+            required: self.factor == Factor::Enrol,
+        })
+    }
+}
+
+#[get("/account/2fa?<rd>")]
+pub async fn status(
+    session: Session<'_>,
+    rd: Option<&str>,
+    app: &State<App>,
+    flash: Option<FlashMessage<'_>>,
+) -> Reply {
+    let rd = app.portal.safe_rd(rd.unwrap_or_default()).unwrap_or_default();
+    let session = match settings_session(session, &rd).await {
+        Ok(session) => session,
+        Err(reply) => return reply,
+    };
+    let user = match account(app, &session).await {
+        Ok(user) => user,
+        Err(reply) => return reply,
+    };
+    let Ok(csrf_token) = csrf::of_session(&session).await else { return Reply::unavailable() };
+    match StatusPage::load(app, &user, &csrf_token, &rd, Factor::of(&session)).await {
+        Ok(page) => Reply::page(Status::Ok, page.html(None, Notice::from_flash(flash))),
+        Err(reply) => reply,
+    }
+}
+
+#[get("/account/2fa", rank = 2)]
+pub fn status_anonymous() -> Redirect {
+    Redirect::to("/login")
+}
+
+/// The set-up page: the secret as a QR code and as text, and the form that
+/// confirms it with one code.
+fn setup_page(
+    status: Status,
+    user: &User,
+    secret: &[u8],
+    csrf_token: &str,
+    rd: &str,
+    error: Option<&str>,
+) -> Reply {
+    Reply::page(status, setup_html(user, secret, csrf_token, rd, error))
+}
+
+fn setup_html(user: &User, secret: &[u8], csrf_token: &str, rd: &str, error: Option<&str>) -> String {
+    let uri = second_factor::otpauth_uri(secret, &user.username);
+    let qr = match qrcode::QrCode::new(uri.as_bytes()) {
+        Ok(code) => {
+            code.render::<qrcode::render::svg::Color<'_>>().min_dimensions(200, 200).quiet_zone(true).build()
+        }
+        Err(e) => {
+            log::error!("QR code: {e}");
+            String::new()
+        }
+    };
+    // Inline SVG: no script, no request anywhere. The XML prolog has no
+    // place inside HTML.
+    let qr = match qr.find("<svg") {
+        Some(at) => qr[at..].to_owned(),
+        None => qr,
+    };
+    let page = pages::TwoFactorSetup {
+        notice: None,
+        error,
+        csrf_token,
+        rd,
+        qr_svg: &qr,
+        secret: &second_factor::secret_text(secret),
+        uri: &uri,
+    };
+    pages::render(page)
+}
+
+#[derive(FromForm)]
+pub struct SetupForm {
+    #[field(default = String::new())]
+    csrf_token: String,
+    #[field(default = String::new())]
+    rd: String,
+}
+
+#[post("/account/2fa/setup", data = "<form>")]
+pub async fn setup(
+    _origin: csrf::SameOrigin,
+    session: Session<'_>,
+    form: Form<SetupForm>,
+    app: &State<App>,
+    second: &State<SecondFactor>,
+) -> Reply {
+    let rd = app.portal.safe_rd(&form.rd).unwrap_or_default();
+    let session = match settings_session(session, &rd).await {
+        Ok(session) => session,
+        Err(reply) => return reply,
+    };
+    if !csrf::session_ok(&session, &form.csrf_token) {
+        return Reply::error(Status::Forbidden, BAD_FORM);
+    }
+    let user = match account(app, &session).await {
+        Ok(user) => user,
+        Err(reply) => return reply,
+    };
+    if user.two_factor {
+        return Reply::see_other(with_rd("/account/2fa", &rd));
+    }
+    // A new secret each time: the last one shown is the one to confirm.
+    let secret = second_factor::new_secret();
+    use base64::Engine;
+    let sealed = base64::engine::general_purpose::STANDARD.encode(second.sealer.seal(&secret));
+    if let Err(e) = session.insert(SETUP_KEY, sealed).await {
+        return failure(e);
+    }
+    setup_page(Status::Ok, &user, &secret, &form.csrf_token, &rd, None)
+}
+
+#[post("/account/2fa/setup", rank = 2)]
+pub fn setup_anonymous() -> Redirect {
+    Redirect::to("/login")
+}
+
+/// The secret being set up in this session, if any.
+fn pending_secret(session: &Session<'_>, second: &SecondFactor) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let sealed = session.get::<String>(SETUP_KEY)?;
+    let sealed = base64::engine::general_purpose::STANDARD.decode(sealed).ok()?;
+    second.sealer.open(&sealed).map(|(secret, _)| secret)
+}
+
+#[allow(clippy::too_many_arguments)]
+#[post("/account/2fa/enable", data = "<form>")]
+pub async fn enable(
+    _origin: csrf::SameOrigin,
+    session: Session<'_>,
+    form: Form<CodeForm>,
+    app: &State<App>,
+    second: &State<SecondFactor>,
+    ip: Option<IpAddr>,
+) -> Reply {
+    let rd = app.portal.safe_rd(&form.rd).unwrap_or_default();
+    let session = match settings_session(session, &rd).await {
+        Ok(session) => session,
+        Err(reply) => return reply,
+    };
+    if !csrf::session_ok(&session, &form.csrf_token) {
+        return Reply::error(Status::Forbidden, BAD_FORM);
+    }
+    let user = match account(app, &session).await {
+        Ok(user) => user,
+        Err(reply) => return reply,
+    };
+    if user.two_factor {
+        return Reply::see_other(with_rd("/account/2fa", &rd));
+    }
+    let Some(secret) = pending_secret(&session, second) else {
+        return Reply::Flash(Flash::warning(
+            Redirect::to(with_rd("/account/2fa", &rd)),
+            "Start the set-up again: no new secret was waiting for a code.",
+        ));
+    };
+    let attempt = match second.throttle.begin(&user.username, ip) {
+        Ok(attempt) => attempt,
+        Err(wait) => {
+            return Reply::throttled(wait, |message| {
+                setup_html(&user, &secret, &form.csrf_token, &rd, Some(message))
+            })
+        }
+    };
+    let now = now();
+    let Some(step) = second_factor::step_of(&secret, &form.code, now) else {
+        log::warn!("second factor set-up: wrong code, user {:?}, ip {ip:?}", user.username);
+        return setup_page(
+            Status::UnprocessableEntity,
+            &user,
+            &secret,
+            &form.csrf_token,
+            &rd,
+            Some("That code is not right. Enter the 6-digit code your app shows now."),
+        );
+    };
+    attempt.succeeded();
+    let codes = second_factor::new_recovery_codes();
+    let Ok(hashes) = app.hasher.hash_secrets(codes.clone()).await else { return Reply::unavailable() };
+    match second_factor::enable(&app.db.writer, user.id, &second.sealer.seal(&secret), step, &hashes, now)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => return Reply::see_other(with_rd("/account/2fa", &rd)),
+        Err(e) => {
+            log::error!("second factor set-up: {e}");
+            return Reply::unavailable();
+        }
+    }
+    // This session just proved the new factor; every other one (a session
+    // opened with the password alone, perhaps not by this person) ends.
+    if let Err(e) = session.remove(SETUP_KEY).await {
+        return failure(e);
+    }
+    if let Err(e) = session.insert(FACTOR_KEY, Factor::Passed.mark()).await {
+        return failure(e);
+    }
+    if let Err(e) = session.rotate().await {
+        return failure(e);
+    }
+    let ended = match session.manager().store().delete_for_user(user.id, Some(session.handle())).await {
+        Ok(ended) => ended,
+        Err(e) => {
+            log::error!("second factor set-up: other sessions not ended: {e}");
+            return Reply::unavailable();
+        }
+    };
+    log::info!("second factor on: user {:?}, ended {ended} other sessions", user.username);
+    Metrics::count(&app.metrics.ended_revoke, ended);
+    codes_page(&codes, &rd)
+}
+
+#[post("/account/2fa/enable", rank = 2)]
+pub fn enable_anonymous() -> Redirect {
+    Redirect::to("/login")
+}
+
+fn codes_page(codes: &[String], rd: &str) -> Reply {
+    let next = if rd.is_empty() { "/user" } else { rd };
+    Reply::page(Status::Ok, pages::render(pages::RecoveryCodes { notice: None, codes, next }))
+}
+
+/// Password and code, both right, for turning the factor off or making
+/// new recovery codes; `Err` is the answer.
+async fn confirm_both(
+    session: &Session<'_>,
+    form: &CodeForm,
+    app: &App,
+    second: &SecondFactor,
+    ip: Option<IpAddr>,
+    rd: &str,
+) -> Result<User, Reply> {
+    if !csrf::session_ok(session, &form.csrf_token) {
+        return Err(Reply::error(Status::Forbidden, BAD_FORM));
+    }
+    let user = account(app, session).await?;
+    if !user.two_factor {
+        return Err(Reply::see_other(with_rd("/account/2fa", rd)));
+    }
+    let page = StatusPage::load(app, &user, &form.csrf_token, rd, Factor::of(session)).await?;
+    let attempt = match app.throttle.begin(&user.username, ip) {
+        Ok(attempt) => attempt,
+        Err(wait) => return Err(Reply::throttled(wait, |message| page.html(Some(message), None))),
+    };
+    let password =
+        if form.password.len() > MAX_PASSWORD_BYTES { String::new() } else { form.password.clone() };
+    match app.hasher.verify(password, Some(user.password_hash.clone())).await {
+        Ok(true) => attempt.succeeded(),
+        Ok(false) => {
+            log::warn!("password confirmation failed: user {:?}, ip {ip:?}", user.username);
+            return Err(Reply::page(
+                Status::UnprocessableEntity,
+                page.html(Some("The password is wrong."), None),
+            ));
+        }
+        Err(_) => return Err(Reply::unavailable()),
+    }
+    let render = |message: &str| page.html(Some(message), None);
+    check_code(app, second, &user, &form.code, ip, Status::UnprocessableEntity, render).await?;
+    Ok(user)
+}
+
+#[post("/account/2fa/disable", data = "<form>")]
+pub async fn disable(
+    _origin: csrf::SameOrigin,
+    session: Session<'_>,
+    form: Form<CodeForm>,
+    app: &State<App>,
+    second: &State<SecondFactor>,
+    ip: Option<IpAddr>,
+) -> Reply {
+    let rd = app.portal.safe_rd(&form.rd).unwrap_or_default();
+    let session = match settings_session(session, &rd).await {
+        Ok(session) => session,
+        Err(reply) => return reply,
+    };
+    let user = match confirm_both(&session, &form, app, second, ip, &rd).await {
+        Ok(user) => user,
+        Err(reply) => return reply,
+    };
+    if let Err(e) = second_factor::disable(&app.db.writer, user.id).await {
+        log::error!("second factor off: {e}");
+        return Reply::unavailable();
+    }
+    // Where 2FA is required, this session must set it up again before
+    // anything else opens.
+    let factor = if second.required { Factor::Enrol } else { Factor::Password };
+    let marked = match factor.mark() {
+        Some(mark) => session.insert(FACTOR_KEY, mark).await,
+        None => session.remove(FACTOR_KEY).await.map(|_| ()),
+    };
+    if let Err(e) = marked {
+        return failure(e);
+    }
+    if let Err(e) = session.rotate().await {
+        return failure(e);
+    }
+    let ended = match session.manager().store().delete_for_user(user.id, Some(session.handle())).await {
+        Ok(ended) => ended,
+        Err(e) => {
+            log::error!("second factor off: other sessions not ended: {e}");
+            return Reply::unavailable();
+        }
+    };
+    log::info!("second factor off: user {:?}, ended {ended} other sessions", user.username);
+    Metrics::count(&app.metrics.ended_revoke, ended);
+    Reply::Flash(Flash::success(
+        Redirect::to(with_rd("/account/2fa", &rd)),
+        "Two-factor authentication is off. Your other sessions were ended.",
+    ))
+}
+
+#[post("/account/2fa/disable", rank = 2)]
+pub fn disable_anonymous() -> Redirect {
+    Redirect::to("/login")
+}
+
+#[post("/account/2fa/recovery-codes", data = "<form>")]
+pub async fn recovery_codes(
+    _origin: csrf::SameOrigin,
+    session: Session<'_>,
+    form: Form<CodeForm>,
+    app: &State<App>,
+    second: &State<SecondFactor>,
+    ip: Option<IpAddr>,
+) -> Reply {
+    let rd = app.portal.safe_rd(&form.rd).unwrap_or_default();
+    let session = match settings_session(session, &rd).await {
+        Ok(session) => session,
+        Err(reply) => return reply,
+    };
+    let user = match confirm_both(&session, &form, app, second, ip, &rd).await {
+        Ok(user) => user,
+        Err(reply) => return reply,
+    };
+    let codes = second_factor::new_recovery_codes();
+    let Ok(hashes) = app.hasher.hash_secrets(codes.clone()).await else { return Reply::unavailable() };
+    match second_factor::replace_codes(&app.db.writer, user.id, &hashes).await {
+        Ok(true) => {
+            log::info!("new recovery codes: user {:?}", user.username);
+            codes_page(&codes, &rd)
+        }
+        Ok(false) => Reply::see_other(with_rd("/account/2fa", &rd)),
+        Err(e) => {
+            log::error!("new recovery codes: {e}");
+            Reply::unavailable()
+        }
+    }
+}
+
+#[post("/account/2fa/recovery-codes", rank = 2)]
+pub fn recovery_codes_anonymous() -> Redirect {
+    Redirect::to("/login")
+}
+
+pub fn routes() -> Vec<Route> {
+    routes![
+        code_form,
+        code_form_anonymous,
+        verify_code,
+        verify_code_anonymous,
+        status,
+        status_anonymous,
+        setup,
+        setup_anonymous,
+        enable,
+        enable_anonymous,
+        disable,
+        disable_anonymous,
+        recovery_codes,
+        recovery_codes_anonymous,
+    ]
+}

@@ -1,0 +1,637 @@
+//! The second factor through Rocket's local client: set-up, the code after
+//! the password, replay, skew, recovery codes, throttling, expiry of a
+//! waiting login, turning it off, the operator's reset, `require_2fa` and
+//! `policy = "two_factor"` rules. Codes are computed here from the secret
+//! the set-up page shows.
+
+use rocket::figment::Figment;
+use rocket::http::{ContentType, Header, Status};
+use rocket::local::asynchronous::{Client, LocalResponse};
+
+use crate::helpers::*;
+use crate::http::run_cli;
+
+/// The code of `secret` for the step `offset` steps from now.
+pub fn code(secret: &[u8], offset: i64) -> String {
+    let totp = totp_rs::Builder::new().with_secret(secret.to_vec()).build().unwrap();
+    totp.generate((now() + offset * 30) as u64).to_string()
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Waits out the last seconds of a 30 s step, so that "this step" and "the
+/// step after" stay what they were when a test computed its codes.
+async fn early_in_step() {
+    let into = now() % 30;
+    if into >= 26 {
+        tokio::time::sleep(std::time::Duration::from_secs((31 - into) as u64)).await;
+    }
+}
+
+/// [`early_in_step`] for a test without a runtime.
+pub fn early_in_step_blocking() {
+    let into = now() % 30;
+    if into >= 26 {
+        std::thread::sleep(std::time::Duration::from_secs((31 - into) as u64));
+    }
+}
+
+fn between<'a>(html: &'a str, start: &str, end: &str) -> &'a str {
+    let at = html.find(start).unwrap_or_else(|| panic!("{start:?} in {html}")) + start.len();
+    &html[at..at + html[at..].find(end).unwrap()]
+}
+
+async fn body(res: LocalResponse<'_>) -> String {
+    res.into_string().await.unwrap_or_default()
+}
+
+async fn post<'c>(client: &'c Client, path: &str, fields: &[(&str, &str)]) -> LocalResponse<'c> {
+    client.post(path.to_owned()).header(ContentType::Form).body(form(fields)).dispatch().await
+}
+
+/// The session's CSRF token, from a page that has a form.
+async fn token_of(client: &Client, path: &str) -> String {
+    let res = client.get(path.to_owned()).dispatch().await;
+    assert_eq!(res.status(), Status::Ok, "{path}");
+    csrf_in(&body(res).await)
+}
+
+/// Starts the set-up: the secret the page shows (decoded) and the token.
+async fn start_setup(client: &Client, rd: &str) -> (Vec<u8>, String, String) {
+    let token = token_of(client, "/account/2fa").await;
+    let res = post(client, "/account/2fa/setup", &[("csrf_token", &token), ("rd", rd)]).await;
+    assert_eq!(res.status(), Status::Ok);
+    let html = body(res).await;
+    assert!(html.contains("<svg"), "an inline QR code");
+    assert!(!html.contains("<?xml"));
+    let text = between(&html, r#"<code id="secret">"#, "</code>").replace(' ', "");
+    let secret = totp_rs::Secret::try_from_base32(&text).unwrap().as_bytes().to_vec();
+    assert_eq!(secret.len(), 20);
+    let uri = between(&html, r#"<a href="otpauth://totp/sesija:"#, "\"");
+    assert!(uri.contains(&format!("secret={text}")) && uri.contains("issuer=sesija"), "{uri}");
+    (secret, token, html)
+}
+
+/// Sets up 2FA on `client`'s session with the current step's code: the
+/// secret and the recovery codes shown.
+async fn enrol(client: &Client) -> (Vec<u8>, Vec<String>) {
+    early_in_step().await;
+    let (secret, token, _) = start_setup(client, "").await;
+    let res =
+        post(client, "/account/2fa/enable", &[("code", &code(&secret, 0)), ("csrf_token", &token)]).await;
+    assert_eq!(res.status(), Status::Ok);
+    let html = body(res).await;
+    let codes: Vec<String> = between(&html, r#"<ul class="codes" id="recovery-codes">"#, "</ul>")
+        .split("<code>")
+        .skip(1)
+        .map(|c| c[..c.find("</code>").unwrap()].to_owned())
+        .collect();
+    assert_eq!(codes.len(), 10, "{html}");
+    (secret, codes)
+}
+
+/// Logs in with the password: the 303 to the code prompt.
+async fn password_step(client: &Client, name: &str, remember: bool) {
+    let res = login(client, name, PASSWORD, remember).await;
+    assert_eq!(res.status(), Status::SeeOther);
+    assert_eq!(res.headers().get_one("Location"), Some("/login/2fa"));
+}
+
+async fn send_code<'c>(client: &'c Client, code: &str) -> LocalResponse<'c> {
+    let token = token_of(client, "/login/2fa").await;
+    post(client, "/login/2fa", &[("code", code), ("csrf_token", &token)]).await
+}
+
+async fn user_status(client: &Client) -> Status {
+    client.get("/user").dispatch().await.status()
+}
+
+/// Another browser of `app`, configured as it is.
+async fn browser_with(app: &TestApp, configure: impl FnOnce(Figment) -> Figment) -> Client {
+    Client::tracked(sesija::app(configure(figment(&app.data_dir()))).await.unwrap()).await.unwrap()
+}
+
+/// An app with alice, logged in, with 2FA set up.
+async fn enrolled() -> (TestApp, Vec<u8>, Vec<String>) {
+    let app = spawn_app().await;
+    app.add_user("alice").await;
+    logged_in(&app.client, "alice", false).await;
+    let (secret, codes) = enrol(&app.client).await;
+    (app, secret, codes)
+}
+
+#[rocket::async_test]
+async fn enabling_needs_a_right_code_and_shows_ten_recovery_codes() {
+    let app = spawn_app().await;
+    app.add_user("alice").await;
+    logged_in(&app.client, "alice", false).await;
+    let html = body(app.client.get("/account/2fa").dispatch().await).await;
+    assert!(html.contains("is <strong>off</strong>"));
+
+    early_in_step().await;
+    let (secret, token, _) = start_setup(&app.client, "").await;
+    let wrong = format!("{:06}", (code(&secret, 0).parse::<u32>().unwrap() + 1) % 1_000_000);
+    for bad in [wrong.as_str(), &code(&secret, 2), "", "abcdef"] {
+        let res = post(&app.client, "/account/2fa/enable", &[("code", bad), ("csrf_token", &token)]).await;
+        assert_eq!(res.status(), Status::UnprocessableEntity, "{bad:?}");
+        // The same secret, still waiting for its code.
+        assert!(body(res).await.contains(&totp_rs::Secret::from(secret.clone()).to_base32()[..4]));
+    }
+    let html = body(app.client.get("/account/2fa").dispatch().await).await;
+    assert!(html.contains("is <strong>off</strong>"), "a wrong code switches nothing on");
+    // Without the session's token: refused.
+    let res =
+        post(&app.client, "/account/2fa/enable", &[("code", &code(&secret, 0)), ("csrf_token", "x")]).await;
+    assert_eq!(res.status(), Status::Forbidden);
+
+    let res =
+        post(&app.client, "/account/2fa/enable", &[("code", &code(&secret, 0)), ("csrf_token", &token)])
+            .await;
+    assert_eq!(res.status(), Status::Ok);
+    let html = body(res).await;
+    let codes = html.matches("<li><code>").count();
+    assert_eq!(codes, 10);
+    let html = body(app.client.get("/account/2fa").dispatch().await).await;
+    assert!(html.contains("is <strong>on</strong>") && html.contains("10 recovery codes left"), "{html}");
+    assert!(!html.contains("<li><code>"), "the codes are shown once");
+
+    // At rest: the secret sealed, the codes hashed.
+    let db = app.db().await;
+    let sealed: Vec<u8> = sqlx::query_scalar("SELECT totp_secret FROM users").fetch_one(&db).await.unwrap();
+    assert!(!sealed.windows(secret.len()).any(|w| w == secret.as_slice()));
+    let text = totp_rs::Secret::from(secret.clone()).to_base32();
+    assert!(!sealed.windows(text.len()).any(|w| w == text.as_bytes()));
+    let hashes: Vec<String> =
+        sqlx::query_scalar("SELECT hash FROM recovery_codes").fetch_all(&db).await.unwrap();
+    assert_eq!(hashes.len(), 10);
+    assert!(hashes.iter().all(|h| h.starts_with("$argon2id$")));
+    // This session passed the new factor: the devices page says so.
+    let html = body(app.client.get("/sessions").dispatch().await).await;
+    assert!(html.contains("password and code"), "{html}");
+}
+
+#[rocket::async_test]
+async fn a_password_alone_opens_nothing_and_the_right_code_opens_everything() {
+    let (app, secret, _) = enrolled().await;
+    let laptop = app.other_browser().await;
+    password_step(&laptop, "alice", false).await;
+    // Waiting for the code: not logged in anywhere.
+    for path in ["/user", "/sessions", "/account/password", "/"] {
+        let res = laptop.get(path).dispatch().await;
+        assert_eq!(res.status(), Status::SeeOther, "{path}");
+        assert_ne!(res.headers().get_one("Location"), Some("/user"), "{path}");
+    }
+    let res = laptop.get("/login").dispatch().await;
+    assert_eq!(res.headers().get_one("Location"), Some("/login/2fa"), "the login page sends on to the code");
+    let res = laptop.get("/account/2fa").dispatch().await;
+    assert_eq!(res.headers().get_one("Location"), Some("/login/2fa"), "no set-up page either");
+    let check = laptop
+        .get("/api/authz/auth-request")
+        .header(Header::new("X-Original-URL", "http://127.0.0.1:8000/app"))
+        .dispatch()
+        .await;
+    assert_eq!(check.status(), Status::Unauthorized, "forward auth: not logged in");
+    assert!(check.headers().get_one("Remote-User").is_none());
+    // The device list of alice's real session shows the unfinished login.
+    let html = body(app.client.get("/sessions").dispatch().await).await;
+    assert!(html.contains("password only, not finished"), "{html}");
+
+    let res = send_code(&laptop, &code(&secret, 1)).await;
+    assert_eq!(res.status(), Status::SeeOther);
+    assert_eq!(res.headers().get_one("Location"), Some("/user"));
+    assert_eq!(user_status(&laptop).await, Status::Ok);
+    let check = laptop
+        .get("/api/authz/auth-request")
+        .header(Header::new("X-Original-URL", "http://127.0.0.1:8000/app"))
+        .dispatch()
+        .await;
+    assert_eq!(check.status(), Status::Ok);
+    assert_eq!(check.headers().get_one("Remote-User"), Some("alice"));
+    assert_eq!(app.session_rows().await, 2, "the waiting session was replaced, not kept");
+}
+
+#[rocket::async_test]
+async fn wrong_replayed_and_skewed_codes_are_refused() {
+    let (app, secret, _) = enrolled().await;
+    let laptop = app.other_browser().await;
+    password_step(&laptop, "alice", false).await;
+    // The code that turned 2FA on was this step's: it never works again.
+    assert_eq!(send_code(&laptop, &code(&secret, 0)).await.status(), Status::Unauthorized, "replayed");
+    assert_eq!(send_code(&laptop, &code(&secret, 2)).await.status(), Status::Unauthorized, "+2 steps");
+    assert_eq!(send_code(&laptop, &code(&secret, -2)).await.status(), Status::Unauthorized, "-2 steps");
+    assert_eq!(send_code(&laptop, "000000x").await.status(), Status::Unauthorized);
+    assert_eq!(user_status(&laptop).await, Status::SeeOther);
+    let next = code(&secret, 1);
+    assert_eq!(send_code(&laptop, &next).await.status(), Status::SeeOther, "+1 step");
+    assert_eq!(user_status(&laptop).await, Status::Ok);
+
+    // The same code again, still within its window, in another browser.
+    let phone = app.other_browser().await;
+    password_step(&phone, "alice", false).await;
+    assert_eq!(send_code(&phone, &next).await.status(), Status::Unauthorized, "a code works once");
+    assert_eq!(user_status(&phone).await, Status::SeeOther);
+
+    // One step behind is accepted too (replay aside).
+    sqlx::query("UPDATE users SET totp_last_step = 0").execute(&app.db().await).await.unwrap();
+    early_in_step().await;
+    assert_eq!(send_code(&phone, &code(&secret, -1)).await.status(), Status::SeeOther, "-1 step");
+    assert_eq!(user_status(&phone).await, Status::Ok);
+}
+
+#[rocket::async_test]
+async fn two_browsers_racing_one_code_let_one_in() {
+    let (app, secret, _) = enrolled().await;
+    let (a, b) = (app.other_browser().await, app.other_browser().await);
+    password_step(&a, "alice", false).await;
+    password_step(&b, "alice", false).await;
+    let (ta, tb) = (token_of(&a, "/login/2fa").await, token_of(&b, "/login/2fa").await);
+    let next = code(&secret, 1);
+    let body_a = form(&[("code", &next), ("csrf_token", &ta)]);
+    let body_b = form(&[("code", &next), ("csrf_token", &tb)]);
+    let (ra, rb) = tokio::join!(
+        a.post("/login/2fa").header(ContentType::Form).body(body_a).dispatch(),
+        b.post("/login/2fa").header(ContentType::Form).body(body_b).dispatch(),
+    );
+    let mut statuses = [ra.status(), rb.status()];
+    statuses.sort_by_key(|s| s.code);
+    assert_eq!(statuses, [Status::SeeOther, Status::Unauthorized]);
+}
+
+#[rocket::async_test]
+async fn a_recovery_code_works_once() {
+    let (app, _, codes) = enrolled().await;
+    let laptop = app.other_browser().await;
+    password_step(&laptop, "alice", true).await;
+    // Typed in capitals with a space: forgiven.
+    let typed = codes[3].to_uppercase().replace('-', " ");
+    let res = send_code(&laptop, &typed).await;
+    assert_eq!(res.status(), Status::SeeOther);
+    // Remember-me carried through the code step.
+    let cookie = set_cookie(&res, "sesija").unwrap();
+    assert!(cookie.contains("Max-Age="), "{cookie}");
+    assert_eq!(user_status(&laptop).await, Status::Ok);
+
+    let phone = app.other_browser().await;
+    password_step(&phone, "alice", false).await;
+    assert_eq!(send_code(&phone, &codes[3]).await.status(), Status::Unauthorized, "used");
+    assert_eq!(send_code(&phone, "aaaaa-aaaaa").await.status(), Status::Unauthorized, "not one");
+    let res = send_code(&phone, &codes[4]).await;
+    assert_eq!(res.status(), Status::SeeOther);
+    assert!(!set_cookie(&res, "sesija").unwrap().contains("Max-Age="), "no remember-me asked");
+    let html = body(phone.get("/account/2fa").dispatch().await).await;
+    assert!(html.contains("8 recovery codes left"), "{html}");
+}
+
+#[rocket::async_test]
+async fn wrong_codes_are_throttled_even_in_a_burst() {
+    let configure = |f: Figment| f.merge(("login_max_failures", 3));
+    let app = spawn_app_with(configure).await;
+    app.add_user("alice").await;
+    logged_in(&app.client, "alice", false).await;
+    let (secret, _) = enrol(&app.client).await;
+    let laptop = browser_with(&app, configure).await;
+    password_step(&laptop, "alice", false).await;
+    let token = token_of(&laptop, "/login/2fa").await;
+    let right = code(&secret, 1);
+    let wrong = format!("{:06}", (right.parse::<u32>().unwrap() + 7) % 1_000_000);
+    let body = form(&[("code", &wrong), ("csrf_token", &token)]);
+    let burst =
+        (0..20).map(|_| laptop.post("/login/2fa").header(ContentType::Form).body(body.clone()).dispatch());
+    let answers = futures_join_all(burst).await;
+    let refused = answers.iter().filter(|s| **s == Status::Unauthorized).count();
+    let throttled = answers.iter().filter(|s| **s == Status::TooManyRequests).count();
+    assert_eq!((refused, throttled), (3, 17), "{answers:?}");
+    // Now even the right code waits.
+    let res = post(&laptop, "/login/2fa", &[("code", &right), ("csrf_token", &token)]).await;
+    assert_eq!(res.status(), Status::TooManyRequests);
+    assert!(res.headers().get_one("Retry-After").is_some_and(|s| s.parse::<u64>().unwrap() > 0));
+    assert!(body_of(res).await.contains("Too many failed attempts"));
+    assert_eq!(user_status(&laptop).await, Status::SeeOther);
+}
+
+async fn body_of(res: LocalResponse<'_>) -> String {
+    body(res).await
+}
+
+async fn futures_join_all<'c>(
+    requests: impl Iterator<Item = impl std::future::Future<Output = LocalResponse<'c>>>,
+) -> Vec<Status> {
+    let handles: Vec<_> = requests.collect();
+    let mut set = Vec::new();
+    for res in join_all(handles).await {
+        set.push(res.status());
+    }
+    set
+}
+
+/// Runs every future at once (a burst), answers in order.
+async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().map(Option::unwrap).collect()
+}
+
+#[rocket::async_test]
+async fn a_login_waiting_for_its_code_expires() {
+    // Times are whole seconds: 2 s leaves a waiting login at least one.
+    let configure = |f: Figment| f.merge(("two_factor_pending_timeout", 2));
+    let app = spawn_app_with(configure).await;
+    app.add_user("alice").await;
+    logged_in(&app.client, "alice", false).await;
+    let (secret, _) = enrol(&app.client).await;
+    let laptop = browser_with(&app, configure).await;
+    password_step(&laptop, "alice", false).await;
+    let token = token_of(&laptop, "/login/2fa").await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let res = post(&laptop, "/login/2fa", &[("code", &code(&secret, 1)), ("csrf_token", &token)]).await;
+    assert_eq!(res.status(), Status::SeeOther);
+    assert_eq!(res.headers().get_one("Location"), Some("/login"));
+    assert_eq!(user_status(&laptop).await, Status::SeeOther);
+    assert_eq!(app.session_rows().await, 1, "the waiting session was ended");
+    // The code was not used up by the late attempt (checked on a server
+    // that waits the default 5 minutes).
+    let phone = app.other_browser().await;
+    password_step(&phone, "alice", false).await;
+    assert_eq!(send_code(&phone, &code(&secret, 1)).await.status(), Status::SeeOther);
+}
+
+#[rocket::async_test]
+async fn turning_it_on_or_off_ends_every_other_session() {
+    let app = spawn_app().await;
+    app.add_user("alice").await;
+    let laptop = app.other_browser().await;
+    logged_in(&laptop, "alice", false).await;
+    logged_in(&app.client, "alice", false).await;
+    let (secret, _) = enrol(&app.client).await;
+    assert_eq!(user_status(&laptop).await, Status::SeeOther, "a password-only session ended at set-up");
+    assert_eq!(user_status(&app.client).await, Status::Ok, "the one that set it up stays");
+
+    password_step(&laptop, "alice", false).await;
+    assert_eq!(send_code(&laptop, &code(&secret, 1)).await.status(), Status::SeeOther);
+    let token = token_of(&app.client, "/account/2fa").await;
+    // Password and code, both needed.
+    let fields = |password: &'static str, code: String| {
+        vec![("password", password.to_owned()), ("code", code), ("csrf_token", token.clone())]
+    };
+    for (password, code, why) in [
+        ("wrong password", code(&secret, 0), "wrong password"),
+        (PASSWORD, "123456".to_owned(), "wrong code"),
+        (PASSWORD, String::new(), "no code"),
+    ] {
+        let pairs = fields(password, code);
+        let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let res = post(&app.client, "/account/2fa/disable", &pairs).await;
+        assert_eq!(res.status(), Status::UnprocessableEntity, "{why}");
+    }
+    assert_eq!(user_status(&laptop).await, Status::Ok, "nothing happened yet");
+    // The step after the laptop's is free; a recovery code would do too.
+    early_in_step().await;
+    let pairs = fields(PASSWORD, code(&secret, 1));
+    let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // The laptop used step +1 already: only a later one works.
+    let res = post(&app.client, "/account/2fa/disable", &pairs).await;
+    assert_eq!(res.status(), Status::UnprocessableEntity, "the laptop's code, replayed");
+    let db = app.db().await;
+    sqlx::query("UPDATE users SET totp_last_step = 0").execute(&db).await.unwrap();
+    let res = post(&app.client, "/account/2fa/disable", &pairs).await;
+    assert_eq!(res.status(), Status::SeeOther);
+    assert_eq!(user_status(&laptop).await, Status::SeeOther, "the other session ended");
+    assert_eq!(user_status(&app.client).await, Status::Ok);
+    let html = body(app.client.get("/account/2fa").dispatch().await).await;
+    assert!(html.contains("is <strong>off</strong>"));
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM recovery_codes").fetch_one(&db).await.unwrap();
+    assert_eq!(left, 0);
+    // And the next login needs the password only.
+    logged_in(&laptop, "alice", false).await;
+}
+
+#[rocket::async_test]
+async fn new_recovery_codes_need_password_and_code_and_retire_the_old() {
+    let (app, secret, old) = enrolled().await;
+    let token = token_of(&app.client, "/account/2fa").await;
+    let res = post(
+        &app.client,
+        "/account/2fa/recovery-codes",
+        &[("password", "nope nope nope"), ("code", &code(&secret, 1)), ("csrf_token", &token)],
+    )
+    .await;
+    assert_eq!(res.status(), Status::UnprocessableEntity);
+    let res = post(
+        &app.client,
+        "/account/2fa/recovery-codes",
+        &[("password", PASSWORD), ("code", &old[0]), ("csrf_token", &token)],
+    )
+    .await;
+    assert_eq!(res.status(), Status::Ok, "a recovery code serves as the code");
+    let html = body(res).await;
+    assert_eq!(html.matches("<li><code>").count(), 10);
+    let laptop = app.other_browser().await;
+    password_step(&laptop, "alice", false).await;
+    assert_eq!(send_code(&laptop, &old[1]).await.status(), Status::Unauthorized, "old codes retired");
+    let new = between(&html, "<li><code>", "</code>").to_owned();
+    assert_eq!(send_code(&laptop, &new).await.status(), Status::SeeOther);
+}
+
+#[rocket::async_test]
+async fn the_operator_resets_a_lost_device() {
+    let (app, _, _) = enrolled().await;
+    let work = app.dir.path().to_owned();
+    let run = move |args: &'static [&'static str]| {
+        let work = work.clone();
+        async move { tokio::task::spawn_blocking(move || run_cli(&work, args, None)).await.unwrap() }
+    };
+    let out = run(&["user", "2fa", "alice"]).await;
+    assert!(out.status.success());
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.starts_with("alice: two-factor authentication on since "), "{said}");
+    assert!(said.trim_end().ends_with("10 recovery codes left"), "{said}");
+    let out = run(&["user", "list"]).await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\t2fa on"));
+
+    let out = run(&["user", "2fa-reset", "alice"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "turned off two-factor authentication of alice; ended 1 sessions"
+    );
+    assert_eq!(user_status(&app.client).await, Status::SeeOther, "the running server honours it at once");
+    let out = run(&["user", "2fa", "alice"]).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "alice: two-factor authentication off");
+    let out = run(&["user", "2fa-reset", "alice"]).await;
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already off"));
+    let out = run(&["user", "2fa-reset", "nobody"]).await;
+    assert!(!out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "sesija: no user \"nobody\"");
+    // The password alone logs in again.
+    logged_in(&app.client, "alice", false).await;
+}
+
+#[rocket::async_test]
+async fn with_require_2fa_nothing_opens_before_the_set_up() {
+    let app = spawn_app_with(|f| f.merge(("require_2fa", true))).await;
+    app.add_user("alice").await;
+    let res = login(&app.client, "alice", PASSWORD, false).await;
+    assert_eq!(res.headers().get_one("Location"), Some("/account/2fa"));
+    for path in ["/user", "/sessions", "/account/password"] {
+        assert_eq!(app.client.get(path).dispatch().await.status(), Status::SeeOther, "{path}");
+    }
+    assert_eq!(app.client.get("/login").dispatch().await.headers().get_one("Location"), Some("/account/2fa"));
+    let check = app
+        .client
+        .get("/api/authz/auth-request")
+        .header(Header::new("X-Original-URL", "http://127.0.0.1:8000/app"))
+        .dispatch()
+        .await;
+    assert_eq!(check.status(), Status::Unauthorized);
+    let html = body(app.client.get("/account/2fa").dispatch().await).await;
+    assert!(html.contains("requires a second factor"));
+    let (secret, _) = enrol(&app.client).await;
+    assert_eq!(user_status(&app.client).await, Status::Ok, "set up: everything opens");
+    // The next login asks for the code.
+    let laptop = app.other_browser().await;
+    password_step(&laptop, "alice", false).await;
+    assert_eq!(send_code(&laptop, &code(&secret, 1)).await.status(), Status::SeeOther);
+    assert_eq!(user_status(&laptop).await, Status::Ok);
+}
+
+const PORTAL: &str = "http://auth.sesija.test";
+
+fn two_factor_rules(f: Figment) -> Figment {
+    f.merge(("public_url", PORTAL)).merge(("cookie_domain", "sesija.test")).merge((
+        "access",
+        serde_json::json!([
+            {"host": "admin.sesija.test", "policy": "two_factor", "name": "Admin", "url": "http://admin.sesija.test/"},
+            {"host": "wiki.sesija.test"},
+        ]),
+    ))
+}
+
+async fn check<'c>(client: &'c Client, url: &str, navigation: bool) -> LocalResponse<'c> {
+    let mut req = client.get("/api/authz/forward-auth");
+    let parsed = url::Url::parse(url).unwrap();
+    req = req
+        .header(Header::new("X-Forwarded-Proto", parsed.scheme().to_owned()))
+        .header(Header::new("X-Forwarded-Host", parsed.host_str().unwrap().to_owned()))
+        .header(Header::new("X-Forwarded-Uri", parsed.path().to_owned()));
+    if navigation {
+        req = req.header(Header::new("Accept", "text/html"));
+    }
+    req.dispatch().await
+}
+
+#[rocket::async_test]
+async fn a_two_factor_rule_sends_a_password_only_session_to_set_up_and_back() {
+    let app = spawn_app_with(two_factor_rules).await;
+    app.add_user("alice").await;
+    logged_in(&app.client, "alice", false).await;
+    let target = "http://admin.sesija.test/panel";
+    assert_eq!(check(&app.client, "http://wiki.sesija.test/", false).await.status(), Status::Ok);
+    let res = check(&app.client, target, true).await;
+    assert_eq!(res.status(), Status::Found, "a redirect, not a 403");
+    let to = res.headers().get_one("Location").unwrap().to_owned();
+    assert_eq!(to, format!("{PORTAL}/login/2fa?rd={}", urlencode(target).replace('.', "%2E")));
+    let res = check(&app.client, target, false).await;
+    assert_eq!(res.status(), Status::Unauthorized, "a script gets the 401 with the hint");
+    assert_eq!(res.headers().get_one("Location"), Some(to.as_str()));
+    assert!(res.headers().get_one("Remote-User").is_none());
+
+    // No second factor yet: the code prompt sends on to the set-up.
+    let res = app.client.get(to.trim_start_matches(PORTAL).to_owned()).dispatch().await;
+    assert_eq!(res.status(), Status::SeeOther);
+    let setup = res.headers().get_one("Location").unwrap().to_owned();
+    assert!(setup.starts_with("/account/2fa?rd="), "{setup}");
+    let html = body(app.client.get(setup).dispatch().await).await;
+    let rd = between(&html, r#"name="rd" value=""#, "\"").to_owned();
+    assert_eq!(rd, target);
+    early_in_step().await;
+    let (secret, token, _) = start_setup(&app.client, &rd).await;
+    let res = post(
+        &app.client,
+        "/account/2fa/enable",
+        &[("code", &code(&secret, 0)), ("csrf_token", &token), ("rd", &rd)],
+    )
+    .await;
+    let html = body(res).await;
+    assert!(html.contains(&format!(r#"<a href="{target}" id="continue">"#)), "back to the app");
+    let res = check(&app.client, target, true).await;
+    assert_eq!(res.status(), Status::Ok);
+    assert_eq!(res.headers().get_one("Remote-User"), Some("alice"));
+
+    // A later login: password, then code, then the app.
+    let laptop = browser_with(&app, two_factor_rules).await;
+    let token = login_token(&laptop).await;
+    let res = post(
+        &laptop,
+        "/login",
+        &[("username", "alice"), ("password", PASSWORD), ("csrf_token", &token), ("rd", target)],
+    )
+    .await;
+    let prompt = res.headers().get_one("Location").unwrap().to_owned();
+    assert!(prompt.starts_with("/login/2fa?rd="), "{prompt}");
+    assert_eq!(check(&laptop, target, false).await.status(), Status::Unauthorized, "pending: no login");
+    let html = body(laptop.get(prompt).dispatch().await).await;
+    let token = csrf_in(&html);
+    let res =
+        post(&laptop, "/login/2fa", &[("code", &code(&secret, 1)), ("csrf_token", &token), ("rd", target)])
+            .await;
+    assert_eq!(res.status(), Status::SeeOther);
+    assert_eq!(res.headers().get_one("Location"), Some(target));
+    assert_eq!(check(&laptop, target, true).await.status(), Status::Ok);
+}
+
+#[rocket::async_test]
+async fn secrets_follow_the_key_through_a_rotation() {
+    let (app, secret, _) = enrolled().await;
+    let work = app.dir.path().to_owned();
+    let cli = |args: &'static [&'static str]| {
+        let work = work.clone();
+        async move { tokio::task::spawn_blocking(move || run_cli(&work, args, None)).await.unwrap() }
+    };
+    let sealed = || async {
+        let sealed: Vec<u8> =
+            sqlx::query_scalar("SELECT totp_secret FROM users").fetch_one(&app.db().await).await.unwrap();
+        sealed
+    };
+    let before = sealed().await;
+
+    // A rotation, then a start: the server seals the secret under the new key.
+    assert!(cli(&["key", "rotate"]).await.status.success());
+    let _restarted = app.other_browser().await;
+    let after_start = sealed().await;
+    assert_ne!(after_start, before, "sealed again at start-up");
+
+    // Another rotation, and the old key dropped before any start: the
+    // command seals the secret under the current key before dropping.
+    assert!(cli(&["key", "rotate"]).await.status.success());
+    let out = cli(&["key", "drop-old"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.contains("sealed 1 second-factor secret(s) under the current key"), "{said}");
+    assert_ne!(sealed().await, after_start);
+
+    // A server with the new key alone: the code still opens the account.
+    let laptop = app.other_browser().await;
+    password_step(&laptop, "alice", false).await;
+    assert_eq!(send_code(&laptop, &code(&secret, 1)).await.status(), Status::SeeOther);
+    assert_eq!(user_status(&laptop).await, Status::Ok);
+}
