@@ -8,7 +8,6 @@ use rocket::request::FlashMessage;
 use rocket::response::{Flash, Redirect};
 use rocket::{get, post, State};
 
-use super::sessions::session_failure;
 use super::two_factor::SignedIn;
 use super::{csrf, pages, App, Metrics, Notice, Reply};
 use crate::auth::password::{check_new_password, MAX_PASSWORD_BYTES};
@@ -22,7 +21,7 @@ fn form_page(status: Status, csrf_token: &str, notice: Option<Notice>, error: Op
 pub async fn password_form(session: SignedIn<'_>, flash: Option<FlashMessage<'_>>) -> Reply {
     match csrf::of_session(&session).await {
         Ok(token) => form_page(Status::Ok, &token, Notice::from_flash(flash), None),
-        Err(e) => session_failure(e),
+        Err(e) => Reply::from(e),
     }
 }
 
@@ -97,11 +96,11 @@ pub async fn change_password(
     // The sessions ended in that transaction went behind the store's back.
     session.manager().store().invalidate().await;
     if let Err(e) = session.rotate().await {
-        return session_failure(e);
+        return Reply::from(e);
     }
     // The password was just proved.
     if let Err(e) = session.insert(super::sessions::AUTH_AT_KEY, crate::session::now()).await {
-        return session_failure(e);
+        return Reply::from(e);
     }
     log::info!("password changed: user {:?}, ended {ended} other sessions", user.username);
     Metrics::count(&app.metrics.ended_revoke, ended);

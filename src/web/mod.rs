@@ -222,6 +222,29 @@ impl Reply {
     }
 }
 
+/// A session operation that failed ends a handler: a session ended
+/// meanwhile sends the browser to the login page, anything else is 503.
+/// Handlers returning `Result<Reply, Reply>` use `?` on it.
+impl From<crate::session::SessionError> for Reply {
+    fn from(e: crate::session::SessionError) -> Reply {
+        match e {
+            crate::session::SessionError::Ended => Reply::to("/login"),
+            e => {
+                log::error!("{e}");
+                Reply::unavailable()
+            }
+        }
+    }
+}
+
+impl Reply {
+    /// 503 for a store or database failure, logged with `what` was asked.
+    pub fn down(what: &str, e: impl std::fmt::Display) -> Reply {
+        log::error!("{what}: {e}");
+        Reply::unavailable()
+    }
+}
+
 /// What every new session starts with: its CSRF token and when the
 /// password was proved; [`two_factor::new_session_data`] adds how far the
 /// login got. (Who it belongs to comes from the identity cache, not the

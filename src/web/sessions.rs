@@ -12,7 +12,7 @@ use super::two_factor::{Factor, SignedIn};
 use super::{csrf, device, pages, App, Metrics, Notice, Reply};
 use crate::auth::password::MAX_PASSWORD_BYTES;
 use crate::auth::users;
-use crate::session::{now, Session, SessionError};
+use crate::session::{now, Session};
 
 /// Session value: when this session last proved its password (unix seconds).
 pub const AUTH_AT_KEY: &str = "auth_at";
@@ -74,7 +74,7 @@ async fn sudo(
         }
         Err(_) => return Err(Reply::unavailable()),
     }
-    session.insert(AUTH_AT_KEY, now).await.map_err(session_failure)
+    session.insert(AUTH_AT_KEY, now).await.map_err(Reply::from)
 }
 
 #[get("/sessions")]
@@ -212,17 +212,6 @@ pub async fn revoke_others(
         }
         Err(e) => {
             log::error!("revoke others: {e}");
-            Reply::unavailable()
-        }
-    }
-}
-
-/// Maps a failed session operation to the page a person should see.
-pub fn session_failure(e: SessionError) -> Reply {
-    match e {
-        SessionError::Ended => Reply::to("/login"),
-        e => {
-            log::error!("{e}");
             Reply::unavailable()
         }
     }

@@ -172,25 +172,12 @@ fn too_late(rd: &str) -> Reply {
     ))
 }
 
-/// Answers for failures that end a handler.
-fn failure(e: SessionError) -> Reply {
-    match e {
-        SessionError::Ended => Reply::to("/login"),
-        e => {
-            log::error!("second factor: {e}");
-            Reply::unavailable()
-        }
-    }
-}
-
+/// The session's account; gone, the login page.
 async fn account(app: &App, session: &Session<'_>) -> Result<User, Reply> {
     match users::by_id(&app.db.reader, session.user_id()).await {
         Ok(Some(user)) => Ok(user),
         Ok(None) => Err(Reply::to("/login")),
-        Err(e) => {
-            log::error!("second factor: {e}");
-            Err(Reply::unavailable())
-        }
+        Err(e) => Err(Reply::down("second factor", e)),
     }
 }
 
@@ -203,24 +190,21 @@ pub async fn code_form(
     rd: Option<&str>,
     app: &State<App>,
     second: &State<SecondFactor>,
-) -> Reply {
+) -> Result<Reply, Reply> {
     let rd = app.portal.safe_rd(rd.unwrap_or_default()).unwrap_or_default();
     match Factor::of(&session) {
         Factor::Pending if expired(&session, second) => {
             let _ = session.destroy().await;
-            return too_late(&rd);
+            return Ok(too_late(&rd));
         }
         Factor::Pending => {}
-        Factor::Enrol => return Reply::see_other(with_rd("/account/2fa", &rd)),
-        Factor::Passed => return super::login::after_login(app, &rd),
-        Factor::Password => match account(app, &session).await {
-            Ok(user) if user.two_factor => {}
-            Ok(_) => return Reply::see_other(with_rd("/account/2fa", &rd)),
-            Err(reply) => return reply,
-        },
+        Factor::Enrol => return Ok(Reply::see_other(with_rd("/account/2fa", &rd))),
+        Factor::Passed => return Ok(super::login::after_login(app, &rd)),
+        Factor::Password if account(app, &session).await?.two_factor => {}
+        Factor::Password => return Ok(Reply::see_other(with_rd("/account/2fa", &rd))),
     }
-    let Ok(csrf_token) = csrf::of_session(&session).await else { return Reply::unavailable() };
-    code_page(Status::Ok, &csrf_token, &rd, None)
+    let csrf_token = csrf::of_session(&session).await?;
+    Ok(code_page(Status::Ok, &csrf_token, &rd, None))
 }
 
 #[get("/login/2fa", rank = 2)]
@@ -301,40 +285,32 @@ pub async fn verify_code(
     app: &State<App>,
     second: &State<SecondFactor>,
     ip: Option<IpAddr>,
-) -> Reply {
+) -> Result<Reply, Reply> {
     let rd = app.portal.safe_rd(&form.rd).unwrap_or_default();
     match Factor::of(&session) {
         Factor::Pending if expired(&session, second) => {
             let _ = session.destroy().await;
-            return too_late(&rd);
+            return Ok(too_late(&rd));
         }
         Factor::Pending | Factor::Password => {}
-        Factor::Enrol => return Reply::see_other(with_rd("/account/2fa", &rd)),
-        Factor::Passed => return super::login::after_login(app, &rd),
+        Factor::Enrol => return Ok(Reply::see_other(with_rd("/account/2fa", &rd))),
+        Factor::Passed => return Ok(super::login::after_login(app, &rd)),
     }
     if !csrf::session_ok(&session, &form.csrf_token) {
-        return code_page(Status::Forbidden, &form.csrf_token, &rd, Some(BAD_FORM));
+        return Ok(code_page(Status::Forbidden, &form.csrf_token, &rd, Some(BAD_FORM)));
     }
-    let user = match account(app, &session).await {
-        Ok(user) if user.two_factor => user,
+    let user = account(app, &session).await?;
+    if !user.two_factor {
         // Turned off meanwhile (an operator's reset ends the sessions too).
-        Ok(_) => {
-            let _ = session.destroy().await;
-            return Reply::to("/login");
-        }
-        Err(reply) => return reply,
-    };
-    let render = |message: &str| code_html(&form.csrf_token, &rd, Some(message));
-    if let Err(reply) = check_code(app, second, &user, &form.code, ip, Status::Unauthorized, render).await {
-        return reply;
+        let _ = session.destroy().await;
+        return Ok(Reply::to("/login"));
     }
+    let render = |message: &str| code_html(&form.csrf_token, &rd, Some(message));
+    check_code(app, second, &user, &form.code, ip, Status::Unauthorized, render).await?;
     // A new session replaces the waiting one (a fresh token after the
     // login completes), keeping "remember me".
     let persistent = session.record().persistent;
-    let started = match sessions.start(user.id, persistent, new_session_data(Factor::Passed)).await {
-        Ok(started) => started,
-        Err(e) => return failure(e),
-    };
+    let started = sessions.start(user.id, persistent, new_session_data(Factor::Passed)).await?;
     // As at the password step: a password change, a removal or a reset
     // committed meanwhile must win.
     match users::has_password(&app.db.reader, user.id, &user.password_hash).await {
@@ -342,16 +318,16 @@ pub async fn verify_code(
         Ok(_) => {
             log::warn!("second factor of {:?} raced an account change: session ended", user.username);
             let _ = started.destroy().await;
-            return Reply::to("/login");
+            return Ok(Reply::to("/login"));
         }
-        Err(_) => {
+        Err(e) => {
             let _ = started.destroy().await;
-            return Reply::unavailable();
+            return Err(Reply::down("second factor", e));
         }
     }
     log::info!("login with second factor: user {:?}, ip {ip:?}, session {}", user.username, started.handle());
     Metrics::count(&app.metrics.logins_succeeded, 1);
-    super::login::after_login(app, &rd)
+    Ok(super::login::after_login(app, &rd))
 }
 
 #[post("/login/2fa", rank = 2)]
@@ -360,7 +336,10 @@ pub fn verify_code_anonymous() -> Redirect {
 }
 
 /// A session that may use the set-up page: not one still waiting for its code.
-async fn settings_session<'r>(session: Session<'r>, rd: &str) -> Result<Session<'r>, Reply> {
+// The error is a whole page, as every handler's answer is; handlers are
+// not a hot path for its size.
+#[allow(clippy::result_large_err)]
+fn settings_session<'r>(session: Session<'r>, rd: &str) -> Result<Session<'r>, Reply> {
     match Factor::of(&session) {
         Factor::Pending => Err(Reply::see_other(with_rd("/login/2fa", rd))),
         _ => Ok(session),
@@ -383,13 +362,10 @@ impl<'a> StatusPage<'a> {
         rd: &'a str,
         factor: Factor,
     ) -> Result<Self, Reply> {
-        match second_factor::status(&app.db.reader, user.id).await {
-            Ok(enrolment) => Ok(StatusPage { enrolment, csrf_token, rd, factor }),
-            Err(e) => {
-                log::error!("second factor: {e}");
-                Err(Reply::unavailable())
-            }
-        }
+        let enrolment = second_factor::status(&app.db.reader, user.id)
+            .await
+            .map_err(|e| Reply::down("second factor", e))?;
+        Ok(StatusPage { enrolment, csrf_token, rd, factor })
     }
 
     fn html(&self, error: Option<&str>, notice: Option<Notice>) -> String {
@@ -411,21 +387,13 @@ pub async fn status(
     rd: Option<&str>,
     app: &State<App>,
     flash: Option<FlashMessage<'_>>,
-) -> Reply {
+) -> Result<Reply, Reply> {
     let rd = app.portal.safe_rd(rd.unwrap_or_default()).unwrap_or_default();
-    let session = match settings_session(session, &rd).await {
-        Ok(session) => session,
-        Err(reply) => return reply,
-    };
-    let user = match account(app, &session).await {
-        Ok(user) => user,
-        Err(reply) => return reply,
-    };
-    let Ok(csrf_token) = csrf::of_session(&session).await else { return Reply::unavailable() };
-    match StatusPage::load(app, &user, &csrf_token, &rd, Factor::of(&session)).await {
-        Ok(page) => Reply::page(Status::Ok, page.html(None, Notice::from_flash(flash))),
-        Err(reply) => reply,
-    }
+    let session = settings_session(session, &rd)?;
+    let user = account(app, &session).await?;
+    let csrf_token = csrf::of_session(&session).await?;
+    let page = StatusPage::load(app, &user, &csrf_token, &rd, Factor::of(&session)).await?;
+    Ok(Reply::page(Status::Ok, page.html(None, Notice::from_flash(flash))))
 }
 
 #[get("/account/2fa", rank = 2)]
@@ -490,30 +458,22 @@ pub async fn setup(
     form: Form<SetupForm>,
     app: &State<App>,
     second: &State<SecondFactor>,
-) -> Reply {
+) -> Result<Reply, Reply> {
     let rd = app.portal.safe_rd(&form.rd).unwrap_or_default();
-    let session = match settings_session(session, &rd).await {
-        Ok(session) => session,
-        Err(reply) => return reply,
-    };
+    let session = settings_session(session, &rd)?;
     if !csrf::session_ok(&session, &form.csrf_token) {
-        return Reply::error(Status::Forbidden, BAD_FORM);
+        return Err(Reply::error(Status::Forbidden, BAD_FORM));
     }
-    let user = match account(app, &session).await {
-        Ok(user) => user,
-        Err(reply) => return reply,
-    };
+    let user = account(app, &session).await?;
     if user.two_factor {
-        return Reply::see_other(with_rd("/account/2fa", &rd));
+        return Ok(Reply::see_other(with_rd("/account/2fa", &rd)));
     }
     // A new secret each time: the last one shown is the one to confirm.
     let secret = second_factor::new_secret();
     use base64::Engine;
     let sealed = base64::engine::general_purpose::STANDARD.encode(second.sealer.seal(&secret));
-    if let Err(e) = session.insert(SETUP_KEY, sealed).await {
-        return failure(e);
-    }
-    setup_page(Status::Ok, &user, &secret, &form.csrf_token, &rd, None)
+    session.insert(SETUP_KEY, sealed).await?;
+    Ok(setup_page(Status::Ok, &user, &secret, &form.csrf_token, &rd, None))
 }
 
 #[post("/account/2fa/setup", rank = 2)]
@@ -538,82 +498,68 @@ pub async fn enable(
     app: &State<App>,
     second: &State<SecondFactor>,
     ip: Option<IpAddr>,
-) -> Reply {
+) -> Result<Reply, Reply> {
     let rd = app.portal.safe_rd(&form.rd).unwrap_or_default();
-    let session = match settings_session(session, &rd).await {
-        Ok(session) => session,
-        Err(reply) => return reply,
-    };
+    let session = settings_session(session, &rd)?;
     if !csrf::session_ok(&session, &form.csrf_token) {
-        return Reply::error(Status::Forbidden, BAD_FORM);
+        return Err(Reply::error(Status::Forbidden, BAD_FORM));
     }
-    let user = match account(app, &session).await {
-        Ok(user) => user,
-        Err(reply) => return reply,
-    };
+    let user = account(app, &session).await?;
     if user.two_factor {
-        return Reply::see_other(with_rd("/account/2fa", &rd));
+        return Ok(Reply::see_other(with_rd("/account/2fa", &rd)));
     }
     let Some(secret) = pending_secret(&session, second) else {
-        return Reply::Flash(Flash::warning(
+        return Ok(Reply::Flash(Flash::warning(
             Redirect::to(with_rd("/account/2fa", &rd)),
             "Start the set-up again: no new secret was waiting for a code.",
-        ));
+        )));
     };
-    let attempt = match second.throttle.begin(&user.username, ip) {
-        Ok(attempt) => attempt,
-        Err(wait) => {
-            return Reply::throttled(wait, |message| {
-                setup_html(&user, &secret, &form.csrf_token, &rd, Some(message))
-            })
-        }
-    };
+    let render = |message: &str| setup_html(&user, &secret, &form.csrf_token, &rd, Some(message));
+    let attempt = second.throttle.begin(&user.username, ip).map_err(|wait| Reply::throttled(wait, render))?;
     let now = now();
     let Some(step) = second_factor::step_of(&secret, &form.code, now) else {
         log::warn!("second factor set-up: wrong code, user {:?}, ip {ip:?}", user.username);
-        return setup_page(
+        let message = "That code is not right. Enter the 6-digit code your app shows now.";
+        return Ok(setup_page(
             Status::UnprocessableEntity,
             &user,
             &secret,
             &form.csrf_token,
             &rd,
-            Some("That code is not right. Enter the 6-digit code your app shows now."),
-        );
+            Some(message),
+        ));
     };
     attempt.succeeded();
     let codes = second_factor::new_recovery_codes();
-    let Ok(hashes) = app.hasher.hash_secrets(codes.clone()).await else { return Reply::unavailable() };
-    match second_factor::enable(&app.db.writer, user.id, &second.sealer.seal(&secret), step, &hashes, now)
+    let hashes =
+        app.hasher.hash_secrets(codes.clone()).await.map_err(|e| Reply::down("recovery codes", e))?;
+    let sealed = second.sealer.seal(&secret);
+    let enabled = second_factor::enable(&app.db.writer, user.id, &sealed, step, &hashes, now)
         .await
-    {
-        Ok(true) => {}
-        Ok(false) => return Reply::see_other(with_rd("/account/2fa", &rd)),
-        Err(e) => {
-            log::error!("second factor set-up: {e}");
-            return Reply::unavailable();
-        }
+        .map_err(|e| Reply::down("second factor set-up", e))?;
+    if !enabled {
+        return Ok(Reply::see_other(with_rd("/account/2fa", &rd)));
     }
     // This session just proved the new factor; every other one (a session
     // opened with the password alone, perhaps not by this person) ends.
-    if let Err(e) = session.remove(SETUP_KEY).await {
-        return failure(e);
-    }
-    if let Err(e) = session.insert(FACTOR_KEY, Factor::Passed.mark()).await {
-        return failure(e);
-    }
-    if let Err(e) = session.rotate().await {
-        return failure(e);
-    }
-    let ended = match session.manager().store().delete_for_user(user.id, Some(session.handle())).await {
-        Ok(ended) => ended,
-        Err(e) => {
-            log::error!("second factor set-up: other sessions not ended: {e}");
-            return Reply::unavailable();
-        }
-    };
+    session.remove(SETUP_KEY).await?;
+    session.insert(FACTOR_KEY, Factor::Passed.mark()).await?;
+    session.rotate().await?;
+    let ended = end_other_sessions(&session, &user, app).await?;
     log::info!("second factor on: user {:?}, ended {ended} other sessions", user.username);
+    Ok(codes_page(&codes, &rd))
+}
+
+/// Ends every session of `user` but this one, counted as revocations.
+async fn end_other_sessions(session: &Session<'_>, user: &User, app: &App) -> Result<u64, Reply> {
+    let ended = session
+        .manager()
+        .store()
+        .delete_for_user(user.id, Some(session.handle()))
+        .await
+        .map_err(|e| Reply::down("other sessions not ended", e))?;
     Metrics::count(&app.metrics.ended_revoke, ended);
-    codes_page(&codes, &rd)
+    Ok(ended)
 }
 
 #[post("/account/2fa/enable", rank = 2)]
@@ -644,10 +590,10 @@ async fn confirm_both(
         return Err(Reply::see_other(with_rd("/account/2fa", rd)));
     }
     let page = StatusPage::load(app, &user, &form.csrf_token, rd, Factor::of(session)).await?;
-    let attempt = match app.throttle.begin(&user.username, ip) {
-        Ok(attempt) => attempt,
-        Err(wait) => return Err(Reply::throttled(wait, |message| page.html(Some(message), None))),
-    };
+    let attempt = app
+        .throttle
+        .begin(&user.username, ip)
+        .map_err(|wait| Reply::throttled(wait, |message| page.html(Some(message), None)))?;
     let password =
         if form.password.len() > MAX_PASSWORD_BYTES { String::new() } else { form.password.clone() };
     match app.hasher.verify(password, Some(user.password_hash.clone())).await {
@@ -674,46 +620,25 @@ pub async fn disable(
     app: &State<App>,
     second: &State<SecondFactor>,
     ip: Option<IpAddr>,
-) -> Reply {
+) -> Result<Reply, Reply> {
     let rd = app.portal.safe_rd(&form.rd).unwrap_or_default();
-    let session = match settings_session(session, &rd).await {
-        Ok(session) => session,
-        Err(reply) => return reply,
-    };
-    let user = match confirm_both(&session, &form, app, second, ip, &rd).await {
-        Ok(user) => user,
-        Err(reply) => return reply,
-    };
-    if let Err(e) = second_factor::disable(&app.db.writer, user.id).await {
-        log::error!("second factor off: {e}");
-        return Reply::unavailable();
-    }
+    let session = settings_session(session, &rd)?;
+    let user = confirm_both(&session, &form, app, second, ip, &rd).await?;
+    second_factor::disable(&app.db.writer, user.id).await.map_err(|e| Reply::down("second factor off", e))?;
     // Where 2FA is required, this session must set it up again before
     // anything else opens.
-    let factor = if second.required { Factor::Enrol } else { Factor::Password };
-    let marked = match factor.mark() {
-        Some(mark) => session.insert(FACTOR_KEY, mark).await,
-        None => session.remove(FACTOR_KEY).await.map(|_| ()),
-    };
-    if let Err(e) = marked {
-        return failure(e);
+    if second.required {
+        session.insert(FACTOR_KEY, Factor::Enrol.mark()).await?;
+    } else {
+        session.remove(FACTOR_KEY).await?;
     }
-    if let Err(e) = session.rotate().await {
-        return failure(e);
-    }
-    let ended = match session.manager().store().delete_for_user(user.id, Some(session.handle())).await {
-        Ok(ended) => ended,
-        Err(e) => {
-            log::error!("second factor off: other sessions not ended: {e}");
-            return Reply::unavailable();
-        }
-    };
+    session.rotate().await?;
+    let ended = end_other_sessions(&session, &user, app).await?;
     log::info!("second factor off: user {:?}, ended {ended} other sessions", user.username);
-    Metrics::count(&app.metrics.ended_revoke, ended);
-    Reply::Flash(Flash::success(
+    Ok(Reply::Flash(Flash::success(
         Redirect::to(with_rd("/account/2fa", &rd)),
         "Two-factor authentication is off. Your other sessions were ended.",
-    ))
+    )))
 }
 
 #[post("/account/2fa/disable", rank = 2)]
@@ -729,29 +654,21 @@ pub async fn recovery_codes(
     app: &State<App>,
     second: &State<SecondFactor>,
     ip: Option<IpAddr>,
-) -> Reply {
+) -> Result<Reply, Reply> {
     let rd = app.portal.safe_rd(&form.rd).unwrap_or_default();
-    let session = match settings_session(session, &rd).await {
-        Ok(session) => session,
-        Err(reply) => return reply,
-    };
-    let user = match confirm_both(&session, &form, app, second, ip, &rd).await {
-        Ok(user) => user,
-        Err(reply) => return reply,
-    };
+    let session = settings_session(session, &rd)?;
+    let user = confirm_both(&session, &form, app, second, ip, &rd).await?;
     let codes = second_factor::new_recovery_codes();
-    let Ok(hashes) = app.hasher.hash_secrets(codes.clone()).await else { return Reply::unavailable() };
-    match second_factor::replace_codes(&app.db.writer, user.id, &hashes).await {
-        Ok(true) => {
-            log::info!("new recovery codes: user {:?}", user.username);
-            codes_page(&codes, &rd)
-        }
-        Ok(false) => Reply::see_other(with_rd("/account/2fa", &rd)),
-        Err(e) => {
-            log::error!("new recovery codes: {e}");
-            Reply::unavailable()
-        }
+    let hashes =
+        app.hasher.hash_secrets(codes.clone()).await.map_err(|e| Reply::down("recovery codes", e))?;
+    let replaced = second_factor::replace_codes(&app.db.writer, user.id, &hashes)
+        .await
+        .map_err(|e| Reply::down("new recovery codes", e))?;
+    if !replaced {
+        return Ok(Reply::see_other(with_rd("/account/2fa", &rd)));
     }
+    log::info!("new recovery codes: user {:?}", user.username);
+    Ok(codes_page(&codes, &rd))
 }
 
 #[post("/account/2fa/recovery-codes", rank = 2)]
