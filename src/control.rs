@@ -316,6 +316,10 @@ impl<S: SessionStore> SessionStore for NotifyingStore<S> {
         self.inner.list_live(now).await
     }
 
+    async fn count_live(&self, now: i64) -> Result<u64, StoreError> {
+        self.inner.count_live(now).await
+    }
+
     async fn delete_all(&self) -> Result<u64, StoreError> {
         let removed = self.inner.delete_all().await?;
         Ok(self.tell(removed).await)

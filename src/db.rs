@@ -275,7 +275,7 @@ impl Db {
             false => 0,
         };
         let sessions: i64 = match has("sessions") {
-            true => sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(&copy).await?,
+            true => crate::session::SqliteStore::count_all(&copy).await?,
             false => 0,
         };
         copy.close().await;

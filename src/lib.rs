@@ -4,7 +4,8 @@
 //! * [`session`]: the reusable session layer (store, cookie, guards, purge).
 //! * [`auth`]: accounts, password hashing, login throttling.
 //! * [`web`]: the pages and forms.
-//! * [`config`], [`secret`], [`db`]: settings, the cookie key, the database.
+//! * [`config`], [`secret`], [`db`]: settings, the cookie key, the database;
+//!   [`sql`]: the write helpers every SQLite writer shares.
 //! * [`startup`]: wires them into one Rocket app; [`cli`]: the command line;
 //!   [`control`]: the local socket through which commands reach the server.
 
@@ -16,6 +17,7 @@ pub mod db;
 pub mod niceness;
 pub mod secret;
 pub mod session;
+pub mod sql;
 pub mod startup;
 pub mod web;
 

@@ -23,7 +23,7 @@ use totp_rs::{Algorithm, Builder, Totp};
 
 use super::password::{HashError, Hasher};
 use super::users::UserError;
-use crate::session::write_transaction;
+use crate::sql::write_transaction;
 
 /// Bytes of a new secret (160 bits, as RFC 4226 recommends).
 pub const SECRET_BYTES: usize = 20;

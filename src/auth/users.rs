@@ -2,7 +2,8 @@
 
 use sqlx::{FromRow, SqlitePool};
 
-use crate::session::write_transaction;
+use crate::session::SqliteStore;
+use crate::sql::write_transaction;
 
 #[derive(Debug, Clone, FromRow)]
 pub struct User {
@@ -241,12 +242,7 @@ pub async fn set_password(
                     .fetch_optional(&mut *tx)
                     .await?;
             let Some(id) = id else { return Ok(None) };
-            let ended = sqlx::query("DELETE FROM sessions WHERE user_id = ? AND handle IS NOT ?")
-                .bind(id)
-                .bind(&keep)
-                .execute(&mut *tx)
-                .await?;
-            Ok(Some(ended.rows_affected()))
+            Ok(Some(SqliteStore::delete_for_user_in(tx, id, keep.as_deref()).await?))
         })
     })
     .await?;
@@ -262,10 +258,9 @@ pub async fn remove(writer: &SqlitePool, name: &str) -> Result<u64, UserError> {
             let Some(id) = id_in(tx, &owned).await? else { return Ok(None) };
             // The foreign key would end them with the account; ended here
             // first, they are counted.
-            let ended =
-                sqlx::query("DELETE FROM sessions WHERE user_id = ?").bind(id).execute(&mut *tx).await?;
+            let ended = SqliteStore::delete_for_user_in(tx, id, None).await?;
             sqlx::query("DELETE FROM users WHERE id = ?").bind(id).execute(&mut *tx).await?;
-            Ok(Some(ended.rows_affected()))
+            Ok(Some(ended))
         })
     })
     .await?;

@@ -294,6 +294,10 @@ impl<S: SessionStore> SessionStore for CachingStore<S> {
         Ok(self.as_known(records))
     }
 
+    async fn count_live(&self, now: i64) -> Result<u64, StoreError> {
+        self.inner.count_live(now).await
+    }
+
     async fn delete_all(&self) -> Result<u64, StoreError> {
         let removed = self.inner.delete_all().await?;
         self.written(|_, _| true);

@@ -80,7 +80,7 @@ use std::time::Duration;
 pub use cache::{CachingStore, FLUSH_MARGIN};
 pub use guard::{Session, SessionError, SessionLayer, Sessions};
 pub use purge::{purge_expired, PurgeReport, PURGE_BATCH};
-pub use sqlite::{write_transaction, SqliteStore};
+pub use sqlite::SqliteStore;
 pub use store::{Record, SessionStore, StoreError, Touch};
 pub use token::{constant_time_eq, new_handle, CookieValue, SessionKey, Token, TokenHash};
 

@@ -9,13 +9,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use rocket::async_trait;
-use rocket::futures::future::BoxFuture;
-use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteConnection, SqlitePool, SqliteQueryResult, SqliteRow};
-use sqlx::{Connection, Row};
+use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteConnection, SqlitePool, SqliteRow};
+use sqlx::Row;
 use tokio::sync::{mpsc, oneshot};
 
 use super::store::{Record, SessionStore, StoreError, Touch};
 use super::token::{SessionKey, TokenHash};
+use crate::sql::{write_transaction, ExecuteOn};
 
 macro_rules! columns {
     () => {
@@ -137,51 +137,6 @@ async fn load_many(reader: &SqlitePool, jobs: &[Job]) -> Result<HashMap<i64, (To
     Ok(found)
 }
 
-/// Runs `work` in a `BEGIN IMMEDIATE` transaction on a connection of `pool`.
-///
-/// After a failure the connection is closed rather than handed back: SQLite
-/// rolls some transactions back by itself (a full disk, an I/O error), after
-/// which sqlx still counts the transaction as open and refuses every later
-/// `BEGIN` on that connection. With a single writer connection that would
-/// stop every write until a restart.
-pub async fn write_transaction<T: Send>(
-    pool: &SqlitePool,
-    work: impl for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, sqlx::Error>> + Send,
-) -> Result<T, sqlx::Error> {
-    let mut conn = pool.acquire().await?;
-    let result = async {
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        let value = work(&mut tx).await?;
-        tx.commit().await?;
-        Ok(value)
-    }
-    .await;
-    if result.is_err() {
-        let _ = conn.close().await;
-    }
-    result
-}
-
-/// One write statement on a connection of `pool`, closed after a failure
-/// for the reasons given at [`write_transaction`].
-trait ExecuteOn<'q> {
-    fn execute_on(self, pool: &SqlitePool) -> BoxFuture<'q, Result<SqliteQueryResult, sqlx::Error>>;
-}
-
-impl<'q> ExecuteOn<'q> for sqlx::query::Query<'q, Sqlite, SqliteArguments> {
-    fn execute_on(self, pool: &SqlitePool) -> BoxFuture<'q, Result<SqliteQueryResult, sqlx::Error>> {
-        let pool = pool.clone();
-        Box::pin(async move {
-            let mut conn = pool.acquire().await?;
-            let result = self.execute(&mut *conn).await;
-            if result.is_err() {
-                let _ = conn.close().await;
-            }
-            result
-        })
-    }
-}
-
 /// `UPDATE sessions SET <set>` of one session, only while it is live.
 macro_rules! update_live {
     ($set:literal) => {
@@ -206,6 +161,31 @@ impl SqliteStore {
             .await
             .map_err(unavailable)?;
         Ok(done.rows_affected() == 1)
+    }
+}
+
+/// Ends every session of one owner but the one with handle `keep`.
+const DELETE_FOR_USER: &str = "DELETE FROM sessions WHERE user_id = ? AND handle IS NOT ?";
+
+/// Statements on `sessions` that another change runs inside its own write
+/// transaction (an account's password change or removal ends its sessions
+/// in the same commit), and counts over a pool that is no store's (a
+/// backup's copy). The store owns every statement on the table; the callers
+/// tell a cache in front of it afterwards ([`SessionStore::invalidate`]).
+impl SqliteStore {
+    /// [`SessionStore::delete_for_user`] inside the caller's transaction.
+    pub async fn delete_for_user_in(
+        tx: &mut SqliteConnection,
+        user_id: i64,
+        keep: Option<&str>,
+    ) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query(DELETE_FOR_USER).bind(user_id).bind(keep).execute(&mut *tx).await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Every stored session, live or not.
+    pub async fn count_all(pool: &SqlitePool) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(pool).await
     }
 }
 
@@ -344,7 +324,7 @@ impl SessionStore for SqliteStore {
     }
 
     async fn delete_for_user(&self, user_id: i64, keep: Option<&str>) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM sessions WHERE user_id = ? AND handle IS NOT ?")
+        let done = sqlx::query(DELETE_FOR_USER)
             .bind(user_id)
             .bind(keep)
             .execute_on(&self.writer)
@@ -374,6 +354,15 @@ impl SessionStore for SqliteStore {
         .await
         .map_err(unavailable)?;
         rows.iter().map(record).collect::<Result<_, _>>().map_err(unavailable)
+    }
+
+    async fn count_live(&self, now: i64) -> Result<u64, StoreError> {
+        let live: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE expires_at > ?")
+            .bind(now)
+            .fetch_one(&self.reader)
+            .await
+            .map_err(unavailable)?;
+        Ok(live.try_into().unwrap_or(0))
     }
 
     async fn delete_all(&self) -> Result<u64, StoreError> {

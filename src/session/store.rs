@@ -97,6 +97,9 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Ends every session; returns how many.
     async fn delete_all(&self) -> Result<u64, StoreError>;
 
+    /// How many sessions are live at `now` (as stored).
+    async fn count_live(&self, now: i64) -> Result<u64, StoreError>;
+
     /// Moves the deadlines of many sessions, in one transaction where the
     /// backend has them; returns how many were still live.
     async fn touch_many(&self, touches: &[Touch], now: i64) -> Result<u64, StoreError> {

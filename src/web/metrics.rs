@@ -88,11 +88,10 @@ pub async fn metrics(app: &State<App>, sessions: &State<Arc<SessionManager>>) ->
     let mut out = String::new();
 
     line(&mut out, "sesija_sessions_active", "Sessions whose deadline has not passed.", "gauge");
-    let active: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE expires_at > ?")
-        .bind(crate::session::now())
-        .fetch_one(&app.db.reader)
-        .await
-        .unwrap_or(-1);
+    let active = match sessions.store().count_live(crate::session::now()).await {
+        Ok(live) => live.to_string(),
+        Err(_) => "-1".into(),
+    };
     let _ = writeln!(out, "sesija_sessions_active {active}");
 
     line(&mut out, "sesija_sessions_created_total", "Sessions started (logins).", "counter");
