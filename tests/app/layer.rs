@@ -407,6 +407,9 @@ impl SessionStore for Instrumented {
     async fn delete_all(&self) -> Result<u64, StoreError> {
         self.inner.delete_all().await
     }
+    async fn count_live(&self, now: i64) -> Result<u64, StoreError> {
+        self.inner.count_live(now).await
+    }
 }
 
 #[rocket::async_test]

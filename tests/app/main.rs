@@ -7,6 +7,7 @@ mod http;
 mod browser;
 mod cache;
 mod cli;
+mod conformance;
 mod devices;
 mod forward_auth;
 mod hardening;

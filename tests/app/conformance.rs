@@ -1,0 +1,357 @@
+//! The store conformance suite: every rule the session layer relies on from
+//! a [`SessionStore`], run against each implementation (SQLite, the cache in
+//! front of it with and without room, the peer server's notifying store).
+//! A new backend proves itself by adding one line to `backends!` below.
+//!
+//! Each rule is a function over `&dyn SessionStore` whose sessions belong
+//! to accounts 1, 2 and 3; `backends!` makes one test per rule and backend,
+//! so a failure names both.
+
+use sesija::session::{self, CachingStore, Record, SessionKey, SessionStore, SqliteStore, Token, Touch};
+
+use crate::helpers::open_db;
+
+/// A store under test, and whatever must live as long as it (its files).
+pub struct Subject {
+    pub store: Box<dyn SessionStore>,
+    _keep: Box<dyn std::any::Any>,
+}
+
+async fn sqlite_db() -> (tempfile::TempDir, sesija::db::Db) {
+    let dir = tempfile::TempDir::new().unwrap();
+    let db = open_db(&dir.path().join("data")).await;
+    (dir, db)
+}
+
+pub async fn sqlite() -> Subject {
+    let (dir, db) = sqlite_db().await;
+    Subject { store: Box::new(SqliteStore::new(db.reader, db.writer)), _keep: Box::new(dir) }
+}
+
+pub async fn cached_sqlite() -> Subject {
+    let (dir, db) = sqlite_db().await;
+    let store = CachingStore::new(SqliteStore::new(db.reader, db.writer), 100);
+    Subject { store: Box::new(store), _keep: Box::new(dir) }
+}
+
+/// A cache with room for one session: entries make room for others all the time.
+pub async fn crowded_cache_sqlite() -> Subject {
+    let (dir, db) = sqlite_db().await;
+    let store = CachingStore::new(SqliteStore::new(db.reader, db.writer), 1);
+    Subject { store: Box::new(store), _keep: Box::new(dir) }
+}
+
+/// A second server's store: writes through, then tells the first (here no
+/// server listens, which it must take in its stride).
+pub async fn notifying_sqlite() -> Subject {
+    let (dir, db) = sqlite_db().await;
+    let socket = dir.path().join("data/control.sock");
+    let store = sesija::control::NotifyingStore::new(SqliteStore::new(db.reader, db.writer), socket);
+    Subject { store: Box::new(store), _keep: Box::new(dir) }
+}
+
+fn record(user_id: i64, now: i64, expires_in: i64) -> Record {
+    Record {
+        handle: session::new_handle(),
+        user_id,
+        data: "{}".into(),
+        created_at: now,
+        last_seen_at: now,
+        expires_at: now + expires_in,
+        persistent: false,
+        user_agent: Some("test agent".into()),
+        ip: Some("192.0.2.1".into()),
+    }
+}
+
+async fn create(store: &dyn SessionStore, record: &Record) -> SessionKey {
+    let hash = Token::generate().hash();
+    SessionKey { id: store.create(&hash, record, None).await.unwrap(), hash }
+}
+
+fn other_token(key: &SessionKey) -> SessionKey {
+    SessionKey { id: key.id, hash: Token::generate().hash() }
+}
+
+pub mod rules {
+    use super::*;
+
+    /// A created session loads as stored, by its id and token hash only.
+    pub async fn create_and_load(store: &dyn SessionStore) {
+        let now = session::now();
+        let mut r = record(1, now, 60);
+        r.persistent = true;
+        r.data = r#"{"theme":"dark"}"#.into();
+        let key = create(store, &r).await;
+        assert!(key.id > 0);
+        assert_eq!(store.load(&key, now).await.unwrap(), Some(r.clone()));
+        assert_eq!(store.load(&other_token(&key), now).await.unwrap(), None, "the id alone opens nothing");
+        let unknown = SessionKey { id: key.id + 1000, hash: key.hash };
+        assert_eq!(store.load(&unknown, now).await.unwrap(), None);
+        let second = create(store, &record(1, now, 60)).await;
+        assert_ne!(second.id, key.id, "ids are distinct");
+    }
+
+    /// A row at or past its deadline is never returned, purged or not.
+    pub async fn deadlines_hold(store: &dyn SessionStore) {
+        let now = session::now();
+        let key = create(store, &record(1, now, 10)).await;
+        assert!(store.load(&key, now + 9).await.unwrap().is_some());
+        assert_eq!(store.load(&key, now + 10).await.unwrap(), None, "expires_at is exclusive");
+        assert_eq!(store.load(&key, now + 11).await.unwrap(), None);
+        let past = create(store, &record(1, now, -1)).await;
+        assert_eq!(store.load(&past, now).await.unwrap(), None);
+    }
+
+    /// A login deletes the session the client held before, in the same operation.
+    pub async fn create_replaces_the_previous_session(store: &dyn SessionStore) {
+        let now = session::now();
+        let old = create(store, &record(1, now, 60)).await;
+        let hash = Token::generate().hash();
+        let id = store.create(&hash, &record(1, now, 60), Some(&old)).await.unwrap();
+        assert_eq!(store.load(&old, now).await.unwrap(), None);
+        assert!(store.load(&SessionKey { id, hash }, now).await.unwrap().is_some());
+        // Replacing with a wrong token deletes nothing.
+        let kept = create(store, &record(1, now, 60)).await;
+        store
+            .create(&Token::generate().hash(), &record(1, now, 60), Some(&other_token(&kept)))
+            .await
+            .unwrap();
+        assert!(store.load(&kept, now).await.unwrap().is_some());
+    }
+
+    /// Writes after a session ended (logout elsewhere, expiry) find nothing
+    /// and bring nothing back.
+    pub async fn no_resurrection(store: &dyn SessionStore) {
+        let now = session::now();
+        let key = create(store, &record(1, now, 60)).await;
+        assert!(store.load(&key, now).await.unwrap().is_some());
+        assert!(store.delete(&key).await.unwrap());
+        assert!(!store.delete(&key).await.unwrap(), "nothing left to end");
+        assert!(!store.touch(&key, now, now + 600, now).await.unwrap());
+        assert!(!store.save_data(&key, r#"{"a":1}"#, now).await.unwrap());
+        assert!(!store.rotate(&key, &Token::generate().hash(), now).await.unwrap());
+        assert_eq!(
+            store.touch_many(&[Touch { key, last_seen_at: now, expires_at: now + 600 }], now).await.unwrap(),
+            0
+        );
+        store.flush().await.unwrap();
+        assert_eq!(store.load(&key, now).await.unwrap(), None);
+        assert_eq!(store.count_live(now).await.unwrap(), 0);
+
+        // Expired: the same writes are refused, so the row stays expired.
+        let short = create(store, &record(1, now, 5)).await;
+        let later = now + 5;
+        assert!(!store.touch(&short, later, later + 600, later).await.unwrap());
+        assert!(!store.save_data(&short, r#"{"a":1}"#, later).await.unwrap());
+        assert!(!store.rotate(&short, &Token::generate().hash(), later).await.unwrap());
+        store.flush().await.unwrap();
+        assert_eq!(store.load(&short, now + 1).await.unwrap().unwrap().expires_at, now + 5);
+        // Only the holder of the token can end it.
+        assert!(!store.delete(&other_token(&short)).await.unwrap());
+    }
+
+    /// Deadlines move forward; a late batch never moves one back.
+    pub async fn touches_move_deadlines_forward_only(store: &dyn SessionStore) {
+        let now = session::now();
+        let key = create(store, &record(1, now, 60)).await;
+        assert!(store.touch(&key, now + 10, now + 120, now).await.unwrap());
+        store.flush().await.unwrap();
+        let r = store.load(&key, now).await.unwrap().unwrap();
+        assert_eq!((r.last_seen_at, r.expires_at), (now + 10, now + 120));
+        // A batch written after that single move, with older values.
+        let stale = Touch { key, last_seen_at: now + 5, expires_at: now + 90 };
+        let other = create(store, &record(2, now, 60)).await;
+        let fresh = Touch { key: other, last_seen_at: now + 20, expires_at: now + 200 };
+        let gone = create(store, &record(2, now, 60)).await;
+        store.delete(&gone).await.unwrap();
+        let missing = Touch { key: gone, last_seen_at: now, expires_at: now + 200 };
+        assert_eq!(store.touch_many(&[stale, fresh, missing], now).await.unwrap(), 2, "live ones counted");
+        store.flush().await.unwrap();
+        let r = store.load(&key, now).await.unwrap().unwrap();
+        assert_eq!((r.last_seen_at, r.expires_at), (now + 10, now + 120), "never moved back");
+        let r = store.load(&other, now).await.unwrap().unwrap();
+        assert_eq!((r.last_seen_at, r.expires_at), (now + 20, now + 200));
+        assert_eq!(store.load(&gone, now).await.unwrap(), None);
+        assert_eq!(store.touch_many(&[], now).await.unwrap(), 0);
+    }
+
+    /// Data is replaced whole; a new token keeps the id and retires the old.
+    pub async fn data_and_rotation(store: &dyn SessionStore) {
+        let now = session::now();
+        let key = create(store, &record(1, now, 60)).await;
+        assert!(store.save_data(&key, r#"{"theme":"light"}"#, now).await.unwrap());
+        assert_eq!(store.load(&key, now).await.unwrap().unwrap().data, r#"{"theme":"light"}"#);
+        let hash = Token::generate().hash();
+        assert!(store.rotate(&key, &hash, now).await.unwrap());
+        let rotated = SessionKey { id: key.id, hash };
+        assert_eq!(store.load(&key, now).await.unwrap(), None, "the old token opens nothing");
+        let r = store.load(&rotated, now).await.unwrap().unwrap();
+        assert_eq!(r.data, r#"{"theme":"light"}"#);
+        // A held-back deadline move (a cache holds back moves of sessions it
+        // holds) follows the session to its new token.
+        store.load(&rotated, now).await.unwrap().unwrap();
+        assert!(store.touch(&rotated, now + 3, now + 300, now).await.unwrap());
+        let newer = Token::generate().hash();
+        assert!(store.rotate(&rotated, &newer, now).await.unwrap());
+        store.flush().await.unwrap();
+        let r = store.load(&SessionKey { id: key.id, hash: newer }, now).await.unwrap().unwrap();
+        assert_eq!(r.expires_at, now + 300);
+        assert!(store.delete(&SessionKey { id: key.id, hash: newer }).await.unwrap());
+    }
+
+    /// The purge removes expired rows only, at most `limit` per call.
+    pub async fn purge_in_batches(store: &dyn SessionStore) {
+        let now = session::now();
+        for _ in 0..7 {
+            create(store, &record(1, now - 100, 50)).await;
+        }
+        let live = create(store, &record(1, now, 60)).await;
+        // Extended after it was created short: not expired any more.
+        let extended = create(store, &record(2, now, 5)).await;
+        assert!(store.touch(&extended, now + 1, now + 100, now).await.unwrap());
+        store.flush().await.unwrap();
+        assert_eq!(store.delete_expired(now + 10, 3).await.unwrap(), 3);
+        assert_eq!(store.delete_expired(now + 10, 3).await.unwrap(), 3);
+        assert_eq!(store.delete_expired(now + 10, 3).await.unwrap(), 1);
+        assert_eq!(store.delete_expired(now + 10, 3).await.unwrap(), 0);
+        assert!(store.load(&live, now).await.unwrap().is_some());
+        assert!(store.load(&extended, now + 10).await.unwrap().is_some());
+        assert_eq!(store.count_live(now).await.unwrap(), 2);
+        let report = session::purge_expired(store, now + 1000).await.unwrap();
+        assert_eq!(report.removed, 2);
+        assert_eq!(store.count_live(now).await.unwrap(), 0);
+    }
+
+    /// An owner's live sessions, most recently active first.
+    pub async fn listings(store: &dyn SessionStore) {
+        let now = session::now();
+        let mut older = record(1, now - 50, 100);
+        older.last_seen_at = now - 40;
+        let older = create(store, &older).await;
+        let newest = create(store, &record(1, now, 60)).await;
+        let mut middle = record(1, now - 30, 100);
+        middle.last_seen_at = now - 20;
+        let middle = create(store, &middle).await;
+        let _expired = create(store, &record(1, now - 100, 50)).await;
+        let theirs = create(store, &record(2, now - 1, 60)).await;
+        let handle = |key: SessionKey| async move { store.load(&key, now).await.unwrap().unwrap().handle };
+        let mine: Vec<String> =
+            store.list_for_user(1, now).await.unwrap().into_iter().map(|r| r.handle).collect();
+        assert_eq!(mine, vec![handle(newest).await, handle(middle).await, handle(older).await]);
+        // A deadline move the store holds back counts in the listing.
+        store.load(&older, now).await.unwrap().unwrap();
+        assert!(store.touch(&older, now + 5, now + 100, now).await.unwrap());
+        let mine: Vec<String> =
+            store.list_for_user(1, now).await.unwrap().into_iter().map(|r| r.handle).collect();
+        assert_eq!(mine[0], handle(older).await, "{mine:?}");
+        let all: Vec<String> = store.list_live(now).await.unwrap().into_iter().map(|r| r.handle).collect();
+        assert_eq!(all.len(), 4);
+        assert_eq!(all[0], handle(older).await);
+        assert_eq!(all[2], handle(theirs).await);
+        assert_eq!(store.count_live(now).await.unwrap(), 4);
+        assert!(store.list_for_user(3, now).await.unwrap().is_empty());
+    }
+
+    /// Ending sessions by owner (but one), by public handle, and all.
+    pub async fn ending_by_owner_handle_and_all(store: &dyn SessionStore) {
+        let now = session::now();
+        let a = create(store, &record(1, now, 60)).await;
+        let b = create(store, &record(1, now, 60)).await;
+        let c = create(store, &record(1, now, 60)).await;
+        let theirs = create(store, &record(2, now, 60)).await;
+        for key in [&a, &b, &c, &theirs] {
+            store.load(key, now).await.unwrap().unwrap();
+        }
+        let keep = store.load(&b, now).await.unwrap().unwrap().handle;
+        assert_eq!(store.delete_for_user(1, Some(&keep)).await.unwrap(), 2);
+        assert_eq!(store.load(&a, now).await.unwrap(), None);
+        assert_eq!(store.load(&c, now).await.unwrap(), None);
+        assert!(store.load(&b, now).await.unwrap().is_some());
+        assert!(store.load(&theirs, now).await.unwrap().is_some());
+
+        let their_handle = store.load(&theirs, now).await.unwrap().unwrap().handle;
+        assert!(!store.delete_handle(&their_handle, Some(1)).await.unwrap(), "another owner's");
+        assert!(store.load(&theirs, now).await.unwrap().is_some());
+        assert!(!store.delete_handle("no-such-handle", None).await.unwrap());
+        assert!(store.delete_handle(&their_handle, Some(2)).await.unwrap());
+        assert_eq!(store.load(&theirs, now).await.unwrap(), None);
+        assert!(store.delete_handle(&keep, None).await.unwrap(), "any owner");
+        assert_eq!(store.load(&b, now).await.unwrap(), None);
+
+        let d = create(store, &record(3, now, 60)).await;
+        create(store, &record(2, now, 60)).await;
+        store.load(&d, now).await.unwrap().unwrap();
+        assert_eq!(store.delete_for_user(3, None).await.unwrap(), 1);
+        assert_eq!(store.load(&d, now).await.unwrap(), None);
+        create(store, &record(1, now, 60)).await;
+        assert_eq!(store.delete_all().await.unwrap(), 2);
+        assert_eq!(store.count_live(now).await.unwrap(), 0);
+        assert!(store.list_live(now).await.unwrap().is_empty());
+    }
+
+    /// Sessions created now are found by their id; the look-up by hash alone
+    /// exists for cookies older than ids, never for them.
+    pub async fn new_sessions_are_not_found_by_hash_alone(store: &dyn SessionStore) {
+        let now = session::now();
+        let key = create(store, &record(1, now, 60)).await;
+        assert_eq!(store.find_id(&key.hash, now).await.unwrap(), None);
+    }
+
+    /// Many requests at once: every login gets its own row, every write is
+    /// seen, nothing fails.
+    pub async fn concurrent_use(store: &dyn SessionStore) {
+        let now = session::now();
+        let keys = rocket::futures::future::join_all((0..20).map(|i| async move {
+            let key = create(store, &record(1 + i % 3, now, 60)).await;
+            assert!(store.save_data(&key, &format!(r#"{{"n":{i}}}"#), now).await.unwrap());
+            assert!(store.touch(&key, now + 1, now + 100, now).await.unwrap());
+            key
+        }))
+        .await;
+        let ids: std::collections::HashSet<i64> = keys.iter().map(|k| k.id).collect();
+        assert_eq!(ids.len(), 20);
+        store.flush().await.unwrap();
+        for (i, key) in keys.iter().enumerate() {
+            let r = store.load(key, now).await.unwrap().unwrap();
+            assert_eq!(r.data, format!(r#"{{"n":{i}}}"#));
+            assert_eq!(r.expires_at, now + 100);
+        }
+        let ended = rocket::futures::future::join_all(keys.iter().map(|k| store.delete(k))).await;
+        assert!(ended.into_iter().all(|e| e.unwrap()));
+        assert_eq!(store.count_live(now).await.unwrap(), 0);
+    }
+}
+
+/// One test per rule for one backend.
+macro_rules! conformance {
+    ($backend:ident) => {
+        mod $backend {
+            macro_rules! rule {
+                ($rule:ident) => {
+                    #[rocket::async_test]
+                    async fn $rule() {
+                        let subject = super::$backend().await;
+                        super::rules::$rule(&*subject.store).await;
+                    }
+                };
+            }
+            rule!(create_and_load);
+            rule!(deadlines_hold);
+            rule!(create_replaces_the_previous_session);
+            rule!(no_resurrection);
+            rule!(touches_move_deadlines_forward_only);
+            rule!(data_and_rotation);
+            rule!(purge_in_batches);
+            rule!(listings);
+            rule!(ending_by_owner_handle_and_all);
+            rule!(new_sessions_are_not_found_by_hash_alone);
+            rule!(concurrent_use);
+        }
+    };
+}
+
+conformance!(sqlite);
+conformance!(cached_sqlite);
+conformance!(crowded_cache_sqlite);
+conformance!(notifying_sqlite);
