@@ -11,11 +11,13 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+static PG_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// How long a statement waits for another connection's write lock.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -50,6 +52,10 @@ pub enum DbError {
     Migrate { path: PathBuf, source: sqlx::migrate::MigrateError },
     #[error("cannot copy database {path} before migrating it: {source}")]
     PreMigrationCopy { path: PathBuf, source: BackupError },
+    /// `database_url` names a PostgreSQL database that cannot be used; the
+    /// URL is shown without its password.
+    #[error("database_url {url}: {why}")]
+    Postgres { url: String, why: String },
 }
 
 /// Why a backup could not be made.
@@ -294,4 +300,54 @@ impl Db {
         self.reader.close().await;
         self.writer.close().await;
     }
+}
+
+/// How long a request waits for a PostgreSQL connection before it is
+/// answered 503: never a hang while the server is unreachable.
+pub const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// `url` without its password, for messages.
+pub fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "(not a URL)".into(),
+    }
+}
+
+/// Connects to the PostgreSQL database `url` names and brings its schema up
+/// to date (sqlx holds an advisory lock meanwhile, so instances starting
+/// together do not race). A database written by a newer sesija is refused.
+pub async fn open_postgres(url: &str) -> Result<PgPool, DbError> {
+    let fail = |why: String| DbError::Postgres { url: redacted(url), why };
+    let options = PgConnectOptions::from_str(url).map_err(|e| fail(format!("is not a usable URL: {e}")))?;
+    let pool = PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(PG_ACQUIRE_TIMEOUT)
+        .connect_with(options)
+        .await
+        .map_err(|e| fail(format!("cannot connect: {e}")))?;
+    let known = PG_MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    let unreadable = |e: sqlx::Error| fail(format!("cannot read the schema version: {e}"));
+    let has_history: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(&pool)
+        .await
+        .map_err(unreadable)?;
+    let found: Option<i64> = match has_history {
+        true => sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+            .fetch_one(&pool)
+            .await
+            .map_err(unreadable)?,
+        false => None,
+    };
+    if let Some(found) = found.filter(|v| *v > known) {
+        return Err(fail(format!(
+            "has schema version {found}, newer than this sesija ({known}); run a newer sesija"
+        )));
+    }
+    PG_MIGRATOR.run(&pool).await.map_err(|e| fail(format!("cannot migrate: {e}")))?;
+    Ok(pool)
 }

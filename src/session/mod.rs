@@ -68,6 +68,7 @@
 
 mod cache;
 mod guard;
+mod postgres;
 pub mod purge;
 mod sqlite;
 mod store;
@@ -79,6 +80,7 @@ use std::time::Duration;
 
 pub use cache::{CachingStore, FLUSH_MARGIN};
 pub use guard::{Session, SessionError, SessionLayer, Sessions};
+pub use postgres::PgStore;
 pub use purge::{purge_expired, PurgeReport, PURGE_BATCH};
 pub use sqlite::SqliteStore;
 pub use store::{Record, SessionStore, StoreError, Touch};

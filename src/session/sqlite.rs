@@ -3,7 +3,7 @@
 //! Reads go through a pool of readers; every write goes through a pool with a
 //! single connection, so writers queue in-process instead of fighting over
 //! SQLite's one write lock. The `sessions` table is created by the
-//! application's migrations (see `migrations/`).
+//! application's migrations (see `migrations/sqlite/`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -1,13 +1,16 @@
 //! The store conformance suite: every rule the session layer relies on from
-//! a [`SessionStore`], run against each implementation (SQLite, the cache in
-//! front of it with and without room, the peer server's notifying store).
-//! A new backend proves itself by adding one line to `backends!` below.
+//! a [`SessionStore`], run against each implementation (SQLite and
+//! PostgreSQL, the cache in front of each, with room and with room for one,
+//! the peer server's notifying store). A new backend proves itself by
+//! adding one `conformance!` line below.
 //!
 //! Each rule is a function over `&dyn SessionStore` whose sessions belong
 //! to accounts 1, 2 and 3; `backends!` makes one test per rule and backend,
 //! so a failure names both.
 
-use sesija::session::{self, CachingStore, Record, SessionKey, SessionStore, SqliteStore, Token, Touch};
+use sesija::session::{
+    self, CachingStore, PgStore, Record, SessionKey, SessionStore, SqliteStore, Token, Touch,
+};
 
 use crate::helpers::open_db;
 
@@ -23,31 +26,41 @@ async fn sqlite_db() -> (tempfile::TempDir, sesija::db::Db) {
     (dir, db)
 }
 
-pub async fn sqlite() -> Subject {
+pub async fn sqlite() -> Option<Subject> {
     let (dir, db) = sqlite_db().await;
-    Subject { store: Box::new(SqliteStore::new(db.reader, db.writer)), _keep: Box::new(dir) }
+    Some(Subject { store: Box::new(SqliteStore::new(db.reader, db.writer)), _keep: Box::new(dir) })
 }
 
-pub async fn cached_sqlite() -> Subject {
+pub async fn cached_sqlite() -> Option<Subject> {
     let (dir, db) = sqlite_db().await;
     let store = CachingStore::new(SqliteStore::new(db.reader, db.writer), 100);
-    Subject { store: Box::new(store), _keep: Box::new(dir) }
+    Some(Subject { store: Box::new(store), _keep: Box::new(dir) })
 }
 
 /// A cache with room for one session: entries make room for others all the time.
-pub async fn crowded_cache_sqlite() -> Subject {
+pub async fn crowded_cache_sqlite() -> Option<Subject> {
     let (dir, db) = sqlite_db().await;
     let store = CachingStore::new(SqliteStore::new(db.reader, db.writer), 1);
-    Subject { store: Box::new(store), _keep: Box::new(dir) }
+    Some(Subject { store: Box::new(store), _keep: Box::new(dir) })
 }
 
 /// A second server's store: writes through, then tells the first (here no
 /// server listens, which it must take in its stride).
-pub async fn notifying_sqlite() -> Subject {
+pub async fn notifying_sqlite() -> Option<Subject> {
     let (dir, db) = sqlite_db().await;
     let socket = dir.path().join("data/control.sock");
     let store = sesija::control::NotifyingStore::new(SqliteStore::new(db.reader, db.writer), socket);
-    Subject { store: Box::new(store), _keep: Box::new(dir) }
+    Some(Subject { store: Box::new(store), _keep: Box::new(dir) })
+}
+
+pub async fn postgres() -> Option<Subject> {
+    let pool = crate::postgres::open_db(&crate::postgres::cluster()?).await;
+    Some(Subject { store: Box::new(PgStore::new(pool)), _keep: Box::new(()) })
+}
+
+pub async fn cached_postgres() -> Option<Subject> {
+    let pool = crate::postgres::open_db(&crate::postgres::cluster()?).await;
+    Some(Subject { store: Box::new(CachingStore::new(PgStore::new(pool), 100)), _keep: Box::new(()) })
 }
 
 fn record(user_id: i64, now: i64, expires_in: i64) -> Record {
@@ -331,7 +344,7 @@ macro_rules! conformance {
                 ($rule:ident) => {
                     #[rocket::async_test]
                     async fn $rule() {
-                        let subject = super::$backend().await;
+                        let Some(subject) = super::$backend().await else { return };
                         super::rules::$rule(&*subject.store).await;
                     }
                 };
@@ -355,3 +368,5 @@ conformance!(sqlite);
 conformance!(cached_sqlite);
 conformance!(crowded_cache_sqlite);
 conformance!(notifying_sqlite);
+conformance!(postgres);
+conformance!(cached_postgres);

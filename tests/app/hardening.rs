@@ -158,7 +158,8 @@ async fn the_upgrade_keeps_accounts_and_sessions_and_drops_orphans() {
     // A database at schema 3, as the last release left it.
     let old = TempDir::new().unwrap();
     for m in ["0001_users.sql", "0002_sessions.sql", "0003_sessions_by_id.sql"] {
-        std::fs::copy(format!("{}/migrations/{m}", env!("CARGO_MANIFEST_DIR")), old.path().join(m)).unwrap();
+        std::fs::copy(format!("{}/migrations/sqlite/{m}", env!("CARGO_MANIFEST_DIR")), old.path().join(m))
+            .unwrap();
     }
     let options =
         sqlx::sqlite::SqliteConnectOptions::new().filename(data.join("sesija.db")).create_if_missing(true);

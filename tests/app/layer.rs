@@ -666,7 +666,7 @@ async fn version_2_database(data: &std::path::Path) -> Token {
     std::fs::create_dir_all(data).unwrap();
     let migrations = tempfile::TempDir::new().unwrap();
     for file in ["0001_users.sql", "0002_sessions.sql"] {
-        let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(file);
+        let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite").join(file);
         std::fs::copy(from, migrations.path().join(file)).unwrap();
     }
     let options =

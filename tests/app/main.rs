@@ -15,6 +15,7 @@ mod layer;
 mod login;
 mod logout;
 mod operations;
+mod postgres;
 mod process;
 mod proxies;
 mod server;

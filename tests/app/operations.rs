@@ -202,7 +202,7 @@ fn an_older_database_is_copied_before_its_schema_changes() {
     // A database at schema version 1 (accounts only), with an account.
     let first = TempDir::new().unwrap();
     std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/0001_users.sql"),
+        concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite/0001_users.sql"),
         first.path().join("0001_users.sql"),
     )
     .unwrap();

@@ -1,0 +1,314 @@
+//! [`SessionStore`] on PostgreSQL through sqlx, for several instances of
+//! the server on one database.
+//!
+//! The same rules as on SQLite, in PostgreSQL's terms: every write after a
+//! load is conditional on the row still being live (`... AND expires_at >
+//! $now`), so no request brings back a session ended meanwhile; a login's
+//! insert and the delete of the session it replaces share one transaction;
+//! batched deadline moves are one statement that never moves a deadline
+//! back (`GREATEST`); the purge takes at most `limit` expired rows per
+//! statement and skips rows another instance holds (`FOR UPDATE SKIP
+//! LOCKED`), so instances purging at once neither wait for each other nor
+//! delete twice. Times are BIGINT unix seconds. The table comes from the
+//! application's migrations (see `migrations/postgres/`).
+
+use rocket::async_trait;
+use sqlx::postgres::{PgConnection, PgPool, PgRow};
+use sqlx::Row;
+
+use super::store::{Record, SessionStore, StoreError, Touch};
+use super::token::{SessionKey, TokenHash};
+
+macro_rules! columns {
+    () => {
+        "handle, user_id, data, created_at, last_seen_at, expires_at, persistent, user_agent, ip"
+    };
+}
+
+/// `UPDATE sessions SET <set>` of one session, only while it is live: the
+/// `SET` values are bound first, then id, token hash and now (`$id`, `$hash`,
+/// `$now` name their placeholders).
+macro_rules! update_live {
+    ($set:literal, $id:literal, $hash:literal, $now:literal) => {
+        concat!(
+            "UPDATE sessions SET ",
+            $set,
+            " WHERE id = ",
+            $id,
+            " AND token_hash = ",
+            $hash,
+            " AND expires_at > ",
+            $now
+        )
+    };
+}
+
+/// Sessions kept in the `sessions` table of a PostgreSQL database.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+/// Ends every session of one owner but the one with handle `keep`.
+const DELETE_FOR_USER: &str = "DELETE FROM sessions WHERE user_id = $1 AND handle IS DISTINCT FROM $2";
+
+impl PgStore {
+    pub fn new(pool: PgPool) -> PgStore {
+        PgStore { pool }
+    }
+
+    /// [`SessionStore::delete_for_user`] inside the caller's transaction (an
+    /// account change that ends the account's sessions in the same commit).
+    pub async fn delete_for_user_in(
+        tx: &mut PgConnection,
+        user_id: i64,
+        keep: Option<&str>,
+    ) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query(DELETE_FOR_USER).bind(user_id).bind(keep).execute(&mut *tx).await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Runs an [`update_live!`] statement whose `SET` values are bound:
+    /// `true` if the session was still live (and is now changed).
+    async fn update_live<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+        key: &'q SessionKey,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let done = query
+            .bind(key.id)
+            .bind(&key.hash.0[..])
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn records(
+        &self,
+        query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<Vec<Record>, StoreError> {
+        let rows = query.fetch_all(&self.pool).await.map_err(unavailable)?;
+        rows.iter().map(record).collect::<Result<_, _>>().map_err(unavailable)
+    }
+}
+
+fn unavailable(e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn record(row: &PgRow) -> Result<Record, sqlx::Error> {
+    Ok(Record {
+        handle: row.try_get("handle")?,
+        user_id: row.try_get("user_id")?,
+        data: row.try_get("data")?,
+        created_at: row.try_get("created_at")?,
+        last_seen_at: row.try_get("last_seen_at")?,
+        expires_at: row.try_get("expires_at")?,
+        persistent: row.try_get("persistent")?,
+        user_agent: row.try_get("user_agent")?,
+        ip: row.try_get("ip")?,
+    })
+}
+
+#[async_trait]
+impl SessionStore for PgStore {
+    async fn create(
+        &self,
+        token_hash: &TokenHash,
+        r: &Record,
+        replaces: Option<&SessionKey>,
+    ) -> Result<i64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        if let Some(old) = replaces {
+            sqlx::query("DELETE FROM sessions WHERE id = $1 AND token_hash = $2")
+                .bind(old.id)
+                .bind(&old.hash.0[..])
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        let id: i64 = sqlx::query_scalar(concat!(
+            "INSERT INTO sessions (token_hash, ",
+            columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id"
+        ))
+        .bind(&token_hash.0[..])
+        .bind(&r.handle)
+        .bind(r.user_id)
+        .bind(&r.data)
+        .bind(r.created_at)
+        .bind(r.last_seen_at)
+        .bind(r.expires_at)
+        .bind(r.persistent)
+        .bind(&r.user_agent)
+        .bind(&r.ip)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(id)
+    }
+
+    async fn load(&self, key: &SessionKey, now: i64) -> Result<Option<Record>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT token_hash, ",
+            columns!(),
+            " FROM sessions WHERE id = $1 AND expires_at > $2"
+        ))
+        .bind(key.id)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let Some(row) = row else { return Ok(None) };
+        let hash: Vec<u8> = row.try_get("token_hash").map_err(unavailable)?;
+        // The id finds the row; only the token's hash opens it (compared in
+        // constant time by `TokenHash`'s equality).
+        match <[u8; 32]>::try_from(hash) {
+            Ok(hash) if TokenHash(hash) == key.hash => Ok(Some(record(&row).map_err(unavailable)?)),
+            _ => Ok(None),
+        }
+    }
+
+    async fn touch(
+        &self,
+        key: &SessionKey,
+        last_seen_at: i64,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let query = sqlx::query(update_live!("last_seen_at = $1, expires_at = $2", "$3", "$4", "$5"))
+            .bind(last_seen_at)
+            .bind(expires_at);
+        self.update_live(query, key, now).await
+    }
+
+    async fn save_data(&self, key: &SessionKey, data: &str, now: i64) -> Result<bool, StoreError> {
+        self.update_live(sqlx::query(update_live!("data = $1", "$2", "$3", "$4")).bind(data), key, now).await
+    }
+
+    async fn rotate(&self, old: &SessionKey, new: &TokenHash, now: i64) -> Result<bool, StoreError> {
+        self.update_live(
+            sqlx::query(update_live!("token_hash = $1", "$2", "$3", "$4")).bind(&new.0[..]),
+            old,
+            now,
+        )
+        .await
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM sessions WHERE id = $1 AND token_hash = $2")
+            .bind(key.id)
+            .bind(&key.hash.0[..])
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_expired(&self, now: i64, limit: u32) -> Result<u64, StoreError> {
+        // The predicate is checked again on the locked row, so a session
+        // extended since it was picked stays.
+        let done = sqlx::query(
+            "DELETE FROM sessions WHERE id IN \
+             (SELECT id FROM sessions WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED) \
+             AND expires_at <= $1",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn list_for_user(&self, user_id: i64, now: i64) -> Result<Vec<Record>, StoreError> {
+        self.records(
+            sqlx::query(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM sessions WHERE user_id = $1 AND expires_at > $2 ORDER BY last_seen_at DESC, id DESC"
+            ))
+            .bind(user_id)
+            .bind(now),
+        )
+        .await
+    }
+
+    async fn delete_for_user(&self, user_id: i64, keep: Option<&str>) -> Result<u64, StoreError> {
+        let done = sqlx::query(DELETE_FOR_USER)
+            .bind(user_id)
+            .bind(keep)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn delete_handle(&self, handle: &str, user_id: Option<i64>) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("DELETE FROM sessions WHERE handle = $1 AND ($2::BIGINT IS NULL OR user_id = $2)")
+                .bind(handle)
+                .bind(user_id)
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn list_live(&self, now: i64) -> Result<Vec<Record>, StoreError> {
+        self.records(
+            sqlx::query(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM sessions WHERE expires_at > $1 ORDER BY last_seen_at DESC, id DESC"
+            ))
+            .bind(now),
+        )
+        .await
+    }
+
+    async fn delete_all(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM sessions").execute(&self.pool).await.map_err(unavailable)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn count_live(&self, now: i64) -> Result<u64, StoreError> {
+        let live: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE expires_at > $1")
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(live.try_into().unwrap_or(0))
+    }
+
+    async fn touch_many(&self, touches: &[Touch], now: i64) -> Result<u64, StoreError> {
+        if touches.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<i64> = touches.iter().map(|t| t.key.id).collect();
+        let hashes: Vec<Vec<u8>> = touches.iter().map(|t| t.key.hash.0.to_vec()).collect();
+        let seen: Vec<i64> = touches.iter().map(|t| t.last_seen_at).collect();
+        let expires: Vec<i64> = touches.iter().map(|t| t.expires_at).collect();
+        // One statement for the batch; a batch may land after a later single
+        // touch, so a deadline never moves back.
+        let done = sqlx::query(
+            "UPDATE sessions AS s SET last_seen_at = GREATEST(s.last_seen_at, t.seen), \
+             expires_at = GREATEST(s.expires_at, t.expires) \
+             FROM UNNEST($1::BIGINT[], $2::BYTEA[], $3::BIGINT[], $4::BIGINT[]) AS t(id, hash, seen, expires) \
+             WHERE s.id = t.id AND s.token_hash = t.hash AND s.expires_at > $5",
+        )
+        .bind(&ids)
+        .bind(&hashes)
+        .bind(&seen)
+        .bind(&expires)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(done.rows_affected())
+    }
+}

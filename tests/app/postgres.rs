@@ -1,0 +1,46 @@
+//! A real PostgreSQL for the tests: the cluster `scripts/test` starts for
+//! the run (its URL in `SESIJA_TEST_POSTGRES`), and a fresh database in it
+//! for each test.
+
+/// The cluster's URL; `None` (the test then says it was skipped) only when
+/// `SESIJA_SKIP_POSTGRES` is set.
+pub fn cluster() -> Option<String> {
+    if let Ok(url) = std::env::var("SESIJA_TEST_POSTGRES") {
+        return Some(url);
+    }
+    if std::env::var_os("SESIJA_SKIP_POSTGRES").is_some() {
+        eprintln!("SESIJA_SKIP_POSTGRES is set: PostgreSQL test skipped");
+        return None;
+    }
+    panic!(
+        "no PostgreSQL for the tests: run scripts/test (it starts a throwaway cluster), or set \
+         SESIJA_TEST_POSTGRES to a server's URL, or SESIJA_SKIP_POSTGRES=1"
+    );
+}
+
+/// A new, empty database in the cluster: its URL.
+pub async fn fresh_database(cluster: &str) -> String {
+    use sqlx::Connection;
+    let name =
+        format!("sesija_test_{}", sesija::session::new_handle().to_lowercase().replace(['-', '_'], ""));
+    let mut admin = sqlx::PgConnection::connect(cluster).await.expect("the test cluster answers");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.unwrap();
+    admin.close().await.unwrap();
+    let mut url = url::Url::parse(cluster).unwrap();
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
+/// A fresh database with the application's schema and accounts 0 to 200
+/// to own sessions, as `helpers::open_db` makes on SQLite.
+pub async fn open_db(cluster: &str) -> sqlx::PgPool {
+    let pool = sesija::db::open_postgres(&fresh_database(cluster).await).await.unwrap();
+    sqlx::query(
+        "INSERT INTO users (id, username, password_hash, created_at) OVERRIDING SYSTEM VALUE \
+         SELECT i, 'owner' || i, 'x', 0 FROM generate_series(0, 200) AS i",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool
+}
