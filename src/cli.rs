@@ -14,8 +14,8 @@ use crate::auth::users::{self, check_username, UserError};
 use crate::auth::Hasher;
 use crate::config;
 use crate::control;
-use crate::db::Db;
-use crate::session::{purge_expired, SessionStore, SqliteStore};
+use crate::db::Storage;
+use crate::session::purge_expired;
 use crate::startup;
 
 #[derive(Parser)]
@@ -175,15 +175,23 @@ fn admin(job: impl std::future::Future<Output = Result<(), String>>) -> Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-async fn open() -> Result<Db, String> {
-    let (_, db) = startup::open(&config::figment()).await.map_err(|e| e.to_string())?;
-    Ok(db)
+async fn open() -> Result<Storage, String> {
+    let (_, storage) = startup::open(&config::figment()).await.map_err(|e| e.to_string())?;
+    Ok(storage)
 }
 
 fn key(command: KeyCommand) -> Result<ExitCode, String> {
     let figment = config::figment();
     let settings = config::Settings::from_figment(&figment).map_err(|e| e.to_string())?;
     let path = settings.key_path();
+    if settings.database_url.is_some() {
+        return Err(
+            "with `database_url` every instance must use the same key, so there is no key file to manage: \
+             put a new key in `secret_key` and the old one in `secret_key_fallbacks` on every instance, \
+             then restart them"
+                .into(),
+        );
+    }
     if crate::secret::check_configured(&figment)? {
         return Err(
             "`secret_key` is set in the configuration, so there is no key file to manage: put a new \
@@ -229,7 +237,7 @@ async fn reseal_second_factors(
     let (figment, _) = crate::secret::provide(figment, &path)?;
     let sealer = second_factor::Sealer::new(&crate::secret::current(&figment)?, &previous);
     let db = open().await?;
-    let (resealed, lost) = second_factor::reseal_all(&db.writer, &sealer).await.map_err(|e| e.to_string())?;
+    let (resealed, lost) = second_factor::reseal_all(&db, &sealer).await.map_err(|e| e.to_string())?;
     db.close().await;
     if resealed > 0 {
         println!("sealed {resealed} second-factor secret(s) under the current key");
@@ -241,7 +249,11 @@ async fn reseal_second_factors(
 }
 
 async fn backup(path: std::path::PathBuf, force: bool) -> Result<(), String> {
-    let db = open().await?;
+    let storage = open().await?;
+    let Some(db) = storage.sqlite() else {
+        storage.close().await;
+        return Err("the database is PostgreSQL (database_url): back it up with pg_dump".into());
+    };
     let report = db.backup(&path, force).await.map_err(|e| e.to_string())?;
     println!(
         "backed up {} to {}: {} bytes, {} users, {} sessions",
@@ -275,6 +287,10 @@ fn check_config() -> Result<ExitCode, String> {
     println!("ip_header = {}", rocket.ip_header.as_ref().map_or("false", |h| h.as_str()));
     println!("log_level = {}", rocket.log_level);
     println!("data_dir = {}", settings.data_dir.display());
+    match &settings.database_url {
+        Some(url) => println!("database_url = {}", crate::db::redacted(url)),
+        None => println!("database_url = [unset: SQLite in data_dir]"),
+    }
     println!("session_idle_timeout = {}", settings.session_idle_timeout);
     println!("session_absolute_timeout = {}", settings.session_absolute_timeout);
     println!("session_touch_interval = {}", settings.session_touch_interval);
@@ -360,31 +376,31 @@ async fn user(command: UserCommand) -> Result<(), String> {
             groups.iter().try_for_each(|g| users::check_group(g))?;
             check_profile(email.as_deref(), display_name.as_deref())?;
             let db = open().await?;
-            if users::by_name(&db.reader, &name).await.map_err(|e| e.to_string())?.is_some() {
+            if users::by_name(&db, &name).await.map_err(|e| e.to_string())?.is_some() {
                 return Err(user_error(UserError::Exists(name)));
             }
             let password = read_password(&name, password_stdin)?;
             let hash = Hasher::default().hash(password).await.map_err(|e| e.to_string())?;
-            users::create(&db.writer, &name, &hash).await.map_err(user_error)?;
+            users::create(&db, &name, &hash).await.map_err(user_error)?;
             if email.is_some() || display_name.is_some() {
-                users::set_profile(&db.writer, &name, email.as_deref(), display_name.as_deref())
+                users::set_profile(&db, &name, email.as_deref(), display_name.as_deref())
                     .await
                     .map_err(user_error)?;
             }
             if !groups.is_empty() {
-                users::set_groups(&db.writer, &name, &groups).await.map_err(user_error)?;
+                users::set_groups(&db, &name, &groups).await.map_err(user_error)?;
             }
             println!("created user {name}");
             db.close().await;
         }
         UserCommand::Passwd { name, password_stdin } => {
             let db = open().await?;
-            if users::by_name(&db.reader, &name).await.map_err(|e| e.to_string())?.is_none() {
+            if users::by_name(&db, &name).await.map_err(|e| e.to_string())?.is_none() {
                 return Err(user_error(UserError::NotFound(name)));
             }
             let password = read_password(&name, password_stdin)?;
             let hash = Hasher::default().hash(password).await.map_err(|e| e.to_string())?;
-            let ended = users::set_password(&db.writer, &name, &hash, None).await.map_err(user_error)?;
+            let ended = users::set_password(&db, &name, &hash, None).await.map_err(user_error)?;
             println!("changed the password of {name}; ended {ended} sessions");
             db.close().await;
             tell_server(&db, "the password was changed").await?;
@@ -392,7 +408,7 @@ async fn user(command: UserCommand) -> Result<(), String> {
         UserCommand::Groups { name, groups } => {
             groups.iter().try_for_each(|g| users::check_group(g))?;
             let db = open().await?;
-            let stored = users::set_groups(&db.writer, &name, &groups).await.map_err(user_error)?;
+            let stored = users::set_groups(&db, &name, &groups).await.map_err(user_error)?;
             match stored.is_empty() {
                 true => println!("{name}: no groups"),
                 false => println!("{name}: {}", stored.join(",")),
@@ -402,11 +418,11 @@ async fn user(command: UserCommand) -> Result<(), String> {
         }
         UserCommand::TwoFactor { name } => {
             let db = open().await?;
-            let user = users::by_name(&db.reader, &name)
+            let user = users::by_name(&db, &name)
                 .await
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| user_error(UserError::NotFound(name.clone())))?;
-            match second_factor::status(&db.reader, user.id).await.map_err(|e| e.to_string())? {
+            match second_factor::status(&db, user.id).await.map_err(|e| e.to_string())? {
                 Some(on) => println!(
                     "{}: two-factor authentication on since {}, {} recovery codes left",
                     printable(&name),
@@ -419,14 +435,13 @@ async fn user(command: UserCommand) -> Result<(), String> {
         }
         UserCommand::TwoFactorReset { name } => {
             let db = open().await?;
-            let (id, was_on) = second_factor::reset(&db.writer, &name).await.map_err(user_error)?;
+            let (id, was_on) = second_factor::reset(&db, &name).await.map_err(user_error)?;
             if !was_on {
                 db.close().await;
                 println!("{}: two-factor authentication was already off; nothing changed", printable(&name));
                 return Ok(());
             }
-            let store = SqliteStore::new(db.reader.clone(), db.writer.clone());
-            let ended = store.delete_for_user(id, None).await.map_err(|e| e.to_string())?;
+            let ended = db.session_store().delete_for_user(id, None).await.map_err(|e| e.to_string())?;
             println!("turned off two-factor authentication of {}; ended {ended} sessions", printable(&name));
             log::warn!("two-factor authentication of {name:?} reset by the operator; ended {ended} sessions");
             db.close().await;
@@ -434,8 +449,8 @@ async fn user(command: UserCommand) -> Result<(), String> {
         }
         UserCommand::List => {
             let db = open().await?;
-            let list = users::list(&db.reader).await.map_err(|e| e.to_string())?;
-            let groups = users::all_groups(&db.reader).await.map_err(|e| e.to_string())?;
+            let list = users::list(&db).await.map_err(|e| e.to_string())?;
+            let groups = users::all_groups(&db).await.map_err(|e| e.to_string())?;
             for user in &list {
                 let created = date(user.created_at);
                 let groups = groups.get(&user.id).map(|g| g.join(",")).unwrap_or_default();
@@ -453,7 +468,7 @@ async fn user(command: UserCommand) -> Result<(), String> {
         }
         UserCommand::Remove { name } => {
             let db = open().await?;
-            let ended = users::remove(&db.writer, &name).await.map_err(user_error)?;
+            let ended = users::remove(&db, &name).await.map_err(user_error)?;
             println!("removed user {name}; ended {ended} sessions");
             db.close().await;
             tell_server(&db, "the user was removed").await?;
@@ -464,13 +479,13 @@ async fn user(command: UserCommand) -> Result<(), String> {
 
 async fn sessions(command: SessionsCommand) -> Result<(), String> {
     let db = open().await?;
-    let store = SqliteStore::new(db.reader.clone(), db.writer.clone());
+    let store = db.session_store();
     let failed = |e: crate::session::StoreError| e.to_string();
     let changes = !matches!(command, SessionsCommand::List { .. });
     let user_id = |name: String| {
-        let reader = db.reader.clone();
+        let storage = db.clone();
         async move {
-            match users::by_name(&reader, &name).await {
+            match users::by_name(&storage, &name).await {
                 Ok(Some(user)) => Ok(user.id),
                 Ok(None) => Err(user_error(UserError::NotFound(name))),
                 Err(e) => Err(e.to_string()),
@@ -479,15 +494,17 @@ async fn sessions(command: SessionsCommand) -> Result<(), String> {
     };
     match command {
         SessionsCommand::Purge => {
-            let report = purge_expired(&store, crate::session::now()).await.map_err(failed)?;
+            let report = purge_expired(&*store, crate::session::now()).await.map_err(failed)?;
             println!("purged {} expired sessions", report.removed);
         }
         SessionsCommand::List { user, json } => {
             // The running server holds recent activity back for up to a
             // second; have it written first, so the listing shows it.
-            let socket = db.path.with_file_name(control::SOCKET_NAME);
-            if let Err(e) = control::flush(&socket).await {
-                eprintln!("sesija: last-active times may be a little behind: {e}");
+            if let Some(sqlite) = db.sqlite() {
+                let socket = sqlite.path.with_file_name(control::SOCKET_NAME);
+                if let Err(e) = control::flush(&socket).await {
+                    eprintln!("sesija: last-active times may be a little behind: {e}");
+                }
             }
             let now = crate::session::now();
             let records = match user {
@@ -495,7 +512,7 @@ async fn sessions(command: SessionsCommand) -> Result<(), String> {
                 None => store.list_live(now).await,
             }
             .map_err(failed)?;
-            let names: std::collections::HashMap<i64, String> = users::list(&db.reader)
+            let names: std::collections::HashMap<i64, String> = users::list(&db)
                 .await
                 .map_err(|e| e.to_string())?
                 .into_iter()
@@ -585,7 +602,9 @@ fn date(at: i64) -> String {
 /// After a command changed sessions in the database: a running server drops
 /// what it cached before this returns, so the change counts from the next
 /// request it serves.
-async fn tell_server(db: &Db, done: &str) -> Result<(), String> {
+async fn tell_server(storage: &Storage, done: &str) -> Result<(), String> {
+    // On PostgreSQL no instance caches anything yet: nothing to tell.
+    let Some(db) = storage.sqlite() else { return Ok(()) };
     // The socket sits beside the database, in the data directory.
     control::notify(&db.path.with_file_name(control::SOCKET_NAME))
         .await

@@ -32,6 +32,9 @@ pub const MAX_CACHE_CAPACITY: i64 = 10_000_000;
 pub struct Settings {
     /// Holds `sesija.db` and `secret.key`.
     pub data_dir: PathBuf,
+    /// `postgres://USER@HOST:PORT/DB`: accounts and sessions in PostgreSQL,
+    /// shared by every instance; unset, SQLite in `data_dir`.
+    pub database_url: Option<String>,
     pub session_idle_timeout: i64,
     pub session_absolute_timeout: i64,
     pub session_touch_interval: i64,
@@ -73,6 +76,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             data_dir: "data".into(),
+            database_url: None,
             session_idle_timeout: 432_000,
             session_absolute_timeout: 2_592_000,
             session_touch_interval: 60,
@@ -244,6 +248,19 @@ impl Settings {
                 "`session_touch_interval` ({}) must be shorter than `session_idle_timeout` ({})",
                 self.session_touch_interval, self.session_idle_timeout
             )));
+        }
+        if let Some(url) = &self.database_url {
+            // Never echo the URL: it may hold a password.
+            let shown = crate::db::redacted(url);
+            match url::Url::parse(url) {
+                Ok(parsed) if matches!(parsed.scheme(), "postgres" | "postgresql") => {}
+                Ok(_) => {
+                    return Err(ConfigError(format!(
+                        "`database_url` must be a postgres:// URL (got {shown}); leave it unset for SQLite"
+                    )))
+                }
+                Err(e) => return Err(ConfigError(format!("`database_url` is not a URL: {e}"))),
+            }
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError("`data_dir` must not be empty".into()));

@@ -28,6 +28,161 @@ pub const WRITER_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Name prefix of the writer connection's thread.
 pub const WRITER_THREAD: &str = "sesija-write-";
 
+/// Where the accounts and sessions live: the SQLite file in the data
+/// directory (the default), or a PostgreSQL database that several
+/// instances share (`database_url`).
+#[derive(Clone)]
+pub enum Storage {
+    Sqlite(Db),
+    Postgres(PgPool),
+}
+
+/// `$body` with `$pool` bound to the pool that reads `$storage`, compiled
+/// once per engine: one SQL text, with numbered `$N` parameters (which both
+/// engines read), serves both.
+macro_rules! reading {
+    ($storage:expr, $pool:ident => $body:expr) => {
+        match $storage {
+            $crate::db::Storage::Sqlite(db) => {
+                let $pool = &db.reader;
+                $body
+            }
+            $crate::db::Storage::Postgres(pool) => {
+                let $pool = pool;
+                $body
+            }
+        }
+    };
+}
+
+/// [`reading!`] with the pool that writes (SQLite's single writer).
+macro_rules! writing {
+    ($storage:expr, $pool:ident => $body:expr) => {
+        match $storage {
+            $crate::db::Storage::Sqlite(db) => {
+                let $pool = &db.writer;
+                $body
+            }
+            $crate::db::Storage::Postgres(pool) => {
+                let $pool = pool;
+                $body
+            }
+        }
+    };
+}
+
+/// `$body` (an async block's contents, `Result<T, sqlx::Error>`) in one
+/// write transaction with `$tx` the connection, on either engine; evaluates
+/// to the transaction's result.
+macro_rules! transaction {
+    ($storage:expr, $tx:ident => $body:expr) => {
+        match $storage {
+            $crate::db::Storage::Sqlite(db) => {
+                $crate::sql::write_transaction(&db.writer, |$tx| Box::pin(async move { $body })).await
+            }
+            $crate::db::Storage::Postgres(pool) => {
+                $crate::sql::pg_transaction(pool, |$tx| Box::pin(async move { $body })).await
+            }
+        }
+    };
+}
+
+pub(crate) use {reading, transaction, writing};
+
+impl Storage {
+    /// Whether the database answers a trivial query.
+    pub async fn ping(&self) -> bool {
+        reading!(self, pool => sqlx::query("SELECT 1").execute(pool).await.is_ok())
+    }
+
+    /// When this database was first served with `key` = `value` (unix
+    /// seconds): the time recorded when it last changed, or now, recorded,
+    /// if it differs from what was recorded (or nothing was).
+    pub async fn setting_since(&self, key: &str, value: i64) -> Result<i64, sqlx::Error> {
+        let now = crate::session::now();
+        writing!(self, pool => {
+            let changed: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO server_state (key, value, since) VALUES ($1, $2, $3) \
+                 ON CONFLICT (key) DO UPDATE SET value = $2, since = $3 \
+                 WHERE server_state.value IS DISTINCT FROM $2 RETURNING since",
+            )
+            .bind(key)
+            .bind(value)
+            .bind(now)
+            .fetch_optional(pool)
+            .await?;
+            match changed {
+                Some(since) => Ok(since),
+                None => {
+                    sqlx::query_scalar("SELECT since FROM server_state WHERE key = $1")
+                        .bind(key)
+                        .fetch_one(pool)
+                        .await
+                }
+            }
+        })
+    }
+
+    /// Bytes the database takes (SQLite: pages in use).
+    pub async fn size_bytes(&self) -> Result<i64, sqlx::Error> {
+        match self {
+            Storage::Sqlite(db) => {
+                sqlx::query_scalar(
+                    "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+                )
+                .fetch_one(&db.reader)
+                .await
+            }
+            Storage::Postgres(pool) => {
+                sqlx::query_scalar("SELECT pg_database_size(current_database())").fetch_one(pool).await
+            }
+        }
+    }
+
+    /// The SQLite database, if that is where things live.
+    pub fn sqlite(&self) -> Option<&Db> {
+        match self {
+            Storage::Sqlite(db) => Some(db),
+            Storage::Postgres(_) => None,
+        }
+    }
+
+    /// The store of the sessions in this database.
+    pub fn session_store(&self) -> Box<dyn crate::session::SessionStore> {
+        match self {
+            Storage::Sqlite(db) => {
+                Box::new(crate::session::SqliteStore::new(db.reader.clone(), db.writer.clone()))
+            }
+            Storage::Postgres(pool) => Box::new(crate::session::PgStore::new(pool.clone())),
+        }
+    }
+
+    /// Closes the pools (SQLite: after a last checkpoint).
+    pub async fn close(&self) {
+        match self {
+            Storage::Sqlite(db) => db.close().await,
+            Storage::Postgres(pool) => pool.close().await,
+        }
+    }
+
+    /// What this is, for messages: the database file, or the URL without
+    /// its password.
+    pub fn describe(&self) -> String {
+        match self {
+            Storage::Sqlite(db) => db.path.display().to_string(),
+            Storage::Postgres(pool) => {
+                let options = pool.connect_options();
+                format!(
+                    "PostgreSQL database {} at {}:{}",
+                    options.get_database().unwrap_or("postgres"),
+                    options.get_host(),
+                    options.get_port()
+                )
+            }
+        }
+    }
+}
+
 /// The two pools over `sesija.db`.
 #[derive(Clone)]
 pub struct Db {
@@ -203,37 +358,6 @@ impl Db {
         }
         MIGRATOR.run(&writer).await.map_err(|source| DbError::Migrate { path: path.clone(), source })?;
         Ok(Db { reader, writer, path })
-    }
-
-    /// When this database was first served with `key` = `value` (unix
-    /// seconds): the time recorded when it last changed, or now, recorded,
-    /// if it differs from what was recorded (or nothing was).
-    pub async fn setting_since(&self, key: &str, value: i64) -> Result<i64, sqlx::Error> {
-        let now = crate::session::now();
-        let changed: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO server_state (key, value, since) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (key) DO UPDATE SET value = ?2, since = ?3 WHERE value IS NOT ?2 \
-             RETURNING since",
-        )
-        .bind(key)
-        .bind(value)
-        .bind(now)
-        .fetch_optional(&self.writer)
-        .await?;
-        match changed {
-            Some(since) => Ok(since),
-            None => {
-                sqlx::query_scalar("SELECT since FROM server_state WHERE key = ?")
-                    .bind(key)
-                    .fetch_one(&self.writer)
-                    .await
-            }
-        }
-    }
-
-    /// Whether the database answers a trivial query.
-    pub async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.reader).await.is_ok()
     }
 
     /// Writes a consistent snapshot of the live database to `target`

@@ -1,10 +1,25 @@
-//! SQL helpers every SQLite writer shares (the session store, the accounts
-//! code): a write transaction, and a single write statement, that close
-//! their connection after a failure. Knows no table.
+//! SQL helpers every writer shares (the session stores, the accounts
+//! code): write transactions on each engine, and a single SQLite write
+//! statement, that close their connection after a failure. Knows no table.
 
 use rocket::futures::future::BoxFuture;
+use sqlx::postgres::{PgConnection, PgPool};
 use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteConnection, SqlitePool, SqliteQueryResult};
 use sqlx::Connection;
+
+/// Runs `work` in a transaction on a connection of `pool` (PostgreSQL's
+/// default isolation, READ COMMITTED: statements that must not race take
+/// row or advisory locks themselves). A failed transaction is rolled back
+/// when it is dropped.
+pub async fn pg_transaction<T: Send>(
+    pool: &PgPool,
+    work: impl for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T, sqlx::Error>> + Send,
+) -> Result<T, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let value = work(&mut tx).await?;
+    tx.commit().await?;
+    Ok(value)
+}
 
 /// Runs `work` in a `BEGIN IMMEDIATE` transaction on a connection of `pool`.
 ///

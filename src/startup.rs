@@ -13,9 +13,9 @@ use crate::auth::second_factor::{self, Sealer};
 use crate::auth::{users, Hasher, Throttle};
 use crate::config::Settings;
 use crate::control::{self, Claim, NotifyingStore};
-use crate::db::Db;
+use crate::db::{Db, Storage};
 use crate::secret::{self, KeySource};
-use crate::session::{CachingStore, SessionLayer, SessionManager, SqliteStore};
+use crate::session::{CachingStore, PgStore, SessionLayer, SessionManager, SqliteStore};
 use crate::web::portal::Portal;
 use crate::web::two_factor::SecondFactor;
 use crate::web::{self, App, SetupToken};
@@ -25,11 +25,30 @@ use crate::web::{self, App, SetupToken};
 #[error("{0}")]
 pub struct StartupError(pub String);
 
-/// Reads the settings in `figment` and opens the database they name.
-pub async fn open(figment: &Figment) -> Result<(Settings, Db), StartupError> {
+/// Reads the settings in `figment` and opens the database they name:
+/// PostgreSQL at `database_url`, else SQLite in `data_dir`.
+pub async fn open(figment: &Figment) -> Result<(Settings, Storage), StartupError> {
     let settings = Settings::from_figment(figment).map_err(|e| StartupError(e.to_string()))?;
-    let db = Db::open(&settings.data_dir).await.map_err(|e| StartupError(e.to_string()))?;
-    Ok((settings, db))
+    let storage = match &settings.database_url {
+        Some(url) => {
+            Storage::Postgres(crate::db::open_postgres(url).await.map_err(|e| StartupError(e.to_string()))?)
+        }
+        None => Storage::Sqlite(Db::open(&settings.data_dir).await.map_err(|e| StartupError(e.to_string()))?),
+    };
+    Ok((settings, storage))
+}
+
+/// With PostgreSQL every instance must seal cookies (and second-factor
+/// secrets) with the same key, which a key file on one machine is not.
+pub fn check_shared_key(settings: &Settings, figment: &Figment) -> Result<(), StartupError> {
+    if settings.database_url.is_some() && !secret::check_configured(figment).map_err(StartupError)? {
+        return Err(StartupError(
+            "`secret_key` must be configured when `database_url` is set: every instance must use the same \
+             key (generate one with `openssl rand -base64 64`)"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// After Rocket has stopped serving (`launch()` returned, every request in
@@ -44,7 +63,7 @@ pub async fn close(rocket: &Rocket<rocket::Ignite>) {
         }
     }
     if let Some(app) = rocket.state::<App>() {
-        app.db.close().await;
+        app.storage.close().await;
     }
 }
 
@@ -67,7 +86,9 @@ fn cap_log_level(figment: Figment) -> Figment {
 
 /// Builds the whole app from a configuration (see [`crate::config::figment`]).
 pub async fn app(figment: Figment) -> Result<Rocket<Build>, StartupError> {
-    let (settings, db) = open(&figment).await?;
+    let settings = Settings::from_figment(&figment).map_err(|e| StartupError(e.to_string()))?;
+    check_shared_key(&settings, &figment)?;
+    let (settings, storage) = open(&figment).await?;
     let fallbacks = secret::fallbacks(&figment, &settings.key_path()).map_err(StartupError)?;
     let (figment, source) = secret::provide(figment, &settings.key_path()).map_err(StartupError)?;
     let figment = cap_log_level(figment);
@@ -82,7 +103,7 @@ pub async fn app(figment: Figment) -> Result<Rocket<Build>, StartupError> {
     let sealer = Sealer::new(&key, &fallbacks);
     // Secrets sealed under a key that is now a fallback are sealed under
     // the current one, so retiring the old key later locks nobody out.
-    match second_factor::reseal_all(&db.writer, &sealer).await {
+    match second_factor::reseal_all(&storage, &sealer).await {
         Ok((0, 0)) => {}
         Ok((resealed, lost)) => {
             if resealed > 0 {
@@ -95,7 +116,7 @@ pub async fn app(figment: Figment) -> Result<Rocket<Build>, StartupError> {
                 );
             }
         }
-        Err(e) => return Err(StartupError(format!("cannot write {}: {e}", db.path.display()))),
+        Err(e) => return Err(StartupError(format!("cannot write {}: {e}", storage.describe()))),
     }
     let second = SecondFactor {
         sealer,
@@ -108,33 +129,42 @@ pub async fn app(figment: Figment) -> Result<Rocket<Build>, StartupError> {
         pending_timeout: settings.two_factor_pending_timeout,
     };
 
-    let setup = match users::count(&db.reader).await {
+    let setup = match users::count(&storage).await {
         Ok(0) => SetupToken::new(),
         Ok(_) => SetupToken::default(),
-        Err(e) => return Err(StartupError(format!("cannot read {}: {e}", db.path.display()))),
+        Err(e) => return Err(StartupError(format!("cannot read {}: {e}", storage.describe()))),
     };
-    let store = SqliteStore::new(db.reader.clone(), db.writer.clone());
-    let switched_at = db
+    let switched_at = storage
         .setting_since("session_cookie", settings.cookie_name_index() as i64)
         .await
-        .map_err(|e| StartupError(format!("cannot write {}: {e}", db.path.display())))?;
+        .map_err(|e| StartupError(format!("cannot write {}: {e}", storage.describe())))?;
     let config = settings.session_config(switched_at);
-    let (manager, control) = match control::claim(&settings.data_dir).map_err(StartupError)? {
-        Claim::Owner(control) => match settings.cache_capacity() {
-            0 => (SessionManager::new(store, config), Some(control)),
-            n => (SessionManager::new(CachingStore::new(store, n), config), Some(control)),
-        },
-        Claim::Peer(socket) => {
-            log::warn!(
-                "another sesija server runs on {}: this one caches no sessions and tells that one of each change",
-                settings.data_dir.display()
-            );
-            (SessionManager::new(NotifyingStore::new(store, socket), config), None)
+    let (manager, control) = match &storage {
+        // Several instances share the database and none hears of another's
+        // changes yet: none caches, so a logout, a revocation or a password
+        // change on one counts on every other at its very next request.
+        Storage::Postgres(pool) => (SessionManager::new(PgStore::new(pool.clone()), config), None),
+        Storage::Sqlite(db) => {
+            let store = SqliteStore::new(db.reader.clone(), db.writer.clone());
+            match control::claim(&settings.data_dir).map_err(StartupError)? {
+                Claim::Owner(control) => match settings.cache_capacity() {
+                    0 => (SessionManager::new(store, config), Some(control)),
+                    n => (SessionManager::new(CachingStore::new(store, n), config), Some(control)),
+                },
+                Claim::Peer(socket) => {
+                    log::warn!(
+                        "another sesija server runs on {}: this one caches no sessions and tells that one of each change",
+                        settings.data_dir.display()
+                    );
+                    (SessionManager::new(NotifyingStore::new(store, socket), config), None)
+                }
+            }
         }
     };
     let manager = Arc::new(manager.with_fallback_keys(fallbacks));
-    // A peer hears of no command's change, so it keeps no identities either.
-    let identities = Arc::new(Identities::new(db.reader.clone(), control.is_some()));
+    // A server that hears of no outside change (a peer, any instance on
+    // PostgreSQL) keeps no identities either.
+    let identities = Arc::new(Identities::new(storage.clone(), control.is_some()));
     let forget = identities.clone();
     let control = control.map(|c| c.serving(manager.clone()).forgetting(Arc::new(move || forget.forget())));
     let portal = Portal {
@@ -152,7 +182,7 @@ pub async fn app(figment: Figment) -> Result<Rocket<Build>, StartupError> {
         ),
         hasher: Hasher::default(),
         setup,
-        db: db.clone(),
+        storage,
         settings,
         portal,
         identities,

@@ -10,9 +10,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use sqlx::SqlitePool;
-
 use super::users;
+use crate::db::Storage;
 
 /// One account as the apps behind the proxy see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +26,7 @@ pub struct Identity {
 const CAPACITY: usize = 10_000;
 
 pub struct Identities {
-    reader: SqlitePool,
+    storage: Storage,
     /// Off for a server that hears of no outside change (a peer).
     caching: bool,
     state: Mutex<State>,
@@ -42,8 +41,8 @@ struct State {
 impl Identities {
     /// `caching`: keep identities in memory (only where every change is
     /// announced with [`Identities::forget`]).
-    pub fn new(reader: SqlitePool, caching: bool) -> Identities {
-        Identities { reader, caching, state: Mutex::default() }
+    pub fn new(storage: Storage, caching: bool) -> Identities {
+        Identities { storage, caching, state: Mutex::default() }
     }
 
     /// The identity of account `id`; `None` if there is no such account.
@@ -55,8 +54,8 @@ impl Identities {
             }
             state.generation
         };
-        let Some(user) = users::by_id(&self.reader, id).await? else { return Ok(None) };
-        let groups = users::groups(&self.reader, id).await?;
+        let Some(user) = users::by_id(&self.storage, id).await? else { return Ok(None) };
+        let groups = users::groups(&self.storage, id).await?;
         let identity = Arc::new(Identity {
             username: user.username,
             groups,

@@ -18,12 +18,11 @@ use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
 use rand::{Rng, RngCore};
 use sha2::{Digest, Sha256};
-use sqlx::SqlitePool;
 use totp_rs::{Algorithm, Builder, Totp};
 
 use super::password::{HashError, Hasher};
 use super::users::UserError;
-use crate::sql::write_transaction;
+use crate::db::{reading, transaction, writing, Storage};
 
 /// Bytes of a new secret (160 bits, as RFC 4226 recommends).
 pub const SECRET_BYTES: usize = 20;
@@ -180,37 +179,39 @@ pub struct Enrolment {
 }
 
 /// Whether account `id` has a second factor, and since when.
-pub async fn status(reader: &SqlitePool, id: i64) -> Result<Option<Enrolment>, sqlx::Error> {
-    let row: Option<(Option<i64>, i64)> = sqlx::query_as(
+pub async fn status(storage: &Storage, id: i64) -> Result<Option<Enrolment>, sqlx::Error> {
+    let row: Option<(Option<i64>, i64)> = reading!(storage, pool => sqlx::query_as(
         "SELECT totp_enabled_at, \
          (SELECT COUNT(*) FROM recovery_codes WHERE user_id = users.id AND used_at IS NULL) \
-         FROM users WHERE id = ? AND totp_secret IS NOT NULL",
+         FROM users WHERE id = $1 AND totp_secret IS NOT NULL",
     )
     .bind(id)
-    .fetch_optional(reader)
-    .await?;
+    .fetch_optional(pool)
+    .await)?;
     Ok(row.map(|(at, codes_left)| Enrolment { enabled_at: at.unwrap_or_default(), codes_left }))
 }
 
 /// Whether account `id` has a second factor.
-pub async fn enabled(reader: &SqlitePool, id: i64) -> Result<bool, sqlx::Error> {
-    Ok(status(reader, id).await?.is_some())
+pub async fn enabled(storage: &Storage, id: i64) -> Result<bool, sqlx::Error> {
+    Ok(status(storage, id).await?.is_some())
 }
 
-async fn insert_codes(
-    tx: &mut sqlx::SqliteConnection,
-    id: i64,
-    hashes: &[String],
-) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM recovery_codes WHERE user_id = ?").bind(id).execute(&mut *tx).await?;
-    for hash in hashes {
-        sqlx::query("INSERT INTO recovery_codes (user_id, hash) VALUES (?, ?)")
-            .bind(id)
-            .bind(hash)
-            .execute(&mut *tx)
-            .await?;
-    }
-    Ok(())
+/// Replaces the recovery codes of account `$id` by `$hashes`, inside a
+/// transaction (either engine).
+macro_rules! insert_codes {
+    ($tx:expr, $id:expr, $hashes:expr) => {
+        async {
+            sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1").bind($id).execute(&mut *$tx).await?;
+            for hash in $hashes {
+                sqlx::query("INSERT INTO recovery_codes (user_id, hash) VALUES ($1, $2)")
+                    .bind($id)
+                    .bind(hash)
+                    .execute(&mut *$tx)
+                    .await?;
+            }
+            Ok::<(), sqlx::Error>(())
+        }
+    };
 }
 
 /// Turns the second factor on for account `id` (only if it is off), with
@@ -218,7 +219,7 @@ async fn insert_codes(
 /// these recovery-code hashes. `false`: it was on already, or the account
 /// is gone.
 pub async fn enable(
-    writer: &SqlitePool,
+    storage: &Storage,
     id: i64,
     sealed: &[u8],
     step: u64,
@@ -227,76 +228,72 @@ pub async fn enable(
 ) -> Result<bool, sqlx::Error> {
     let (sealed, hashes) = (sealed.to_vec(), hashes.to_vec());
     let step = i64::try_from(step).unwrap_or(i64::MAX);
-    write_transaction(writer, |tx| {
-        Box::pin(async move {
-            let done = sqlx::query(
-                "UPDATE users SET totp_secret = ?, totp_enabled_at = ?, totp_last_step = ? \
-                 WHERE id = ? AND totp_secret IS NULL",
-            )
-            .bind(&sealed)
-            .bind(now)
-            .bind(step)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-            if done.rows_affected() == 0 {
-                return Ok(false);
-            }
-            insert_codes(tx, id, &hashes).await?;
-            Ok(true)
-        })
+    transaction!(storage, tx => {
+        // Only while it is off: of two set-ups at once, one wins.
+        let done = sqlx::query(
+            "UPDATE users SET totp_secret = $1, totp_enabled_at = $2, totp_last_step = $3 \
+             WHERE id = $4 AND totp_secret IS NULL",
+        )
+        .bind(&sealed)
+        .bind(now)
+        .bind(step)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        insert_codes!(tx, id, &hashes).await?;
+        Ok(true)
     })
-    .await
 }
 
 /// Replaces the recovery codes of account `id` (only while 2FA is on).
-pub async fn replace_codes(writer: &SqlitePool, id: i64, hashes: &[String]) -> Result<bool, sqlx::Error> {
+pub async fn replace_codes(storage: &Storage, id: i64, hashes: &[String]) -> Result<bool, sqlx::Error> {
     let hashes = hashes.to_vec();
-    write_transaction(writer, |tx| {
-        Box::pin(async move {
-            let on: Option<i64> =
-                sqlx::query_scalar("SELECT id FROM users WHERE id = ? AND totp_secret IS NOT NULL")
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if on.is_none() {
-                return Ok(false);
-            }
-            insert_codes(tx, id, &hashes).await?;
-            Ok(true)
-        })
+    transaction!(storage, tx => {
+        // The account's row, locked where the engine locks rows, so a
+        // concurrent reset cannot slip between the check and the insert.
+        let on: Option<i64> = sqlx::query_scalar(
+            "UPDATE users SET totp_enabled_at = totp_enabled_at \
+             WHERE id = $1 AND totp_secret IS NOT NULL RETURNING id",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if on.is_none() {
+            return Ok(false);
+        }
+        insert_codes!(tx, id, &hashes).await?;
+        Ok(true)
     })
-    .await
 }
 
 /// Turns the second factor off for account `id`: secret and recovery codes
 /// go. `false`: it was off (or the account is gone).
-pub async fn disable(writer: &SqlitePool, id: i64) -> Result<bool, sqlx::Error> {
-    write_transaction(writer, |tx| {
-        Box::pin(async move {
-            let done = sqlx::query(
-                "UPDATE users SET totp_secret = NULL, totp_enabled_at = NULL, totp_last_step = 0 \
-                 WHERE id = ? AND totp_secret IS NOT NULL",
-            )
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("DELETE FROM recovery_codes WHERE user_id = ?").bind(id).execute(&mut *tx).await?;
-            Ok(done.rows_affected() == 1)
-        })
+pub async fn disable(storage: &Storage, id: i64) -> Result<bool, sqlx::Error> {
+    transaction!(storage, tx => {
+        let done = sqlx::query(
+            "UPDATE users SET totp_secret = NULL, totp_enabled_at = NULL, totp_last_step = 0 \
+             WHERE id = $1 AND totp_secret IS NOT NULL",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1").bind(id).execute(&mut *tx).await?;
+        Ok(done.rows_affected() == 1)
     })
-    .await
 }
 
 /// [`disable`] by account name (the operator's reset): the account's id and
 /// whether 2FA was on.
-pub async fn reset(writer: &SqlitePool, name: &str) -> Result<(i64, bool), UserError> {
-    let id: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE username = ?")
+pub async fn reset(storage: &Storage, name: &str) -> Result<(i64, bool), UserError> {
+    let id: Option<i64> = reading!(storage, pool => sqlx::query_scalar("SELECT id FROM users WHERE username = $1")
         .bind(name)
-        .fetch_optional(writer)
-        .await?;
+        .fetch_optional(pool)
+        .await)?;
     let id = id.ok_or_else(|| UserError::NotFound(name.to_owned()))?;
-    Ok((id, disable(writer, id).await?))
+    Ok((id, disable(storage, id).await?))
 }
 
 /// The outcome of a typed code.
@@ -313,7 +310,7 @@ pub enum Verified {
 /// Checks `input` (an authenticator code or a recovery code) for account
 /// `id` at `now`, and uses it up if right.
 pub async fn verify(
-    writer: &SqlitePool,
+    storage: &Storage,
     hasher: &Hasher,
     sealer: &Sealer,
     id: i64,
@@ -323,29 +320,33 @@ pub async fn verify(
     if input.len() > MAX_CODE_INPUT {
         return Ok(Verified::Wrong);
     }
-    let row: Option<(Vec<u8>, i64)> = sqlx::query_as(
-        "SELECT totp_secret, totp_last_step FROM users WHERE id = ? AND totp_secret IS NOT NULL",
+    // Read where the writes go (SQLite's writer), so a code used a moment
+    // ago is seen.
+    let row: Option<(Vec<u8>, i64)> = writing!(storage, pool => sqlx::query_as(
+        "SELECT totp_secret, totp_last_step FROM users WHERE id = $1 AND totp_secret IS NOT NULL",
     )
     .bind(id)
-    .fetch_optional(writer)
-    .await?;
+    .fetch_optional(pool)
+    .await)?;
     let Some((sealed, last_step)) = row else { return Ok(Verified::Wrong) };
     if let Some(code) = recovery_form(input) {
-        let hashes: Vec<String> =
-            sqlx::query_scalar("SELECT hash FROM recovery_codes WHERE user_id = ? AND used_at IS NULL")
-                .bind(id)
-                .fetch_all(writer)
-                .await?;
+        let hashes: Vec<String> = writing!(storage, pool => sqlx::query_scalar(
+            "SELECT hash FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL",
+        )
+        .bind(id)
+        .fetch_all(pool)
+        .await)?;
         let Some(at) = hasher.find_secret(code, hashes.clone()).await? else { return Ok(Verified::Wrong) };
-        let used = sqlx::query(
-            "UPDATE recovery_codes SET used_at = ? WHERE user_id = ? AND hash = ? AND used_at IS NULL",
+        let used = writing!(storage, pool => sqlx::query(
+            "UPDATE recovery_codes SET used_at = $1 WHERE user_id = $2 AND hash = $3 AND used_at IS NULL",
         )
         .bind(now)
         .bind(id)
         .bind(&hashes[at])
-        .execute(writer)
-        .await?;
-        return Ok(if used.rows_affected() == 1 { Verified::RecoveryCode } else { Verified::Wrong });
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))?;
+        return Ok(if used == 1 { Verified::RecoveryCode } else { Verified::Wrong });
     }
     let (secret, _) = sealer.open(&sealed).ok_or(FactorError::Sealed(id))?;
     let Some(step) = step_of(&secret, input, now) else { return Ok(Verified::Wrong) };
@@ -354,38 +355,42 @@ pub async fn verify(
         return Ok(Verified::Wrong);
     }
     // Only one request can move the step past this one.
-    let taken = sqlx::query(
-        "UPDATE users SET totp_last_step = ? WHERE id = ? AND totp_secret = ? AND totp_last_step < ?",
+    let taken = writing!(storage, pool => sqlx::query(
+        "UPDATE users SET totp_last_step = $1 WHERE id = $2 AND totp_secret = $3 AND totp_last_step < $1",
     )
     .bind(step)
     .bind(id)
     .bind(&sealed)
-    .bind(step)
-    .execute(writer)
-    .await?;
-    Ok(if taken.rows_affected() == 1 { Verified::Code } else { Verified::Wrong })
+    .execute(pool)
+    .await
+    .map(|done| done.rows_affected()))?;
+    Ok(if taken == 1 { Verified::Code } else { Verified::Wrong })
 }
 
 /// Seals again, under the current key, every secret still sealed under a
 /// previous one (after a key rotation), so retiring the old key later
 /// locks nobody out. Returns how many were sealed again and how many open
 /// under no key at all.
-pub async fn reseal_all(writer: &SqlitePool, sealer: &Sealer) -> Result<(u64, u64), sqlx::Error> {
-    let rows: Vec<(i64, Vec<u8>)> =
-        sqlx::query_as("SELECT id, totp_secret FROM users WHERE totp_secret IS NOT NULL")
-            .fetch_all(writer)
-            .await?;
+pub async fn reseal_all(storage: &Storage, sealer: &Sealer) -> Result<(u64, u64), sqlx::Error> {
+    let rows: Vec<(i64, Vec<u8>)> = writing!(storage, pool => sqlx::query_as(
+        "SELECT id, totp_secret FROM users WHERE totp_secret IS NOT NULL",
+    )
+    .fetch_all(pool)
+    .await)?;
     let (mut resealed, mut lost) = (0, 0);
     for (id, sealed) in rows {
         match sealer.open(&sealed) {
             Some((_, false)) => {}
             Some((secret, true)) => {
-                sqlx::query("UPDATE users SET totp_secret = ? WHERE id = ? AND totp_secret = ?")
-                    .bind(sealer.seal(&secret))
-                    .bind(id)
-                    .bind(&sealed)
-                    .execute(writer)
-                    .await?;
+                writing!(storage, pool => sqlx::query(
+                    "UPDATE users SET totp_secret = $1 WHERE id = $2 AND totp_secret = $3",
+                )
+                .bind(sealer.seal(&secret))
+                .bind(id)
+                .bind(&sealed)
+                .execute(pool)
+                .await
+                .map(drop))?;
                 resealed += 1;
             }
             None => lost += 1,

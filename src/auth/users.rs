@@ -1,9 +1,11 @@
-//! The `users` table.
+//! The `users` table (and an account's groups), on either engine: each
+//! statement is written once, with numbered parameters, and runs on SQLite
+//! or PostgreSQL through [`Storage`]'s macros.
 
-use sqlx::{FromRow, SqlitePool};
+use sqlx::FromRow;
 
-use crate::session::SqliteStore;
-use crate::sql::write_transaction;
+use crate::db::{reading, transaction, writing, Storage};
+use crate::session::EndSessionsIn;
 
 #[derive(Debug, Clone, FromRow)]
 pub struct User {
@@ -56,65 +58,77 @@ fn map_unique(name: &str, e: sqlx::Error) -> UserError {
     }
 }
 
-pub async fn create(writer: &SqlitePool, name: &str, hash: &str) -> Result<i64, UserError> {
+pub async fn create(storage: &Storage, name: &str, hash: &str) -> Result<i64, UserError> {
     check_username(name).map_err(UserError::Invalid)?;
-    let id = sqlx::query_scalar(
-        "INSERT INTO users (username, password_hash, created_at) VALUES (?, ?, ?) RETURNING id",
+    let id = writing!(storage, pool => sqlx::query_scalar(
+        "INSERT INTO users (username, password_hash, created_at) VALUES ($1, $2, $3) RETURNING id",
     )
     .bind(name)
     .bind(hash)
     .bind(crate::session::now())
-    .fetch_one(writer)
-    .await
+    .fetch_one(pool)
+    .await)
     .map_err(|e| map_unique(name, e))?;
     Ok(id)
 }
 
 /// Creates the first account, only while there is none: `None` if another
-/// account exists by now.
-pub async fn create_first(writer: &SqlitePool, name: &str, hash: &str) -> Result<Option<i64>, UserError> {
+/// account exists by now. Two of these at once (two instances, one form
+/// each) create one account: SQLite's single writer serialises them, and
+/// on PostgreSQL a transaction-scoped advisory lock does.
+pub async fn create_first(storage: &Storage, name: &str, hash: &str) -> Result<Option<i64>, UserError> {
     check_username(name).map_err(UserError::Invalid)?;
-    let id = sqlx::query_scalar(
-        "INSERT INTO users (username, password_hash, created_at) \
-         SELECT ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM users) RETURNING id",
-    )
-    .bind(name)
-    .bind(hash)
-    .bind(crate::session::now())
-    .fetch_optional(writer)
-    .await
+    let (owned, hash, now) = (name.to_owned(), hash.to_owned(), crate::session::now());
+    let postgres = matches!(storage, Storage::Postgres(_));
+    let id = transaction!(storage, tx => {
+        if postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext('sesija: the first account'))")
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query_scalar(
+            "INSERT INTO users (username, password_hash, created_at) \
+             SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM users) RETURNING id",
+        )
+        .bind(&owned)
+        .bind(&hash)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await
+    })
     .map_err(|e| map_unique(name, e))?;
     Ok(id)
 }
 
-pub async fn count(reader: &SqlitePool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(reader).await
+pub async fn count(storage: &Storage) -> Result<i64, sqlx::Error> {
+    reading!(storage, pool => sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(pool).await)
 }
 
-pub async fn by_name(reader: &SqlitePool, name: &str) -> Result<Option<User>, sqlx::Error> {
-    sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users WHERE username = ?"))
+pub async fn by_name(storage: &Storage, name: &str) -> Result<Option<User>, sqlx::Error> {
+    reading!(storage, pool => sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users WHERE username = $1"))
         .bind(name)
-        .fetch_optional(reader)
-        .await
+        .fetch_optional(pool)
+        .await)
 }
 
-pub async fn by_id(reader: &SqlitePool, id: i64) -> Result<Option<User>, sqlx::Error> {
-    sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users WHERE id = ?"))
+pub async fn by_id(storage: &Storage, id: i64) -> Result<Option<User>, sqlx::Error> {
+    reading!(storage, pool => sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1"))
         .bind(id)
-        .fetch_optional(reader)
-        .await
+        .fetch_optional(pool)
+        .await)
 }
 
 /// Whether account `id` still exists with exactly this password hash, and
 /// if so whether it has a second factor: a login asks after its session is
 /// committed, so that a password change, a removal or a second factor that
 /// raced the password check always wins (see `web::login`).
-pub async fn has_password(reader: &SqlitePool, id: i64, hash: &str) -> Result<Option<bool>, sqlx::Error> {
-    let found: Option<(String, bool)> =
-        sqlx::query_as("SELECT password_hash, totp_secret IS NOT NULL FROM users WHERE id = ?")
-            .bind(id)
-            .fetch_optional(reader)
-            .await?;
+pub async fn has_password(storage: &Storage, id: i64, hash: &str) -> Result<Option<bool>, sqlx::Error> {
+    let found: Option<(String, bool)> = reading!(storage, pool => sqlx::query_as(
+        "SELECT password_hash, totp_secret IS NOT NULL FROM users WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await)?;
     Ok(found
         .filter(|(stored, _)| crate::session::constant_time_eq(stored.as_bytes(), hash.as_bytes()))
         .map(|(_, two_factor)| two_factor))
@@ -123,25 +137,32 @@ pub async fn has_password(reader: &SqlitePool, id: i64, hash: &str) -> Result<Op
 /// Replaces the password hash of account `id` by a stronger hash of the same
 /// password, only if it is still `old`; ends no session. `false` means the
 /// password changed meanwhile (or the account is gone).
-pub async fn upgrade_hash(writer: &SqlitePool, id: i64, old: &str, new: &str) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?")
-        .bind(new)
-        .bind(id)
-        .bind(old)
-        .execute(writer)
-        .await?;
-    Ok(done.rows_affected() == 1)
+pub async fn upgrade_hash(storage: &Storage, id: i64, old: &str, new: &str) -> Result<bool, sqlx::Error> {
+    let affected = writing!(storage, pool => sqlx::query(
+        "UPDATE users SET password_hash = $1 WHERE id = $2 AND password_hash = $3",
+    )
+    .bind(new)
+    .bind(id)
+    .bind(old)
+    .execute(pool)
+    .await
+    .map(|done| done.rows_affected()))?;
+    Ok(affected == 1)
 }
 
-pub async fn list(reader: &SqlitePool) -> Result<Vec<User>, sqlx::Error> {
-    sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users ORDER BY username"))
-        .fetch_all(reader)
-        .await
+pub async fn list(storage: &Storage) -> Result<Vec<User>, sqlx::Error> {
+    reading!(storage, pool => sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users ORDER BY username"))
+        .fetch_all(pool)
+        .await)
 }
 
-/// The id of account `name`, inside a write transaction.
-async fn id_in(tx: &mut sqlx::SqliteConnection, name: &str) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar("SELECT id FROM users WHERE username = ?").bind(name).fetch_optional(tx).await
+/// The id of account `name`, inside a transaction (either engine).
+macro_rules! id_in {
+    ($tx:expr, $name:expr) => {
+        sqlx::query_scalar::<_, i64>("SELECT id FROM users WHERE username = $1")
+            .bind($name)
+            .fetch_optional(&mut *$tx)
+    };
 }
 
 /// Why a group name is refused (names travel comma-separated in
@@ -154,19 +175,22 @@ pub fn check_group(name: &str) -> Result<(), String> {
 }
 
 /// The groups of account `id`, sorted.
-pub async fn groups(reader: &SqlitePool, id: i64) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT name FROM user_groups WHERE user_id = ? ORDER BY name")
+pub async fn groups(storage: &Storage, id: i64) -> Result<Vec<String>, sqlx::Error> {
+    reading!(storage, pool => sqlx::query_scalar("SELECT name FROM user_groups WHERE user_id = $1 ORDER BY name")
         .bind(id)
-        .fetch_all(reader)
-        .await
+        .fetch_all(pool)
+        .await)
 }
 
 /// The groups of every account, by id.
 pub async fn all_groups(
-    reader: &SqlitePool,
+    storage: &Storage,
 ) -> Result<std::collections::HashMap<i64, Vec<String>>, sqlx::Error> {
-    let rows: Vec<(i64, String)> =
-        sqlx::query_as("SELECT user_id, name FROM user_groups ORDER BY name").fetch_all(reader).await?;
+    let rows: Vec<(i64, String)> = reading!(storage, pool => sqlx::query_as(
+        "SELECT user_id, name FROM user_groups ORDER BY name",
+    )
+    .fetch_all(pool)
+    .await)?;
     let mut by_user = std::collections::HashMap::<i64, Vec<String>>::new();
     for (id, name) in rows {
         by_user.entry(id).or_default().push(name);
@@ -176,49 +200,45 @@ pub async fn all_groups(
 
 /// Replaces the groups of account `name` (in one transaction); returns
 /// them as now stored, sorted.
-pub async fn set_groups(
-    writer: &SqlitePool,
-    name: &str,
-    groups: &[String],
-) -> Result<Vec<String>, UserError> {
+pub async fn set_groups(storage: &Storage, name: &str, groups: &[String]) -> Result<Vec<String>, UserError> {
     let (owned, list) = (name.to_owned(), groups.to_vec());
-    let stored = write_transaction(writer, |tx| {
-        Box::pin(async move {
-            let Some(id) = id_in(tx, &owned).await? else { return Ok(None) };
-            sqlx::query("DELETE FROM user_groups WHERE user_id = ?").bind(id).execute(&mut *tx).await?;
-            for group in &list {
-                sqlx::query("INSERT OR IGNORE INTO user_groups (user_id, name) VALUES (?, ?)")
-                    .bind(id)
-                    .bind(group)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            let stored: Vec<String> =
-                sqlx::query_scalar("SELECT name FROM user_groups WHERE user_id = ? ORDER BY name")
-                    .bind(id)
-                    .fetch_all(&mut *tx)
-                    .await?;
-            Ok(Some(stored))
-        })
-    })
-    .await?;
+    let stored = transaction!(storage, tx => {
+        let Some(id) = id_in!(tx, &owned).await? else { return Ok(None) };
+        sqlx::query("DELETE FROM user_groups WHERE user_id = $1").bind(id).execute(&mut *tx).await?;
+        for group in &list {
+            sqlx::query("INSERT INTO user_groups (user_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(id)
+                .bind(group)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let stored: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM user_groups WHERE user_id = $1 ORDER BY name")
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?;
+        Ok(Some(stored))
+    })?;
     stored.ok_or_else(|| UserError::NotFound(name.to_owned()))
 }
 
 /// Sets the e-mail and display name of account `name` (`None` clears).
 pub async fn set_profile(
-    writer: &SqlitePool,
+    storage: &Storage,
     name: &str,
     email: Option<&str>,
     display_name: Option<&str>,
 ) -> Result<(), UserError> {
-    let done = sqlx::query("UPDATE users SET email = ?, display_name = ? WHERE username = ?")
-        .bind(email)
-        .bind(display_name)
-        .bind(name)
-        .execute(writer)
-        .await?;
-    match done.rows_affected() {
+    let affected = writing!(storage, pool => sqlx::query(
+        "UPDATE users SET email = $1, display_name = $2 WHERE username = $3",
+    )
+    .bind(email)
+    .bind(display_name)
+    .bind(name)
+    .execute(pool)
+    .await
+    .map(|done| done.rows_affected()))?;
+    match affected {
         0 => Err(UserError::NotFound(name.to_owned())),
         _ => Ok(()),
     }
@@ -227,42 +247,36 @@ pub async fn set_profile(
 /// Sets a new password and, in the same transaction, ends every session of
 /// the account but `keep` (a session handle); returns how many ended.
 pub async fn set_password(
-    writer: &SqlitePool,
+    storage: &Storage,
     name: &str,
     hash: &str,
     keep: Option<&str>,
 ) -> Result<u64, UserError> {
     let (owned, hash, keep) = (name.to_owned(), hash.to_owned(), keep.map(str::to_owned));
-    let ended = write_transaction(writer, |tx| {
-        Box::pin(async move {
-            let id: Option<i64> =
-                sqlx::query_scalar("UPDATE users SET password_hash = ? WHERE username = ? RETURNING id")
-                    .bind(&hash)
-                    .bind(&owned)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let Some(id) = id else { return Ok(None) };
-            Ok(Some(SqliteStore::delete_for_user_in(tx, id, keep.as_deref()).await?))
-        })
-    })
-    .await?;
+    let ended = transaction!(storage, tx => {
+        let id: Option<i64> =
+            sqlx::query_scalar("UPDATE users SET password_hash = $1 WHERE username = $2 RETURNING id")
+                .bind(&hash)
+                .bind(&owned)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(id) = id else { return Ok(None) };
+        Ok(Some(tx.end_sessions_of(id, keep.as_deref()).await?))
+    })?;
     ended.ok_or_else(|| UserError::NotFound(name.to_owned()))
 }
 
 /// Removes the account and, in the same transaction, every session it has;
 /// returns how many sessions ended.
-pub async fn remove(writer: &SqlitePool, name: &str) -> Result<u64, UserError> {
+pub async fn remove(storage: &Storage, name: &str) -> Result<u64, UserError> {
     let owned = name.to_owned();
-    let ended = write_transaction(writer, |tx| {
-        Box::pin(async move {
-            let Some(id) = id_in(tx, &owned).await? else { return Ok(None) };
-            // The foreign key would end them with the account; ended here
-            // first, they are counted.
-            let ended = SqliteStore::delete_for_user_in(tx, id, None).await?;
-            sqlx::query("DELETE FROM users WHERE id = ?").bind(id).execute(&mut *tx).await?;
-            Ok(Some(ended))
-        })
-    })
-    .await?;
+    let ended = transaction!(storage, tx => {
+        let Some(id) = id_in!(tx, &owned).await? else { return Ok(None) };
+        // The foreign key would end them with the account; ended here
+        // first, they are counted.
+        let ended = tx.end_sessions_of(id, None).await?;
+        sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        Ok(Some(ended))
+    })?;
     ended.ok_or_else(|| UserError::NotFound(name.to_owned()))
 }

@@ -193,6 +193,18 @@ impl SessionManager {
     }
 }
 
+/// Ending an owner's sessions inside a transaction the caller holds (an
+/// account's password change or removal ends its sessions in the same
+/// commit), on the connection type of each engine: the store owns the
+/// statement, the accounts code calls it. A cache in front of the store is
+/// told afterwards ([`SessionStore::invalidate`]).
+#[allow(async_fn_in_trait)]
+pub trait EndSessionsIn {
+    /// Ends every session of `user_id` but the one with handle `keep`;
+    /// returns how many ended.
+    async fn end_sessions_of(&mut self, user_id: i64, keep: Option<&str>) -> Result<u64, sqlx::Error>;
+}
+
 /// The current time in unix seconds.
 pub fn now() -> i64 {
     chrono::Utc::now().timestamp()

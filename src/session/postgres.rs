@@ -57,17 +57,6 @@ impl PgStore {
         PgStore { pool }
     }
 
-    /// [`SessionStore::delete_for_user`] inside the caller's transaction (an
-    /// account change that ends the account's sessions in the same commit).
-    pub async fn delete_for_user_in(
-        tx: &mut PgConnection,
-        user_id: i64,
-        keep: Option<&str>,
-    ) -> Result<u64, sqlx::Error> {
-        let done = sqlx::query(DELETE_FOR_USER).bind(user_id).bind(keep).execute(&mut *tx).await?;
-        Ok(done.rows_affected())
-    }
-
     /// Runs an [`update_live!`] statement whose `SET` values are bound:
     /// `true` if the session was still live (and is now changed).
     async fn update_live<'q>(
@@ -92,6 +81,13 @@ impl PgStore {
     ) -> Result<Vec<Record>, StoreError> {
         let rows = query.fetch_all(&self.pool).await.map_err(unavailable)?;
         rows.iter().map(record).collect::<Result<_, _>>().map_err(unavailable)
+    }
+}
+
+impl super::EndSessionsIn for PgConnection {
+    async fn end_sessions_of(&mut self, user_id: i64, keep: Option<&str>) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query(DELETE_FOR_USER).bind(user_id).bind(keep).execute(&mut *self).await?;
+        Ok(done.rows_affected())
     }
 }
 

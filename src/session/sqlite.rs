@@ -167,25 +167,19 @@ impl SqliteStore {
 /// Ends every session of one owner but the one with handle `keep`.
 const DELETE_FOR_USER: &str = "DELETE FROM sessions WHERE user_id = ? AND handle IS NOT ?";
 
-/// Statements on `sessions` that another change runs inside its own write
-/// transaction (an account's password change or removal ends its sessions
-/// in the same commit), and counts over a pool that is no store's (a
-/// backup's copy). The store owns every statement on the table; the callers
-/// tell a cache in front of it afterwards ([`SessionStore::invalidate`]).
+/// Counts over a pool that is no store's (a backup's copy): the store owns
+/// every statement on the table.
 impl SqliteStore {
-    /// [`SessionStore::delete_for_user`] inside the caller's transaction.
-    pub async fn delete_for_user_in(
-        tx: &mut SqliteConnection,
-        user_id: i64,
-        keep: Option<&str>,
-    ) -> Result<u64, sqlx::Error> {
-        let done = sqlx::query(DELETE_FOR_USER).bind(user_id).bind(keep).execute(&mut *tx).await?;
-        Ok(done.rows_affected())
-    }
-
     /// Every stored session, live or not.
     pub async fn count_all(pool: &SqlitePool) -> Result<i64, sqlx::Error> {
         sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(pool).await
+    }
+}
+
+impl super::EndSessionsIn for SqliteConnection {
+    async fn end_sessions_of(&mut self, user_id: i64, keep: Option<&str>) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query(DELETE_FOR_USER).bind(user_id).bind(keep).execute(&mut *self).await?;
+        Ok(done.rows_affected())
     }
 }
 

@@ -55,7 +55,7 @@ pub async fn change_password(
     }
     let token = form.csrf_token.clone();
     let refuse = |error: &str| form_page(Status::UnprocessableEntity, &token, None, Some(error));
-    let user = match users::by_id(&app.db.reader, session.user_id()).await {
+    let user = match users::by_id(&app.storage, session.user_id()).await {
         Ok(Some(user)) => user,
         Ok(None) => return Reply::to("/login"),
         Err(_) => return Reply::unavailable(),
@@ -85,8 +85,7 @@ pub async fn change_password(
         return refuse(why);
     }
     let Ok(hash) = app.hasher.hash(form.new_password.clone()).await else { return Reply::unavailable() };
-    let ended = match users::set_password(&app.db.writer, &user.username, &hash, Some(session.handle())).await
-    {
+    let ended = match users::set_password(&app.storage, &user.username, &hash, Some(session.handle())).await {
         Ok(ended) => ended,
         Err(e) => {
             log::error!("password change: {e}");

@@ -7,7 +7,7 @@ use super::{pages, App};
 
 #[get("/healthz")]
 pub async fn healthz(app: &State<App>) -> (Status, &'static str) {
-    if app.db.ping().await {
+    if app.storage.ping().await {
         (Status::Ok, "ok")
     } else {
         (Status::ServiceUnavailable, "database unavailable")

@@ -132,7 +132,7 @@ pub async fn login(
     // A name no account can have is not looked up; like an unknown one, it
     // is checked against the dummy hash, so the answer takes the usual time.
     let user = match form.username.chars().count() <= MAX_USERNAME_CHARS {
-        true => match users::by_name(&app.db.reader, &form.username).await {
+        true => match users::by_name(&app.storage, &form.username).await {
             Ok(user) => user,
             Err(e) => {
                 log::error!("login: {e}");
@@ -182,7 +182,7 @@ pub async fn login(
         Err(e) => {
             // The account may have gone meanwhile (its sessions cannot be
             // inserted any more): that is a wrong login, not an outage.
-            return match users::has_password(&app.db.reader, user.id, &verified).await {
+            return match users::has_password(&app.storage, user.id, &verified).await {
                 Ok(None) => wrong(),
                 _ => {
                     log::error!("login: {e}");
@@ -197,7 +197,7 @@ pub async fn login(
     // one committed after this session's insert is seen here. Either way no
     // session minted from the old password survives.
     // A second factor turned on meanwhile counts as such a change too.
-    match users::has_password(&app.db.reader, user.id, &verified).await {
+    match users::has_password(&app.storage, user.id, &verified).await {
         Ok(Some(two_factor)) if two_factor == user.two_factor => {}
         Ok(_) => {
             log::warn!("login of {:?} raced a password change or removal: session ended", user.username);
@@ -243,7 +243,7 @@ async fn stronger_hash(app: &App, user: &User, password: String) -> String {
         return user.password_hash.clone();
     }
     let Ok(new) = app.hasher.hash(password).await else { return user.password_hash.clone() };
-    match users::upgrade_hash(&app.db.writer, user.id, &user.password_hash, &new).await {
+    match users::upgrade_hash(&app.storage, user.id, &user.password_hash, &new).await {
         Ok(true) => {
             log::info!("login: stored a stronger password hash for user {:?}", user.username);
             new
@@ -259,7 +259,7 @@ async fn stronger_hash(app: &App, user: &User, password: String) -> String {
 #[get("/logout")]
 pub async fn logout_page(session: Session<'_>, app: &State<App>) -> Reply {
     let (user, csrf_token) =
-        match (users::by_id(&app.db.reader, session.user_id()).await, csrf::of_session(&session).await) {
+        match (users::by_id(&app.storage, session.user_id()).await, csrf::of_session(&session).await) {
             (Ok(Some(user)), Ok(token)) => (user, token),
             (Ok(None), _) => return Reply::to("/login"),
             _ => return Reply::unavailable(),

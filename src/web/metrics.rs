@@ -111,12 +111,8 @@ pub async fn metrics(app: &State<App>, sessions: &State<Arc<SessionManager>>) ->
     line(&mut out, "sesija_purge_rows_total", "Expired sessions the purge removed.", "counter");
     let _ = writeln!(out, "sesija_purge_rows_total {}", get(&stats.purged));
 
-    line(&mut out, "sesija_database_size_bytes", "Size of the SQLite database (pages in use).", "gauge");
-    let size: i64 =
-        sqlx::query_scalar("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()")
-            .fetch_one(&app.db.reader)
-            .await
-            .unwrap_or(-1);
+    line(&mut out, "sesija_database_size_bytes", "Size of the database (SQLite: pages in use).", "gauge");
+    let size = app.storage.size_bytes().await.unwrap_or(-1);
     let _ = writeln!(out, "sesija_database_size_bytes {size}");
 
     let requests = m.requests.lock().unwrap().clone();

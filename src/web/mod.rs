@@ -25,7 +25,7 @@ use rocket::{catch, catchers, routes, Build, Request, Rocket, Route};
 use crate::auth::identity::Identities;
 use crate::auth::{Hasher, Throttle};
 use crate::config::Settings;
-use crate::db::Db;
+use crate::db::Storage;
 
 pub use metrics::Metrics;
 pub use setup::SetupToken;
@@ -33,7 +33,7 @@ pub use setup::SetupToken;
 /// Shared state of the web app.
 pub struct App {
     pub metrics: Arc<Metrics>,
-    pub db: Db,
+    pub storage: Storage,
     pub settings: Settings,
     pub hasher: Hasher,
     pub throttle: Throttle,

@@ -56,7 +56,7 @@ async fn sudo(
     if password.is_empty() {
         return Err(confirm(Status::Forbidden, None));
     }
-    let user = match users::by_id(&app.db.reader, session.user_id()).await {
+    let user = match users::by_id(&app.storage, session.user_id()).await {
         Ok(Some(user)) => user,
         Ok(None) => return Err(Reply::to("/login")),
         Err(_) => return Err(Reply::unavailable()),

@@ -47,7 +47,7 @@ async fn open(app: &App, token: &str) -> Result<(), Status> {
     if !app.setup.matches(token) {
         return Err(Status::NotFound);
     }
-    match users::count(&app.db.reader).await {
+    match users::count(&app.storage).await {
         Ok(0) => Ok(()),
         Ok(_) => {
             app.setup.clear();
@@ -154,7 +154,7 @@ pub async fn setup(
         ));
     }
     let hash = app.hasher.hash(form.password.clone()).await.map_err(|_| Status::ServiceUnavailable)?;
-    let id = match users::create_first(&app.db.writer, &form.username, &hash).await {
+    let id = match users::create_first(&app.storage, &form.username, &hash).await {
         Ok(Some(id)) => id,
         Ok(None) => {
             app.setup.clear();

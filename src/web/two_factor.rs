@@ -174,7 +174,7 @@ fn too_late(rd: &str) -> Reply {
 
 /// The session's account; gone, the login page.
 async fn account(app: &App, session: &Session<'_>) -> Result<User, Reply> {
-    match users::by_id(&app.db.reader, session.user_id()).await {
+    match users::by_id(&app.storage, session.user_id()).await {
         Ok(Some(user)) => Ok(user),
         Ok(None) => Err(Reply::to("/login")),
         Err(e) => Err(Reply::down("second factor", e)),
@@ -254,7 +254,7 @@ async fn check_code(
             return Err(Reply::throttled(wait, render));
         }
     };
-    match second_factor::verify(&app.db.writer, &app.hasher, &second.sealer, user.id, code, now()).await {
+    match second_factor::verify(&app.storage, &app.hasher, &second.sealer, user.id, code, now()).await {
         Ok(Verified::Wrong) => {
             log::warn!("second factor failed: user {:?}, ip {ip:?}", user.username);
             Metrics::count(&app.metrics.logins_failed, 1);
@@ -313,7 +313,7 @@ pub async fn verify_code(
     let started = sessions.start(user.id, persistent, new_session_data(Factor::Passed)).await?;
     // As at the password step: a password change, a removal or a reset
     // committed meanwhile must win.
-    match users::has_password(&app.db.reader, user.id, &user.password_hash).await {
+    match users::has_password(&app.storage, user.id, &user.password_hash).await {
         Ok(Some(true)) => {}
         Ok(_) => {
             log::warn!("second factor of {:?} raced an account change: session ended", user.username);
@@ -362,7 +362,7 @@ impl<'a> StatusPage<'a> {
         rd: &'a str,
         factor: Factor,
     ) -> Result<Self, Reply> {
-        let enrolment = second_factor::status(&app.db.reader, user.id)
+        let enrolment = second_factor::status(&app.storage, user.id)
             .await
             .map_err(|e| Reply::down("second factor", e))?;
         Ok(StatusPage { enrolment, csrf_token, rd, factor })
@@ -534,7 +534,7 @@ pub async fn enable(
     let hashes =
         app.hasher.hash_secrets(codes.clone()).await.map_err(|e| Reply::down("recovery codes", e))?;
     let sealed = second.sealer.seal(&secret);
-    let enabled = second_factor::enable(&app.db.writer, user.id, &sealed, step, &hashes, now)
+    let enabled = second_factor::enable(&app.storage, user.id, &sealed, step, &hashes, now)
         .await
         .map_err(|e| Reply::down("second factor set-up", e))?;
     if !enabled {
@@ -624,7 +624,7 @@ pub async fn disable(
     let rd = app.portal.safe_rd(&form.rd).unwrap_or_default();
     let session = settings_session(session, &rd)?;
     let user = confirm_both(&session, &form, app, second, ip, &rd).await?;
-    second_factor::disable(&app.db.writer, user.id).await.map_err(|e| Reply::down("second factor off", e))?;
+    second_factor::disable(&app.storage, user.id).await.map_err(|e| Reply::down("second factor off", e))?;
     // Where 2FA is required, this session must set it up again before
     // anything else opens.
     if second.required {
@@ -661,7 +661,7 @@ pub async fn recovery_codes(
     let codes = second_factor::new_recovery_codes();
     let hashes =
         app.hasher.hash_secrets(codes.clone()).await.map_err(|e| Reply::down("recovery codes", e))?;
-    let replaced = second_factor::replace_codes(&app.db.writer, user.id, &hashes)
+    let replaced = second_factor::replace_codes(&app.storage, user.id, &hashes)
         .await
         .map_err(|e| Reply::down("new recovery codes", e))?;
     if !replaced {

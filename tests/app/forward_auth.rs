@@ -131,14 +131,14 @@ async fn a_logged_in_user_gets_200_with_identity_headers_and_no_cookie() {
     let app = portal_app().await;
     app.add_user("alice").await;
     sesija::auth::users::set_profile(
-        &app.db().await,
+        &app.storage(),
         "alice",
         Some("alice@sesija.test"),
         Some("Alice Liddell"),
     )
     .await
     .unwrap();
-    sesija::auth::users::set_groups(&app.db().await, "alice", &["admins".into(), "staff".into()])
+    sesija::auth::users::set_groups(&app.storage(), "alice", &["admins".into(), "staff".into()])
         .await
         .unwrap();
     logged_in(&app.client, "alice", true).await;
@@ -188,7 +188,7 @@ async fn every_kind_of_rule_decides() {
     let app = portal_app().await;
     app.add_user("alice").await;
     app.add_user("bob").await;
-    sesija::auth::users::set_groups(&app.db().await, "alice", &["admins".into()]).await.unwrap();
+    sesija::auth::users::set_groups(&app.storage(), "alice", &["admins".into()]).await.unwrap();
     let bob = browser(&app).await;
     logged_in(&app.client, "alice", false).await;
     logged_in(&bob, "bob", false).await;
@@ -303,7 +303,7 @@ async fn the_database_down_is_503_never_200_or_500() {
     app.add_user("alice").await;
     logged_in(&app.client, "alice", false).await;
     let state = app.client.rocket().state::<sesija::web::App>().unwrap();
-    state.db.reader.close().await;
+    state.storage.sqlite().unwrap().reader.close().await;
     let res = auth_request(&app.client, "http://wiki.sesija.test/", &[]).await;
     assert_eq!(res.status(), Status::ServiceUnavailable);
     assert_no_identity(&res);
@@ -458,7 +458,7 @@ async fn the_user_page_lists_the_apps_this_user_may_open() {
     let html = app.client.get("/user").dispatch().await.into_string().await.unwrap();
     assert!(html.contains(r#"<a href="http://wiki.sesija.test/">Wiki</a>"#), "{html}");
     assert!(!html.contains("Grafana"), "not in admins");
-    sesija::auth::users::set_groups(&app.db().await, "alice", &["admins".into()]).await.unwrap();
+    sesija::auth::users::set_groups(&app.storage(), "alice", &["admins".into()]).await.unwrap();
     app.client.rocket().state::<sesija::web::App>().unwrap().identities.forget();
     let html = app.client.get("/user").dispatch().await.into_string().await.unwrap();
     assert!(html.contains("Grafana"));

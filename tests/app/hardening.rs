@@ -61,13 +61,14 @@ fn app_state(client: &Client) -> &App {
 /// Three clients log in with alice's password in a loop while `change`
 /// runs; afterwards no session minted from the old password may open
 /// `/user`, and alice has no session row left.
-async fn logins_racing(change: impl AsyncFnOnce(&sesija::db::Db)) {
+async fn logins_racing(change: impl AsyncFnOnce(&sesija::db::Storage)) {
     let dir = TempDir::new().unwrap();
     let data = dir.path().join("data");
     let client = untracked(figment(&data)).await;
-    let db = app_state(&client).db.clone();
+    let storage = app_state(&client).storage.clone();
+    let db = storage.sqlite().unwrap().clone();
     let hash = Hasher::default().hash(PASSWORD.into()).await.unwrap();
-    users::create(&db.writer, "alice", &hash).await.unwrap();
+    users::create(&storage, "alice", &hash).await.unwrap();
     let (form_cookie, token) = login_form(&client).await;
     let stop = Arc::new(AtomicBool::new(false));
     let mut loops = Vec::new();
@@ -87,7 +88,7 @@ async fn logins_racing(change: impl AsyncFnOnce(&sesija::db::Db)) {
         }));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    change(&db).await;
+    change(&storage).await;
     stop.store(true, Ordering::SeqCst);
     let mut minted = Vec::new();
     for l in loops {
@@ -105,9 +106,9 @@ async fn logins_racing(change: impl AsyncFnOnce(&sesija::db::Db)) {
 #[rocket::async_test]
 async fn logins_racing_a_password_change_leave_no_session_of_the_old_password() {
     for _ in 0..3 {
-        logins_racing(async |db: &sesija::db::Db| {
+        logins_racing(async |storage: &sesija::db::Storage| {
             let hash = Hasher::default().hash("a new password entirely".into()).await.unwrap();
-            users::set_password(&db.writer, "alice", &hash, None).await.unwrap();
+            users::set_password(storage, "alice", &hash, None).await.unwrap();
         })
         .await;
     }
@@ -116,8 +117,8 @@ async fn logins_racing_a_password_change_leave_no_session_of_the_old_password() 
 #[rocket::async_test]
 async fn logins_racing_a_removal_leave_no_session() {
     for _ in 0..3 {
-        logins_racing(async |db: &sesija::db::Db| {
-            users::remove(&db.writer, "alice").await.unwrap();
+        logins_racing(async |storage: &sesija::db::Storage| {
+            users::remove(storage, "alice").await.unwrap();
         })
         .await;
     }
@@ -191,7 +192,7 @@ async fn the_upgrade_keeps_accounts_and_sessions_and_drops_orphans() {
     let handles: Vec<String> =
         sqlx::query_scalar("SELECT handle FROM sessions").fetch_all(&db.reader).await.unwrap();
     assert_eq!(handles, ["kept"]);
-    let id = users::create(&db.writer, "dave", "x").await.unwrap();
+    let id = users::create(&sesija::db::Storage::Sqlite(db.clone()), "dave", "x").await.unwrap();
     assert_eq!(id, 2, "AUTOINCREMENT continues after the highest id the table holds");
     let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys").fetch_one(&db.writer).await.unwrap();
     assert_eq!(fk, 1);
@@ -202,7 +203,7 @@ async fn a_burst_of_wrong_passwords_gets_at_most_the_limit_of_401s() {
     let dir = TempDir::new().unwrap();
     let client = untracked(figment(&dir.path().join("data"))).await;
     let hash = Hasher::default().hash(PASSWORD.into()).await.unwrap();
-    users::create(&app_state(&client).db.writer, "alice", &hash).await.unwrap();
+    users::create(&app_state(&client).storage, "alice", &hash).await.unwrap();
     let (cookie, token) = login_form(&client).await;
     let from = Some("192.0.2.9:4000".parse().unwrap());
     // 20 wrong guesses at once, then 40 more with the right password last.
@@ -269,7 +270,7 @@ async fn one_address_spraying_many_names_is_locked_for_every_name() {
     let dir = TempDir::new().unwrap();
     let client = untracked(figment(&dir.path().join("data")).merge(("login_max_failures_per_ip", 8))).await;
     let hash = Hasher::default().hash(PASSWORD.into()).await.unwrap();
-    users::create(&app_state(&client).db.writer, "alice", &hash).await.unwrap();
+    users::create(&app_state(&client).storage, "alice", &hash).await.unwrap();
     let (cookie, token) = login_form(&client).await;
     let sprayer: SocketAddr = "203.0.113.5:1234".parse().unwrap();
     for i in 0..8 {
@@ -396,9 +397,10 @@ async fn the_sessions_page_lists_activity_as_the_server_knows_it_current_first()
     let dir = TempDir::new().unwrap();
     // One app, with its cache: it holds deadline moves back for a second.
     let client = untracked(figment(&dir.path().join("data")).merge(("session_touch_interval", 1))).await;
-    let db = app_state(&client).db.clone();
+    let storage = app_state(&client).storage.clone();
+    let db = storage.sqlite().unwrap().clone();
     let hash = Hasher::default().hash(PASSWORD.into()).await.unwrap();
-    users::create(&db.writer, "alice", &hash).await.unwrap();
+    users::create(&storage, "alice", &hash).await.unwrap();
     let (form_cookie, token) = login_form(&client).await;
     let mut cookies = Vec::new();
     for agent in ["agent-a", "agent-b", "agent-c"] {
@@ -559,7 +561,7 @@ async fn a_weaker_stored_hash_is_replaced_at_login() {
     .hash_password(PASSWORD.as_bytes(), &salt)
     .unwrap()
     .to_string();
-    users::create(&app.db().await, "alice", &weak).await.unwrap();
+    users::create(&app.storage(), "alice", &weak).await.unwrap();
     logged_in(&app.client, "alice", false).await;
     let stored: String =
         sqlx::query_scalar("SELECT password_hash FROM users").fetch_one(&app.db().await).await.unwrap();

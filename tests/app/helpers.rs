@@ -52,6 +52,11 @@ impl TestApp {
         Client::tracked(rocket).await.unwrap()
     }
 
+    /// The app's own storage (its pools).
+    pub fn storage(&self) -> sesija::db::Storage {
+        self.client.rocket().state::<sesija::web::App>().unwrap().storage.clone()
+    }
+
     /// A connection of the test's own to the app's database file.
     pub async fn db(&self) -> SqlitePool {
         let options = SqliteConnectOptions::new().filename(self.data_dir().join("sesija.db"));
@@ -65,7 +70,7 @@ impl TestApp {
 
     pub async fn add_user(&self, name: &str) -> i64 {
         let hash = Hasher::default().hash(PASSWORD.into()).await.unwrap();
-        users::create(&self.db().await, name, &hash).await.unwrap()
+        users::create(&self.storage(), name, &hash).await.unwrap()
     }
 
     pub async fn session_rows(&self) -> i64 {

@@ -55,7 +55,7 @@ async fn a_cookie_under_a_configured_fallback_key_is_accepted_and_resealed() {
     let before = client_on(&data, |f| f.merge(("secret_key", old.clone()))).await;
     let hash = sesija::auth::Hasher::default().hash(PASSWORD.into()).await.unwrap();
     let db = sesija::db::Db::open(&data).await.unwrap();
-    sesija::auth::users::create(&db.writer, "alice", &hash).await.unwrap();
+    sesija::auth::users::create(&sesija::db::Storage::Sqlite(db.clone()), "alice", &hash).await.unwrap();
     let cookie = sealed(&logged_in(&before, "alice", false).await);
 
     let without = client_on(&data, |f| f.merge(("secret_key", new.clone()))).await;
