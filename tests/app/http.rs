@@ -177,9 +177,19 @@ pub fn sesija(workdir: &std::path::Path, envs: &[(&str, &str)]) -> Command {
 /// Runs a command line of the binary to its end, with `stdin` (if any) as
 /// its whole input: how an operator's script passes a password.
 pub fn run_cli(workdir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    run_cli_with(workdir, &[], args, stdin)
+}
+
+/// [`run_cli`] with `envs` (a configuration in `ROCKET_*` variables).
+pub fn run_cli_with(
+    workdir: &std::path::Path,
+    envs: &[(&str, &str)],
+    args: &[&str],
+    stdin: Option<&str>,
+) -> std::process::Output {
     use std::io::Write;
     use std::process::Stdio;
-    let mut child = sesija(workdir, &[])
+    let mut child = sesija(workdir, envs)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

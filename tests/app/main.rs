@@ -14,6 +14,7 @@ mod hardening;
 mod layer;
 mod login;
 mod logout;
+mod on_postgres;
 mod operations;
 mod postgres;
 mod process;

@@ -23,7 +23,7 @@ fn now() -> i64 {
 
 /// Waits out the last seconds of a 30 s step, so that "this step" and "the
 /// step after" stay what they were when a test computed its codes.
-async fn early_in_step() {
+pub async fn early_in_step() {
     let into = now() % 30;
     if into >= 26 {
         tokio::time::sleep(std::time::Duration::from_secs((31 - into) as u64)).await;
@@ -76,7 +76,7 @@ async fn start_setup(client: &Client, rd: &str) -> (Vec<u8>, String, String) {
 
 /// Sets up 2FA on `client`'s session with the current step's code: the
 /// secret and the recovery codes shown.
-async fn enrol(client: &Client) -> (Vec<u8>, Vec<String>) {
+pub async fn enrol(client: &Client) -> (Vec<u8>, Vec<String>) {
     early_in_step().await;
     let (secret, token, _) = start_setup(client, "").await;
     let res =
@@ -93,18 +93,18 @@ async fn enrol(client: &Client) -> (Vec<u8>, Vec<String>) {
 }
 
 /// Logs in with the password: the 303 to the code prompt.
-async fn password_step(client: &Client, name: &str, remember: bool) {
+pub async fn password_step(client: &Client, name: &str, remember: bool) {
     let res = login(client, name, PASSWORD, remember).await;
     assert_eq!(res.status(), Status::SeeOther);
     assert_eq!(res.headers().get_one("Location"), Some("/login/2fa"));
 }
 
-async fn send_code<'c>(client: &'c Client, code: &str) -> LocalResponse<'c> {
+pub async fn send_code<'c>(client: &'c Client, code: &str) -> LocalResponse<'c> {
     let token = token_of(client, "/login/2fa").await;
     post(client, "/login/2fa", &[("code", code), ("csrf_token", &token)]).await
 }
 
-async fn user_status(client: &Client) -> Status {
+pub async fn user_status(client: &Client) -> Status {
     client.get("/user").dispatch().await.status()
 }
 

@@ -1,0 +1,410 @@
+//! sesija on PostgreSQL (`database_url`): the web app through Rocket's local
+//! client, several instances on one database (each its own Rocket, its own
+//! data directory, the same key), the command line, start-up errors, an
+//! outage of the database, and two real instances of the binary.
+
+use std::path::{Path, PathBuf};
+
+use rocket::figment::Figment;
+use rocket::http::{ContentType, Cookie, Status};
+use rocket::local::asynchronous::Client;
+use tempfile::TempDir;
+
+use crate::helpers::*;
+use crate::http::{free_port, run_cli_with, sesija, Browser, Server};
+use crate::server::log_in;
+
+/// One database, and what every instance of it shares.
+struct Installation {
+    dir: TempDir,
+    url: String,
+    key: String,
+}
+
+impl Installation {
+    /// A fresh database in the test cluster; `None` only when the tests
+    /// were told to skip PostgreSQL.
+    async fn new() -> Option<Installation> {
+        let cluster = crate::postgres::cluster()?;
+        let url = crate::postgres::fresh_database(&cluster).await;
+        Some(Installation { dir: TempDir::new().unwrap(), url, key: random_key(64) })
+    }
+
+    fn figment(&self, instance: &str) -> Figment {
+        figment(&self.dir.path().join(instance))
+            .merge(("database_url", &self.url))
+            .merge(("secret_key", &self.key))
+    }
+
+    /// Another instance of the server (its own data directory).
+    async fn instance(&self, name: &str) -> Client {
+        Client::tracked(sesija::app(self.figment(name)).await.expect("starts on PostgreSQL")).await.unwrap()
+    }
+
+    fn envs(&self) -> [(&'static str, &str); 2] {
+        [("ROCKET_DATABASE_URL", &self.url), ("ROCKET_SECRET_KEY", &self.key)]
+    }
+
+    fn workdir(&self) -> PathBuf {
+        self.dir.path().to_owned()
+    }
+
+    async fn add_user(&self, client: &Client, name: &str) {
+        let storage = client.rocket().state::<sesija::web::App>().unwrap().storage.clone();
+        let hash = sesija::auth::Hasher::default().hash(PASSWORD.into()).await.unwrap();
+        sesija::auth::users::create(&storage, name, &hash).await.unwrap();
+    }
+
+    async fn pool(&self) -> sqlx::PgPool {
+        sqlx::PgPool::connect(&self.url).await.unwrap()
+    }
+}
+
+async fn user_page(client: &Client, cookie: &str) -> Status {
+    client.get("/user").cookie(Cookie::new("sesija", cookie.to_owned())).dispatch().await.status()
+}
+
+#[rocket::async_test]
+async fn every_instance_honours_a_login_logout_and_password_change_at_once() {
+    let Some(db) = Installation::new().await else { return };
+    let (a, b) = (db.instance("a").await, db.instance("b").await);
+    db.add_user(&a, "alice").await;
+    let cookie = sealed(&logged_in(&a, "alice", true).await);
+    assert_eq!(user_page(&a, &cookie).await, Status::Ok);
+    let res = b.get("/user").cookie(Cookie::new("sesija", cookie.clone())).dispatch().await;
+    assert_eq!(res.status(), Status::Ok, "a login on A is one on B");
+    let html = res.into_string().await.unwrap();
+    assert!(html.contains("Hello, alice!"));
+
+    // Logged out on B: A refuses the cookie from its very next request on.
+    let res = b
+        .post("/logout")
+        .cookie(Cookie::new("sesija", cookie.clone()))
+        .header(ContentType::Form)
+        .body(form(&[("csrf_token", &csrf_in(&html))]))
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::SeeOther);
+    for _ in 0..200 {
+        assert_eq!(user_page(&a, &cookie).await, Status::SeeOther, "a replay was served");
+    }
+
+    // A password change on A ends alice's other sessions, on B too.
+    let laptop = sealed(&logged_in(&a, "alice", false).await);
+    let phone = db.instance("phone").await;
+    logged_in(&phone, "alice", false).await;
+    assert_eq!(user_page(&b, &laptop).await, Status::Ok);
+    let token = csrf_in(&phone.get("/account/password").dispatch().await.into_string().await.unwrap());
+    let res = phone
+        .post("/account/password")
+        .header(ContentType::Form)
+        .body(form(&[
+            ("current_password", PASSWORD),
+            ("new_password", "another good password"),
+            ("confirm_password", "another good password"),
+            ("csrf_token", &token),
+        ]))
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::SeeOther);
+    assert_eq!(user_page(&b, &laptop).await, Status::SeeOther, "ended on every instance");
+    assert_eq!(user_page(&a, &laptop).await, Status::SeeOther);
+    assert_eq!(phone.get("/user").dispatch().await.status(), Status::Ok, "the changing session stays");
+
+    // The devices page of any instance lists what the database holds.
+    let html = phone.get("/sessions").dispatch().await.into_string().await.unwrap();
+    assert_eq!(html.matches("signed in ").count(), 1, "{html}");
+}
+
+#[rocket::async_test]
+async fn a_code_used_on_one_instance_is_refused_on_every_other() {
+    let Some(db) = Installation::new().await else { return };
+    let (a, b) = (db.instance("a").await, db.instance("b").await);
+    db.add_user(&a, "alice").await;
+    logged_in(&a, "alice", false).await;
+    let (secret, recovery) = crate::two_factor::enrol(&a).await;
+    // The password alone, on B: nothing opens.
+    crate::two_factor::password_step(&b, "alice", false).await;
+    assert_eq!(crate::two_factor::user_status(&b).await, Status::SeeOther);
+    let next = crate::two_factor::code(&secret, 1);
+    assert_eq!(crate::two_factor::send_code(&b, &next).await.status(), Status::SeeOther);
+    assert_eq!(crate::two_factor::user_status(&b).await, Status::Ok);
+    // The same code on a third instance: refused (one step, used once).
+    let c = db.instance("c").await;
+    crate::two_factor::password_step(&c, "alice", false).await;
+    assert_eq!(crate::two_factor::send_code(&c, &next).await.status(), Status::Unauthorized);
+    // A recovery code works once, across instances too.
+    assert_eq!(crate::two_factor::send_code(&c, &recovery[0]).await.status(), Status::SeeOther);
+    let d = db.instance("d").await;
+    crate::two_factor::password_step(&d, "alice", false).await;
+    assert_eq!(crate::two_factor::send_code(&d, &recovery[0]).await.status(), Status::Unauthorized);
+}
+
+/// The set-up form of an instance's printed link, filled in for `name`.
+async fn setup_form(client: &Client, name: &str) -> String {
+    let token = client.rocket().state::<sesija::web::App>().unwrap().setup.get().unwrap();
+    let page = client.get(format!("/setup?token={token}")).dispatch().await;
+    let csrf = csrf_in(&page.into_string().await.unwrap());
+    form(&[("token", &token), ("username", name), ("password", PASSWORD), ("csrf_token", &csrf)])
+}
+
+#[rocket::async_test]
+async fn two_instances_given_the_setup_form_at_once_create_one_account() {
+    let Some(db) = Installation::new().await else { return };
+    for round in 0..3 {
+        let url = crate::postgres::fresh_database(&crate::postgres::cluster().unwrap()).await;
+        let (fa, fb) = (
+            db.figment(&format!("a{round}")).merge(("database_url", &url)),
+            db.figment(&format!("b{round}")).merge(("database_url", &url)),
+        );
+        let a = Client::tracked(sesija::app(fa).await.unwrap()).await.unwrap();
+        let b = Client::tracked(sesija::app(fb).await.unwrap()).await.unwrap();
+        // Two different names: a shared name would be refused by the
+        // unique index anyway, which proves nothing.
+        let (body_a, body_b) = (setup_form(&a, "admin").await, setup_form(&b, "root").await);
+        let (ra, rb) = tokio::join!(
+            a.post("/setup").header(ContentType::Form).body(body_a).dispatch(),
+            b.post("/setup").header(ContentType::Form).body(body_b).dispatch(),
+        );
+        let created = [ra.status(), rb.status()].iter().filter(|s| **s == Status::SeeOther).count();
+        assert_eq!(created, 1, "{:?} {:?}", ra.status(), rb.status());
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&pool).await.unwrap();
+        assert_eq!(users, 1);
+    }
+}
+
+#[rocket::async_test]
+async fn the_command_line_manages_a_postgresql_installation() {
+    let Some(db) = Installation::new().await else { return };
+    let a = db.instance("a").await;
+    let work = db.workdir();
+    let envs = db.envs();
+    let cli = |args: &[&str], stdin: Option<&str>| {
+        let out = run_cli_with(&work, &envs, args, stdin);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) =
+        cli(&["user", "add", "bob", "--password-stdin", "--group", "ops"], Some(&format!("{PASSWORD}\n")));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("created user bob"));
+    let (_, out, _) = cli(&["user", "list"], None);
+    assert!(out.contains("bob\tcreated") && out.contains("groups ops") && out.contains("2fa off"), "{out}");
+
+    let cookie = sealed(&logged_in(&a, "bob", false).await);
+    assert_eq!(user_page(&a, &cookie).await, Status::Ok);
+    let (code, out, _) = cli(&["sessions", "list", "--user", "bob"], None);
+    assert_eq!(code, Some(0));
+    assert_eq!(out.lines().count(), 2, "{out}");
+    let (code, out, err) = cli(&["sessions", "revoke", "--user", "bob"], None);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.trim(), "ended 1 sessions");
+    assert_eq!(user_page(&a, &cookie).await, Status::SeeOther, "the running instance honours it at once");
+
+    let (code, _, err) = cli(&["backup", "copy.db"], None);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("pg_dump") && err.lines().count() == 1, "{err}");
+    let (code, _, err) = cli(&["key", "rotate"], None);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("secret_key"), "{err}");
+    let (code, out, _) = cli(&["check-config"], None);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("database_url = postgres://"), "{out}");
+    let (code, out, _) = cli(&["user", "remove", "bob"], None);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("removed user bob"));
+}
+
+/// Runs the binary (serving) with `envs` until it exits: its exit code and
+/// everything it printed.
+fn start_fails(work: &Path, envs: &[(&str, &str)]) -> (Option<i32>, String) {
+    let out = sesija(work, envs).output().unwrap();
+    (
+        out.status.code(),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+#[test]
+fn bad_postgresql_settings_stop_start_up_in_one_line_without_the_password() {
+    let work = TempDir::new().unwrap();
+    let key = random_key(64);
+    for (envs, expect) in [
+        (
+            vec![("ROCKET_DATABASE_URL", "postgres://sesija@127.0.0.1:1/sesija")],
+            "`secret_key` must be configured",
+        ),
+        (
+            vec![("ROCKET_DATABASE_URL", "mysql://sesija:hunter2@localhost/x"), ("ROCKET_SECRET_KEY", &key)],
+            "`database_url` must be a postgres:// URL",
+        ),
+        (
+            vec![
+                ("ROCKET_DATABASE_URL", "postgres://sesija:hunter2@127.0.0.1:1/sesija"),
+                ("ROCKET_SECRET_KEY", &key),
+            ],
+            "database_url postgres://sesija:***@127.0.0.1:1/sesija: cannot connect",
+        ),
+    ] {
+        let (code, said) = start_fails(work.path(), &envs);
+        assert_ne!(code, Some(0), "{said}");
+        assert!(said.contains(expect), "{said}");
+        assert!(!said.contains("hunter2"), "the password was shown: {said}");
+        assert_eq!(said.trim().lines().count(), 1, "{said}");
+    }
+}
+
+#[rocket::async_test]
+async fn an_outage_of_postgresql_is_503_and_recovery_needs_no_restart() {
+    if crate::postgres::cluster().is_none() {
+        return;
+    }
+    // A cluster of this test's own, to stop and start.
+    let dir = TempDir::new().unwrap();
+    let cluster_dir = dir.path().join("cluster");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/postgres");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&script).args(args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let url = run(&["start", cluster_dir.to_str().unwrap()]);
+    struct Stop<F: FnMut()>(F);
+    impl<F: FnMut()> Drop for Stop<F> {
+        fn drop(&mut self) {
+            (self.0)()
+        }
+    }
+    let cluster = cluster_dir.to_str().unwrap().to_owned();
+    let _stop = Stop(|| {
+        let _ = std::process::Command::new(&script).args(["stop", &cluster]).output();
+    });
+
+    let db = Installation { dir: TempDir::new().unwrap(), url: url.clone(), key: random_key(64) };
+    let app = db.instance("a").await;
+    db.add_user(&app, "alice").await;
+    let cookie = sealed(&logged_in(&app, "alice", false).await);
+    assert_eq!(app.get("/healthz").dispatch().await.status(), Status::Ok);
+
+    run(&["halt", &cluster]);
+    let started = std::time::Instant::now();
+    assert_eq!(app.get("/healthz").dispatch().await.status(), Status::ServiceUnavailable);
+    let res = app.get("/user").cookie(Cookie::new("sesija", cookie.clone())).dispatch().await;
+    assert_eq!(res.status(), Status::ServiceUnavailable, "never served unverified, never a 500");
+    assert!(res.into_string().await.unwrap().contains("cannot reach its database"));
+    assert_eq!(app.get("/login").dispatch().await.status(), Status::ServiceUnavailable);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "answers came within the acquire timeout"
+    );
+
+    run(&["resume", &cluster]);
+    let mut healthy = false;
+    for _ in 0..50 {
+        if app.get("/healthz").dispatch().await.status() == Status::Ok {
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(healthy, "back without a restart");
+    assert_eq!(user_page(&app, &cookie).await, Status::Ok, "nothing acknowledged was lost");
+}
+
+fn signal(server: &Server, which: &str) {
+    let status =
+        std::process::Command::new("kill").arg(which).arg(server.child.id().to_string()).status().unwrap();
+    assert!(status.success());
+}
+
+/// Starts instances of the real binary on one database at once; each on
+/// its own port and data directory.
+fn start_together(db: &Installation, names: &[&str]) -> Vec<Server> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = names
+            .iter()
+            .map(|name| {
+                let work = db.dir.path().join(name);
+                std::fs::create_dir_all(&work).unwrap();
+                scope.spawn(move || Server::start(&work, free_port(), &db.envs()))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+#[rocket::async_test]
+async fn two_real_instances_serve_one_set_of_users() {
+    let Some(db) = Installation::new().await else { return };
+    // Started together on an empty database: both come up (one migrates,
+    // the other waits for its lock and finds the schema done).
+    let servers = tokio::task::block_in_place(|| start_together(&db, &["a", "b"]));
+    let (a, b) = (&servers[0], &servers[1]);
+    let pool = db.pool().await;
+    let versions: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations").fetch_one(&pool).await.unwrap();
+    assert_eq!(versions, 1);
+    let out = run_cli_with(
+        &db.workdir(),
+        &db.envs(),
+        &["user", "add", "alice", "--password-stdin"],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    assert!(out.status.success());
+
+    tokio::task::block_in_place(|| {
+        let mut on_a = Browser::new(a.port);
+        log_in(&mut on_a, "alice", false);
+        let mut on_b = on_a.clone();
+        on_b.port = b.port;
+        assert_eq!(on_b.get("/user").status, 200, "logged in on A, read on B");
+
+        // A paused while B logs the session out; resumed, A refuses it.
+        let replay = on_a.clone();
+        signal(a, "-STOP");
+        let page = on_b.get("/user");
+        let res = on_b.post("/logout", &form(&[("csrf_token", &csrf_in(&page.body))]));
+        assert_eq!(res.status, 303);
+        signal(a, "-CONT");
+        for _ in 0..200 {
+            assert_eq!(replay.clone().get("/user").status, 303, "a replay was served on A");
+        }
+
+        // The operator's revoke while both run.
+        let mut again = Browser::new(b.port);
+        log_in(&mut again, "alice", false);
+        let mut same_on_a = again.clone();
+        same_on_a.port = a.port;
+        assert_eq!(same_on_a.get("/user").status, 200);
+        let out = run_cli_with(&db.workdir(), &db.envs(), &["sessions", "revoke", "--user", "alice"], None);
+        assert!(out.status.success());
+        assert_eq!(same_on_a.get("/user").status, 303);
+        assert_eq!(again.get("/user").status, 303);
+    });
+}
+
+#[rocket::async_test]
+async fn a_burst_of_first_accounts_creates_one() {
+    let Some(cluster) = crate::postgres::cluster() else { return };
+    for _ in 0..5 {
+        let url = crate::postgres::fresh_database(&cluster).await;
+        let storage = sesija::db::Storage::Postgres(sesija::db::open_postgres(&url).await.unwrap());
+        // Many connections at once, each racing to be the first account.
+        let tries = (0..16).map(|i| {
+            let storage = storage.clone();
+            tokio::spawn(async move {
+                sesija::auth::users::create_first(&storage, &format!("admin{i}"), "x").await
+            })
+        });
+        let mut created = 0;
+        for attempt in rocket::futures::future::join_all(tries).await {
+            created += usize::from(attempt.unwrap().unwrap().is_some());
+        }
+        assert_eq!(created, 1);
+        assert_eq!(sesija::auth::users::count(&storage).await.unwrap(), 1);
+    }
+}
