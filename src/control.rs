@@ -23,7 +23,9 @@ use rocket::{async_trait, Orbit, Rocket};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
-use crate::session::{Record, SessionKey, SessionManager, SessionStore, StoreError, TokenHash, Touch};
+use crate::session::{
+    PurgeTurn, Record, SessionKey, SessionManager, SessionStore, StoreError, TokenHash, Touch,
+};
 
 /// File name of the socket inside the data directory.
 pub const SOCKET_NAME: &str = "control.sock";
@@ -337,5 +339,9 @@ impl<S: SessionStore> SessionStore for NotifyingStore<S> {
     async fn invalidate(&self) {
         self.inner.invalidate().await;
         self.tell(()).await
+    }
+
+    async fn purge_turn(&self) -> Result<Option<PurgeTurn>, StoreError> {
+        self.inner.purge_turn().await
     }
 }

@@ -32,7 +32,7 @@ use std::sync::Mutex;
 
 use rocket::async_trait;
 
-use super::store::{Record, SessionStore, StoreError, Touch};
+use super::store::{PurgeTurn, Record, SessionStore, StoreError, Touch};
 use super::token::{SessionKey, TokenHash};
 
 /// A held-back deadline move is written at once instead when the stored
@@ -348,5 +348,9 @@ impl<S: SessionStore> SessionStore for CachingStore<S> {
     async fn invalidate(&self) {
         self.inner.invalidate().await;
         self.written(|_, _| true);
+    }
+
+    async fn purge_turn(&self) -> Result<Option<PurgeTurn>, StoreError> {
+        self.inner.purge_turn().await
     }
 }

@@ -16,7 +16,7 @@ use rocket::async_trait;
 use sqlx::postgres::{PgConnection, PgPool, PgRow};
 use sqlx::Row;
 
-use super::store::{Record, SessionStore, StoreError, Touch};
+use super::store::{PurgeTurn, Record, SessionStore, StoreError, Touch};
 use super::token::{SessionKey, TokenHash};
 
 macro_rules! columns {
@@ -48,6 +48,10 @@ macro_rules! update_live {
 pub struct PgStore {
     pool: PgPool,
 }
+
+/// The advisory lock whose holder runs the purge (any fixed number that no
+/// other lock of the application uses).
+const PURGE_LOCK: i64 = 0x7365_7369_6a61_0001;
 
 /// Ends every session of one owner but the one with handle `keep`.
 const DELETE_FOR_USER: &str = "DELETE FROM sessions WHERE user_id = $1 AND handle IS DISTINCT FROM $2";
@@ -279,6 +283,33 @@ impl SessionStore for PgStore {
             .await
             .map_err(unavailable)?;
         Ok(live.try_into().unwrap_or(0))
+    }
+
+    /// A connection of its own holds a session-level advisory lock for the
+    /// round; the server closes it (and so releases the lock) if this
+    /// machine vanishes, as the keepalive settings make it notice within
+    /// about half a minute rather than hours.
+    async fn purge_turn(&self) -> Result<Option<PurgeTurn>, StoreError> {
+        use sqlx::Connection;
+        let options = self.pool.connect_options();
+        let mut conn = PgConnection::connect_with(&options).await.map_err(unavailable)?;
+        sqlx::raw_sql(
+            "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3",
+        )
+        .execute(&mut conn)
+        .await
+        .map_err(unavailable)?;
+        let (ours, now): (bool, i64) =
+            sqlx::query_as("SELECT pg_try_advisory_lock($1), EXTRACT(EPOCH FROM clock_timestamp())::BIGINT")
+                .bind(PURGE_LOCK)
+                .fetch_one(&mut conn)
+                .await
+                .map_err(unavailable)?;
+        if !ours {
+            let _ = conn.close().await;
+            return Ok(None);
+        }
+        Ok(Some(PurgeTurn { now: Some(now), lock: Some(conn) }))
     }
 
     async fn touch_many(&self, touches: &[Touch], now: i64) -> Result<u64, StoreError> {

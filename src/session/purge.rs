@@ -69,8 +69,21 @@ pub async fn run(manager: Arc<SessionManager>, shutdown: impl std::future::Futur
     }
 }
 
+/// One round, if it is this server's turn (see [`SessionStore::purge_turn`]).
 async fn purge_round(manager: &SessionManager) {
-    let result = purge_expired(manager.store(), super::now()).await;
+    let turn = match manager.store().purge_turn().await {
+        Ok(Some(turn)) => turn,
+        Ok(None) => {
+            log::debug!("session purge: another server has this round");
+            return;
+        }
+        Err(e) => {
+            log::error!("session purge failed, will retry next round: {e}");
+            return;
+        }
+    };
+    let result = purge_expired(manager.store(), turn.now.unwrap_or_else(super::now)).await;
+    turn.end().await;
     manager.stats().purge_runs.fetch_add(1, Ordering::Relaxed);
     match result {
         Ok(report) if report.removed > 0 => {

@@ -120,6 +120,36 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Sessions changed behind this store's back (another process, a raw SQL
     /// transaction): forget anything remembered about them.
     async fn invalidate(&self) {}
+
+    /// The background purge's turn: where several servers share the store,
+    /// one purges at a time and the others skip the round (`None`). A store
+    /// only one server writes keeps the default: always its turn, at the
+    /// server's clock.
+    async fn purge_turn(&self) -> Result<Option<PurgeTurn>, StoreError> {
+        Ok(Some(PurgeTurn::default()))
+    }
+}
+
+/// A turn of the background purge ([`SessionStore::purge_turn`]): held
+/// until [`PurgeTurn::end`].
+#[derive(Default)]
+pub struct PurgeTurn {
+    /// The cutoff to purge at, from the database's clock where the store
+    /// has one shared by every server; else the caller's clock.
+    pub now: Option<i64>,
+    /// The connection that holds the turn (an advisory lock), if any.
+    pub(super) lock: Option<sqlx::PgConnection>,
+}
+
+impl PurgeTurn {
+    /// Gives the turn up.
+    pub async fn end(self) {
+        if let Some(lock) = self.lock {
+            use sqlx::Connection;
+            // Closing the session releases its advisory lock.
+            let _ = lock.close().await;
+        }
+    }
 }
 
 /// One deadline move, for [`SessionStore::touch_many`].
