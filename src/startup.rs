@@ -10,6 +10,8 @@ use rocket::{Build, Rocket};
 
 use crate::auth::identity::Identities;
 use crate::auth::second_factor::{self, Sealer};
+use crate::auth::shared_throttle::SharedThrottle;
+use crate::auth::throttle::MemoryThrottle;
 use crate::auth::{users, Hasher, Throttle};
 use crate::config::Settings;
 use crate::control::{self, Claim, NotifyingStore};
@@ -84,6 +86,20 @@ fn cap_log_level(figment: Figment) -> Figment {
     }
 }
 
+/// The throttle of one kind of attempt (`login`, `code`): in memory with
+/// SQLite, shared by every instance with PostgreSQL.
+fn throttle(settings: &Settings, storage: &Storage, kind: &'static str) -> Throttle {
+    let max_failures = settings.login_max_failures.try_into().unwrap_or(u32::MAX);
+    let lockout = Duration::from_secs(settings.login_lockout as u64);
+    let per_source = settings.login_max_failures_per_ip.try_into().unwrap_or(u32::MAX);
+    match storage {
+        Storage::Sqlite(_) => Throttle::Memory(MemoryThrottle::new(max_failures, lockout, per_source)),
+        Storage::Postgres(pool) => {
+            Throttle::Shared(SharedThrottle::new(pool.clone(), kind, max_failures, lockout, per_source))
+        }
+    }
+}
+
 /// Builds the whole app from a configuration (see [`crate::config::figment`]).
 pub async fn app(figment: Figment) -> Result<Rocket<Build>, StartupError> {
     let settings = Settings::from_figment(&figment).map_err(|e| StartupError(e.to_string()))?;
@@ -120,11 +136,7 @@ pub async fn app(figment: Figment) -> Result<Rocket<Build>, StartupError> {
     }
     let second = SecondFactor {
         sealer,
-        throttle: Throttle::new(
-            settings.login_max_failures.try_into().unwrap_or(u32::MAX),
-            Duration::from_secs(settings.login_lockout as u64),
-            settings.login_max_failures_per_ip.try_into().unwrap_or(u32::MAX),
-        ),
+        throttle: throttle(&settings, &storage, "code"),
         required: settings.require_2fa,
         pending_timeout: settings.two_factor_pending_timeout,
     };
@@ -175,11 +187,7 @@ pub async fn app(figment: Figment) -> Result<Rocket<Build>, StartupError> {
     let sessions = SessionLayer::from_manager(manager);
     let app = App {
         metrics: Arc::default(),
-        throttle: Throttle::new(
-            settings.login_max_failures.try_into().unwrap_or(u32::MAX),
-            Duration::from_secs(settings.login_lockout as u64),
-            settings.login_max_failures_per_ip.try_into().unwrap_or(u32::MAX),
-        ),
+        throttle: throttle(&settings, &storage, "login"),
         hasher: Hasher::default(),
         setup,
         storage,

@@ -5,6 +5,7 @@ pub mod access;
 pub mod identity;
 pub mod password;
 pub mod second_factor;
+pub mod shared_throttle;
 pub mod throttle;
 pub mod users;
 

@@ -1,4 +1,6 @@
-//! Login throttling, in memory.
+//! Login throttling: the rules, and their keeping in memory for one server
+//! ([`MemoryThrottle`]); [`super::shared_throttle`] keeps the same counts in
+//! PostgreSQL for several. [`Throttle`] is either.
 //!
 //! Three counters of recent failures, each over a window of its own:
 //! * per (user name, client IP): `login_max_failures` within `login_lockout`;
@@ -12,7 +14,7 @@
 //! the right password included, so the refusal says nothing about it.
 //! Unknown user names are counted like known ones.
 //!
-//! **Burst-safe.** [`Throttle::begin`] counts the attempt as a failure
+//! **Burst-safe.** [`MemoryThrottle::begin`] counts the attempt as a failure
 //! before the password is checked, under the same lock that checks the
 //! limits, so simultaneous attempts cannot all slip past a check that has
 //! not seen the others yet; a successful attempt is refunded
@@ -29,7 +31,7 @@
 //! beats counting nothing.
 //!
 //! The trade-off: anyone can lock an account for an hour by failing 100 times
-//! from many addresses. Counters live in memory and reset on restart.
+//! from many addresses. In memory, counters reset on restart.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -112,7 +114,7 @@ impl<K: Hash + Eq + Clone> Table<K> {
 }
 
 /// The address an attempt counts under: IPv4 as is, IPv6 by its /64.
-fn source_of(ip: Option<IpAddr>) -> Option<IpAddr> {
+pub(super) fn source_of(ip: Option<IpAddr>) -> Option<IpAddr> {
     match ip? {
         IpAddr::V4(v4) => Some(IpAddr::V4(v4)),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -128,7 +130,7 @@ fn source_of(ip: Option<IpAddr>) -> Option<IpAddr> {
 
 /// The name an attempt counts under, if it could be an account's (no
 /// longer than the longest user name: at most 256 bytes).
-fn name_of(username: &str) -> Option<String> {
+pub(super) fn name_of(username: &str) -> Option<String> {
     let fits = !username.is_empty() && username.chars().count() <= MAX_USERNAME_CHARS;
     fits.then(|| username.to_lowercase())
 }
@@ -139,27 +141,33 @@ struct State {
     by_source: Table<Option<IpAddr>>,
 }
 
-/// The login throttle (shared by the login form and every password prompt).
-pub struct Throttle {
+/// The login throttle of one server, in memory (shared by the login form
+/// and every password prompt).
+pub struct MemoryThrottle {
     state: Arc<Mutex<State>>,
     capacity: usize,
 }
 
-impl Throttle {
+impl MemoryThrottle {
     /// `max_failures` per (name, IP) within `lockout`; `per_source` per
     /// address over all names an hour.
-    pub fn new(max_failures: u32, lockout: Duration, per_source: u32) -> Throttle {
-        Throttle::with_capacity(max_failures, lockout, per_source, DEFAULT_CAPACITY)
+    pub fn new(max_failures: u32, lockout: Duration, per_source: u32) -> MemoryThrottle {
+        MemoryThrottle::with_capacity(max_failures, lockout, per_source, DEFAULT_CAPACITY)
     }
 
-    /// [`Throttle::new`] with at most `capacity` keys per table.
-    pub fn with_capacity(max_failures: u32, lockout: Duration, per_source: u32, capacity: usize) -> Throttle {
+    /// [`MemoryThrottle::new`] with at most `capacity` keys per table.
+    pub fn with_capacity(
+        max_failures: u32,
+        lockout: Duration,
+        per_source: u32,
+        capacity: usize,
+    ) -> MemoryThrottle {
         let state = State {
             by_name_and_source: Table::new(max_failures, lockout),
             by_account: Table::new(ACCOUNT_MAX_FAILURES, ACCOUNT_WINDOW),
             by_source: Table::new(per_source, SOURCE_WINDOW),
         };
-        Throttle { state: Arc::new(Mutex::new(state)), capacity: capacity.max(1) }
+        MemoryThrottle { state: Arc::new(Mutex::new(state)), capacity: capacity.max(1) }
     }
 
     /// Counts an attempt for `username` from `ip` as failed before its
@@ -211,7 +219,7 @@ impl Throttle {
     }
 }
 
-/// An attempt counted as failed by [`Throttle::begin`].
+/// An attempt counted as failed by [`MemoryThrottle::begin`].
 #[must_use = "call succeeded() when the password was right"]
 pub struct Attempt {
     state: Arc<Mutex<State>>,
@@ -245,6 +253,53 @@ impl Attempt {
     }
 }
 
+/// The login throttle a server uses: its own counts in memory (SQLite, one
+/// server), or counts every instance shares (PostgreSQL).
+pub enum Throttle {
+    Memory(MemoryThrottle),
+    Shared(super::shared_throttle::SharedThrottle),
+}
+
+impl Throttle {
+    /// Counts an attempt as failed before its password (or code) is
+    /// checked, unless a limit is reached: then `Err(seconds to wait)`.
+    /// Call [`LoginAttempt::succeeded`] if it was right, or
+    /// [`LoginAttempt::refund`] if it was never checked; dropping it leaves
+    /// the failure counted.
+    pub async fn begin(&self, username: &str, ip: Option<IpAddr>) -> Result<LoginAttempt, u64> {
+        match self {
+            Throttle::Memory(memory) => memory.begin(username, ip).map(LoginAttempt::Memory),
+            Throttle::Shared(shared) => shared.begin(username, ip).await.map(LoginAttempt::Shared),
+        }
+    }
+}
+
+/// An attempt counted as failed by [`Throttle::begin`].
+#[must_use = "call succeeded() when the password was right"]
+pub enum LoginAttempt {
+    Memory(Attempt),
+    Shared(super::shared_throttle::SharedAttempt),
+}
+
+impl LoginAttempt {
+    /// The password was never checked: the attempt does not count.
+    pub async fn refund(self) {
+        match self {
+            LoginAttempt::Memory(attempt) => attempt.refund(),
+            LoginAttempt::Shared(attempt) => attempt.refund().await,
+        }
+    }
+
+    /// The password was right: refunded, and that name's failures from
+    /// that address cleared.
+    pub async fn succeeded(self) {
+        match self {
+            LoginAttempt::Memory(attempt) => attempt.succeeded(),
+            LoginAttempt::Shared(attempt) => attempt.succeeded().await,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,7 +310,7 @@ mod tests {
 
     #[test]
     fn locks_after_max_failures_per_source_and_per_account() {
-        let t = Throttle::new(3, Duration::from_secs(60), 1000);
+        let t = MemoryThrottle::new(3, Duration::from_secs(60), 1000);
         for _ in 0..3 {
             drop(t.begin("alice", ip("10.0.0.1")).unwrap());
         }
@@ -263,7 +318,7 @@ mod tests {
         assert!((59..=60).contains(&wait), "{wait}");
         assert!(t.begin("alice", ip("10.0.0.2")).is_ok());
 
-        let t = Throttle::new(1000, Duration::from_secs(60), 1000);
+        let t = MemoryThrottle::new(1000, Duration::from_secs(60), 1000);
         for i in 0..ACCOUNT_MAX_FAILURES {
             drop(t.begin("bob", Some(IpAddr::from([10, 0, (i / 256) as u8, (i % 256) as u8]))).unwrap());
         }
@@ -272,7 +327,7 @@ mod tests {
 
     #[test]
     fn a_success_is_refunded_and_clears_that_pair() {
-        let t = Throttle::new(3, Duration::from_secs(60), 1000);
+        let t = MemoryThrottle::new(3, Duration::from_secs(60), 1000);
         for _ in 0..2 {
             drop(t.begin("alice", ip("10.0.0.1")).unwrap());
         }
@@ -285,7 +340,7 @@ mod tests {
 
     #[test]
     fn an_attempt_whose_password_was_never_checked_does_not_count() {
-        let t = Throttle::new(2, Duration::from_secs(60), 1000);
+        let t = MemoryThrottle::new(2, Duration::from_secs(60), 1000);
         for _ in 0..5 {
             t.begin("alice", ip("10.0.0.1")).unwrap().refund();
         }
@@ -295,7 +350,7 @@ mod tests {
 
     #[test]
     fn attempts_in_flight_count_before_their_outcome() {
-        let t = Throttle::new(5, Duration::from_secs(60), 1000);
+        let t = MemoryThrottle::new(5, Duration::from_secs(60), 1000);
         // Twenty attempts begun at once, none finished yet.
         let begun: Vec<_> = (0..20).map(|_| t.begin("alice", ip("10.0.0.1"))).collect();
         assert_eq!(begun.iter().filter(|b| b.is_ok()).count(), 5);
@@ -303,7 +358,7 @@ mod tests {
 
     #[test]
     fn one_address_is_limited_across_names_and_ipv6_counts_by_64() {
-        let t = Throttle::new(5, Duration::from_secs(60), 100);
+        let t = MemoryThrottle::new(5, Duration::from_secs(60), 100);
         for i in 0..100 {
             drop(t.begin(&format!("user{i}"), ip("2001:db8:1:2::1")).unwrap());
         }
@@ -314,7 +369,7 @@ mod tests {
 
     #[test]
     fn names_no_account_can_have_are_never_stored() {
-        let t = Throttle::new(5, Duration::from_secs(60), 1_000_000);
+        let t = MemoryThrottle::new(5, Duration::from_secs(60), 1_000_000);
         for i in 0..3000 {
             let name = format!("{i}{}", "x".repeat(32_000));
             drop(t.begin(&name, Some(IpAddr::from([10, (i / 65536) as u8, (i / 256 % 256) as u8, i as u8]))));
@@ -327,7 +382,7 @@ mod tests {
 
     #[test]
     fn a_full_table_never_drops_a_lockout() {
-        let t = Throttle::with_capacity(3, Duration::from_secs(60), 1_000_000, 100);
+        let t = MemoryThrottle::with_capacity(3, Duration::from_secs(60), 1_000_000, 100);
         for _ in 0..3 {
             drop(t.begin("alice", ip("10.0.0.1")).unwrap());
         }
@@ -343,7 +398,7 @@ mod tests {
         assert!(t.begin("alice", ip("10.0.0.1")).is_err(), "the lockout survived the flood");
 
         // When every key is at its limit, a new key is refused, not counted.
-        let t = Throttle::with_capacity(1, Duration::from_secs(60), 1_000_000, 10);
+        let t = MemoryThrottle::with_capacity(1, Duration::from_secs(60), 1_000_000, 10);
         for i in 0..10u8 {
             drop(t.begin(&format!("n{i}"), Some(IpAddr::from([10, 2, 0, i]))).unwrap());
         }

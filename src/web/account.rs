@@ -60,7 +60,7 @@ pub async fn change_password(
         Ok(None) => return Reply::to("/login"),
         Err(_) => return Reply::unavailable(),
     };
-    let attempt = match app.throttle.begin(&user.username, ip) {
+    let attempt = match app.throttle.begin(&user.username, ip).await {
         Ok(attempt) => attempt,
         Err(wait) => {
             return Reply::throttled(wait, |message| {
@@ -74,7 +74,7 @@ pub async fn change_password(
         form.current_password.clone()
     };
     match app.hasher.verify(current, Some(user.password_hash.clone())).await {
-        Ok(true) => attempt.succeeded(),
+        Ok(true) => attempt.succeeded().await,
         Ok(false) => return refuse("The current password is wrong."),
         Err(_) => return Reply::unavailable(),
     }

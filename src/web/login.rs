@@ -110,7 +110,7 @@ pub async fn login(
     }
     // Counted as a failure before the password is checked (refunded on
     // success), so a burst of simultaneous attempts cannot pass the limit.
-    let attempt = match app.throttle.begin(&form.username, ip) {
+    let attempt = match app.throttle.begin(&form.username, ip).await {
         Ok(attempt) => attempt,
         Err(wait) => {
             log::warn!("login throttled: user {:?}, ip {ip:?}, retry in {wait} s", form.username);
@@ -136,7 +136,7 @@ pub async fn login(
             Ok(user) => user,
             Err(e) => {
                 log::error!("login: {e}");
-                attempt.refund();
+                attempt.refund().await;
                 return Reply::unavailable();
             }
         },
@@ -152,12 +152,12 @@ pub async fn login(
     let ok = match app.hasher.verify(password.clone(), hash).await {
         Ok(ok) => ok,
         Err(HashError::Busy) => {
-            attempt.refund();
+            attempt.refund().await;
             return Reply::error(Status::ServiceUnavailable, &HashError::Busy.to_string());
         }
         Err(e) => {
             log::error!("login: {e}");
-            attempt.refund();
+            attempt.refund().await;
             return Reply::unavailable();
         }
     };
@@ -167,7 +167,7 @@ pub async fn login(
         login_page(Status::Unauthorized, jar, app, None, Some(WRONG_CREDENTIALS), &form.username, &rd)
     };
     let Some(user) = user.filter(|_| ok) else { return wrong() };
-    attempt.succeeded();
+    attempt.succeeded().await;
     let verified = stronger_hash(app, &user, password).await;
 
     // With a second factor, the session waits for its code and opens

@@ -61,13 +61,13 @@ async fn sudo(
         Ok(None) => return Err(Reply::to("/login")),
         Err(_) => return Err(Reply::unavailable()),
     };
-    let attempt = match app.throttle.begin(&user.username, ip) {
+    let attempt = match app.throttle.begin(&user.username, ip).await {
         Ok(attempt) => attempt,
         Err(wait) => return Err(Reply::throttled(wait, |message| form(Some(message)))),
     };
     let password = if password.len() > MAX_PASSWORD_BYTES { String::new() } else { password.to_owned() };
     match app.hasher.verify(password, Some(user.password_hash.clone())).await {
-        Ok(true) => attempt.succeeded(),
+        Ok(true) => attempt.succeeded().await,
         Ok(false) => {
             log::warn!("password confirmation failed: user {:?}, ip {ip:?}", user.username);
             return Err(confirm(Status::UnprocessableEntity, Some("The password is wrong.")));

@@ -246,7 +246,7 @@ async fn check_code(
     wrong: Status,
     render: impl FnOnce(&str) -> String,
 ) -> Result<Verified, Reply> {
-    let attempt = match second.throttle.begin(&user.username, ip) {
+    let attempt = match second.throttle.begin(&user.username, ip).await {
         Ok(attempt) => attempt,
         Err(wait) => {
             log::warn!("second factor throttled: user {:?}, ip {ip:?}, retry in {wait} s", user.username);
@@ -261,7 +261,7 @@ async fn check_code(
             Err(Reply::page(wrong, render(WRONG_CODE)))
         }
         Ok(verified) => {
-            attempt.succeeded();
+            attempt.succeeded().await;
             if verified == Verified::RecoveryCode {
                 log::info!("recovery code used: user {:?}, ip {ip:?}", user.username);
             }
@@ -269,7 +269,7 @@ async fn check_code(
         }
         Err(e) => {
             log::error!("second factor: {e}");
-            attempt.refund();
+            attempt.refund().await;
             Err(Reply::unavailable())
         }
     }
@@ -515,7 +515,8 @@ pub async fn enable(
         )));
     };
     let render = |message: &str| setup_html(&user, &secret, &form.csrf_token, &rd, Some(message));
-    let attempt = second.throttle.begin(&user.username, ip).map_err(|wait| Reply::throttled(wait, render))?;
+    let attempt =
+        second.throttle.begin(&user.username, ip).await.map_err(|wait| Reply::throttled(wait, render))?;
     let now = now();
     let Some(step) = second_factor::step_of(&secret, &form.code, now) else {
         log::warn!("second factor set-up: wrong code, user {:?}, ip {ip:?}", user.username);
@@ -529,7 +530,7 @@ pub async fn enable(
             Some(message),
         ));
     };
-    attempt.succeeded();
+    attempt.succeeded().await;
     let codes = second_factor::new_recovery_codes();
     let hashes =
         app.hasher.hash_secrets(codes.clone()).await.map_err(|e| Reply::down("recovery codes", e))?;
@@ -593,11 +594,12 @@ async fn confirm_both(
     let attempt = app
         .throttle
         .begin(&user.username, ip)
+        .await
         .map_err(|wait| Reply::throttled(wait, |message| page.html(Some(message), None)))?;
     let password =
         if form.password.len() > MAX_PASSWORD_BYTES { String::new() } else { form.password.clone() };
     match app.hasher.verify(password, Some(user.password_hash.clone())).await {
-        Ok(true) => attempt.succeeded(),
+        Ok(true) => attempt.succeeded().await,
         Ok(false) => {
             log::warn!("password confirmation failed: user {:?}, ip {ip:?}", user.username);
             return Err(Reply::page(

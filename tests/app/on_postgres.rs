@@ -38,7 +38,13 @@ impl Installation {
 
     /// Another instance of the server (its own data directory).
     async fn instance(&self, name: &str) -> Client {
-        Client::tracked(sesija::app(self.figment(name)).await.expect("starts on PostgreSQL")).await.unwrap()
+        self.instance_with(name, |f| f).await
+    }
+
+    /// [`Installation::instance`], configured further.
+    async fn instance_with(&self, name: &str, configure: impl FnOnce(Figment) -> Figment) -> Client {
+        let figment = configure(self.figment(name));
+        Client::tracked(sesija::app(figment).await.expect("starts on PostgreSQL")).await.unwrap()
     }
 
     fn envs(&self) -> [(&'static str, &str); 2] {
@@ -345,9 +351,13 @@ async fn two_real_instances_serve_one_set_of_users() {
     let servers = tokio::task::block_in_place(|| start_together(&db, &["a", "b"]));
     let (a, b) = (&servers[0], &servers[1]);
     let pool = db.pool().await;
-    let versions: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations").fetch_one(&pool).await.unwrap();
-    assert_eq!(versions, 1);
+    let versions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let files =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres")).unwrap().count();
+    assert_eq!(versions as usize, files, "each migration applied once");
     let out = run_cli_with(
         &db.workdir(),
         &db.envs(),
@@ -441,4 +451,36 @@ async fn one_instance_purges_at_a_time_and_a_vanished_one_lets_go() {
     }
     again.expect("the lock went with the connection").end().await;
     drop(turn);
+}
+
+#[rocket::async_test]
+async fn failed_logins_count_across_instances_even_in_a_burst() {
+    let Some(db) = Installation::new().await else { return };
+    let three = |f: Figment| f.merge(("login_max_failures", 3));
+    let (a, b) = (db.instance_with("a", three).await, db.instance_with("b", three).await);
+    db.add_user(&a, "alice").await;
+    assert_eq!(login(&a, "alice", "wrong password", false).await.status(), Status::Unauthorized);
+    assert_eq!(login(&b, "alice", "wrong password", false).await.status(), Status::Unauthorized);
+    assert_eq!(login(&a, "alice", "wrong password", false).await.status(), Status::Unauthorized);
+    // Three failures split across A and B: locked on both, the right
+    // password included.
+    for client in [&a, &b] {
+        let res = login(client, "alice", PASSWORD, false).await;
+        assert_eq!(res.status(), Status::TooManyRequests);
+        assert!(res.headers().get_one("Retry-After").is_some_and(|s| s.parse::<u64>().unwrap() > 0));
+    }
+
+    // Twenty wrong guesses at once, half on each instance, for bob.
+    db.add_user(&a, "bob").await;
+    let (ta, tb) = (login_token(&a).await, login_token(&b).await);
+    let body =
+        |token: &str| form(&[("username", "bob"), ("password", "wrong password"), ("csrf_token", token)]);
+    let guesses = (0..20).map(|i| {
+        let (client, body) = if i % 2 == 0 { (&a, body(&ta)) } else { (&b, body(&tb)) };
+        async move { client.post("/login").header(ContentType::Form).body(body).dispatch().await.status() }
+    });
+    let answers = rocket::futures::future::join_all(guesses).await;
+    let refused = answers.iter().filter(|s| **s == Status::Unauthorized).count();
+    let throttled = answers.iter().filter(|s| **s == Status::TooManyRequests).count();
+    assert_eq!((refused, throttled), (3, 17), "{answers:?}");
 }
