@@ -14,7 +14,7 @@ use crate::auth::users::{self, check_username, UserError};
 use crate::auth::Hasher;
 use crate::config;
 use crate::control;
-use crate::db::Storage;
+use crate::db::{Db, Storage};
 use crate::session::purge_expired;
 use crate::startup;
 
@@ -54,6 +54,11 @@ enum Command {
     },
     /// Print the effective configuration (secrets masked); non-zero exit on a bad value.
     CheckConfig,
+    /// Copy this SQLite installation (accounts, sessions) into an empty PostgreSQL database.
+    MigrateTo {
+        /// postgres://USER@HOST:PORT/DB
+        database_url: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -147,6 +152,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<ExitCode, String>
         Command::Key { command } => key(command),
         Command::Backup { path, force } => admin(backup(path, force)),
         Command::CheckConfig => check_config(),
+        Command::MigrateTo { database_url } => admin(migrate_to(database_url)),
     }
 }
 
@@ -245,6 +251,55 @@ async fn reseal_second_factors(
     if lost > 0 {
         println!("{lost} account(s) have a second-factor secret no configured key opens: `sesija user 2fa-reset NAME`");
     }
+    Ok(())
+}
+
+async fn migrate_to(url: String) -> Result<(), String> {
+    let figment = config::figment();
+    let settings = config::Settings::from_figment(&figment).map_err(|e| e.to_string())?;
+    let path = settings.database_path();
+    if !path.exists() {
+        return Err(format!("there is no SQLite database at {} to migrate", path.display()));
+    }
+    // A server still writing would change what is copied after the copy.
+    let socket = settings.data_dir.join(control::SOCKET_NAME);
+    if control::flush(&socket).await? == control::Notified::Server {
+        return Err(format!(
+            "a sesija server runs on {}: stop it first, so that nothing changes after the copy",
+            settings.data_dir.display()
+        ));
+    }
+    let db = Db::open(&settings.data_dir).await.map_err(|e| e.to_string())?;
+    let pool = crate::db::open_postgres(&url).await.map_err(|e| e.to_string())?;
+    let moved =
+        crate::transfer::to_postgres(&db, &pool, crate::session::now()).await.map_err(|e| e.to_string());
+    db.close().await;
+    pool.close().await;
+    let moved = moved?;
+    println!(
+        "copied {} accounts, {} group memberships, {} recovery codes and {} live sessions from {} to {}",
+        moved.users,
+        moved.groups,
+        moved.recovery_codes,
+        moved.sessions,
+        path.display(),
+        crate::db::redacted(&url)
+    );
+    if moved.left_behind > 0 {
+        println!(
+            "{} sessions from before cookies carried their id were not copied; those browsers log in again",
+            moved.left_behind
+        );
+    }
+    let key = match crate::secret::check_configured(&figment)? {
+        true => "the `secret_key` configured here".to_owned(),
+        false => format!("the key in {}", settings.key_path().display()),
+    };
+    println!(
+        "Now give every instance database_url and, as secret_key, {key} (sessions stay valid under it); \
+         keep {} as a fallback copy",
+        path.display()
+    );
     Ok(())
 }
 

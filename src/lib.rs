@@ -7,7 +7,8 @@
 //! * [`config`], [`secret`], [`db`]: settings, the cookie key, the database;
 //!   [`sql`]: the write helpers every SQLite writer shares.
 //! * [`startup`]: wires them into one Rocket app; [`cli`]: the command line;
-//!   [`control`]: the local socket through which commands reach the server.
+//!   [`control`]: the local socket through which commands reach the server;
+//!   [`transfer`]: an SQLite installation moved to PostgreSQL.
 
 pub mod auth;
 pub mod cli;
@@ -19,6 +20,7 @@ pub mod secret;
 pub mod session;
 pub mod sql;
 pub mod startup;
+pub mod transfer;
 pub mod web;
 
 pub use startup::{app, StartupError};

@@ -16,7 +16,7 @@ use rocket::async_trait;
 use sqlx::postgres::{PgConnection, PgPool, PgRow};
 use sqlx::Row;
 
-use super::store::{PurgeTurn, Record, SessionStore, StoreError, Touch};
+use super::store::{PurgeTurn, Record, SessionStore, StoreError, StoredSession, Touch};
 use super::token::{SessionKey, TokenHash};
 
 macro_rules! columns {
@@ -85,6 +85,41 @@ impl PgStore {
     ) -> Result<Vec<Record>, StoreError> {
         let rows = query.fetch_all(&self.pool).await.map_err(unavailable)?;
         rows.iter().map(record).collect::<Result<_, _>>().map_err(unavailable)
+    }
+}
+
+impl PgStore {
+    /// Inserts `sessions` under their own ids on the caller's transaction
+    /// (moving an installation here); new sessions then get ids after the
+    /// highest one.
+    pub async fn import(tx: &mut PgConnection, sessions: &[StoredSession]) -> Result<(), sqlx::Error> {
+        for s in sessions {
+            let r = &s.record;
+            sqlx::query(concat!(
+                "INSERT INTO sessions (id, token_hash, ",
+                columns!(),
+                ") OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            ))
+            .bind(s.id)
+            .bind(&s.token_hash.0[..])
+            .bind(&r.handle)
+            .bind(r.user_id)
+            .bind(&r.data)
+            .bind(r.created_at)
+            .bind(r.last_seen_at)
+            .bind(r.expires_at)
+            .bind(r.persistent)
+            .bind(&r.user_agent)
+            .bind(&r.ip)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "SELECT setval(pg_get_serial_sequence('sessions', 'id'), GREATEST((SELECT MAX(id) FROM sessions), 1))",
+        )
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
     }
 }
 

@@ -13,7 +13,7 @@ use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteConnection, SqlitePool, Sqlite
 use sqlx::Row;
 use tokio::sync::{mpsc, oneshot};
 
-use super::store::{Record, SessionStore, StoreError, Touch};
+use super::store::{Record, SessionStore, StoreError, StoredSession, Touch};
 use super::token::{SessionKey, TokenHash};
 use crate::sql::{write_transaction, ExecuteOn};
 
@@ -173,6 +173,40 @@ impl SqliteStore {
     /// Every stored session, live or not.
     pub async fn count_all(pool: &SqlitePool) -> Result<i64, sqlx::Error> {
         sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(pool).await
+    }
+}
+
+impl SqliteStore {
+    /// Every session live at `now` whose cookie carries its id, read on the
+    /// caller's connection (a snapshot), and how many live ones do not
+    /// (from before schema 3: found by their hash alone).
+    pub async fn export_live(
+        conn: &mut SqliteConnection,
+        now: i64,
+    ) -> Result<(Vec<StoredSession>, usize), sqlx::Error> {
+        let rows = sqlx::query(concat!(
+            "SELECT id, token_hash, legacy, ",
+            columns!(),
+            " FROM sessions WHERE expires_at > ? ORDER BY id"
+        ))
+        .bind(now)
+        .fetch_all(&mut *conn)
+        .await?;
+        let (mut sessions, mut legacy) = (Vec::with_capacity(rows.len()), 0);
+        for row in &rows {
+            let hash: Vec<u8> = row.try_get("token_hash")?;
+            let Ok(hash) = <[u8; 32]>::try_from(hash) else { continue };
+            if row.try_get::<bool, _>("legacy")? {
+                legacy += 1;
+                continue;
+            }
+            sessions.push(StoredSession {
+                id: row.try_get("id")?,
+                token_hash: TokenHash(hash),
+                record: record(row)?,
+            });
+        }
+        Ok((sessions, legacy))
     }
 }
 

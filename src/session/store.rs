@@ -23,6 +23,15 @@ pub struct Record {
     pub ip: Option<String>,
 }
 
+/// A stored session whole, as one store hands it to another (moving an
+/// installation between engines).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSession {
+    pub id: i64,
+    pub token_hash: TokenHash,
+    pub record: Record,
+}
+
 /// Everything a store can fail with, independent of the backend.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

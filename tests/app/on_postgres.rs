@@ -484,3 +484,63 @@ async fn failed_logins_count_across_instances_even_in_a_burst() {
     let throttled = answers.iter().filter(|s| **s == Status::TooManyRequests).count();
     assert_eq!((refused, throttled), (3, 17), "{answers:?}");
 }
+
+#[rocket::async_test]
+async fn an_sqlite_installation_moves_to_postgresql_and_nobody_logs_in_again() {
+    let Some(cluster) = crate::postgres::cluster() else { return };
+    let url = crate::postgres::fresh_database(&cluster).await;
+    let app = spawn_app().await;
+    app.add_user("alice").await;
+    sesija::auth::users::set_groups(&app.storage(), "alice", &["admins".into()]).await.unwrap();
+    let alice = sealed(&logged_in(&app.client, "alice", true).await);
+    let phone = app.other_browser().await;
+    app.add_user("bob").await;
+    logged_in(&phone, "bob", false).await;
+    let (secret, _) = crate::two_factor::enrol(&phone).await;
+    let work = app.dir.path().to_owned();
+    let migrate = |url: &str| {
+        let out = run_cli_with(&work, &[], &["migrate-to", url], None);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (code, _, err) = migrate(&url);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("stop it first"), "{err}");
+    drop(phone);
+    let TestApp { dir, client } = app;
+    drop(client);
+
+    let (code, out, err) = migrate(&url);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("copied 2 accounts, 1 group memberships, 10 recovery codes and 2 live sessions"),
+        "{out}"
+    );
+    let (code, _, err) = migrate(&url);
+    assert_ne!(code, Some(0), "a second copy into the same database is refused");
+    assert!(err.contains("already holds 2 accounts"), "{err}");
+
+    // An instance on PostgreSQL with the installation's key: the old
+    // cookie still opens, groups and the second factor came along.
+    let key = std::fs::read_to_string(dir.path().join("data/secret.key")).unwrap().trim().to_owned();
+    let db = Installation { dir, url, key };
+    let a = db.instance("pg-a").await;
+    let res = a.get("/user").cookie(Cookie::new("sesija", alice)).dispatch().await;
+    assert_eq!(res.status(), Status::Ok);
+    assert!(res.into_string().await.unwrap().contains("Hello, alice!"));
+    let storage = a.rocket().state::<sesija::web::App>().unwrap().storage.clone();
+    let alice = sesija::auth::users::by_name(&storage, "alice").await.unwrap().unwrap();
+    assert_eq!(sesija::auth::users::groups(&storage, alice.id).await.unwrap(), ["admins"]);
+    crate::two_factor::password_step(&a, "bob", false).await;
+    let next = crate::two_factor::code(&secret, 1);
+    assert_eq!(crate::two_factor::send_code(&a, &next).await.status(), Status::SeeOther);
+    // New accounts and sessions continue after the copied ids.
+    let carol = sesija::auth::users::create(&storage, "carol", "x").await.unwrap();
+    assert_eq!(carol, 3);
+    let b = db.instance("pg-b").await;
+    logged_in(&b, "alice", false).await;
+}
