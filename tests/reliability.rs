@@ -8,7 +8,8 @@
 //! ```
 //!
 //! The database-fault scenarios mount small tmpfs file systems and run the
-//! server as another user, and so need root. `RELIABILITY_SECONDS` shortens or lengthens the load scenario (60).
+//! server as another user, and so need root; the PostgreSQL crash rounds
+//! start a cluster of their own and need Debian's postgresql installed. `RELIABILITY_SECONDS` shortens or lengthens the load scenario (60).
 
 #[allow(dead_code)]
 #[path = "app/helpers.rs"]
@@ -348,6 +349,142 @@ fn kill_9_at_random_moments_loses_no_acknowledged_session() {
     println!("crash consistency: 20 rounds of load then kill -9 at a random moment, restart");
     println!("  acknowledged sessions: {total}; checks after restarts: {checked}; lost: {lost}; resurrected: {resurrected}");
     println!("  integrity_check after every kill: ok");
+    assert!(total > 20);
+    assert_eq!((lost, resurrected), (0, 0));
+}
+
+/// A PostgreSQL cluster of the test's own (`scripts/postgres`), removed
+/// when dropped.
+struct Cluster {
+    dir: TempDir,
+    url: String,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let dir = TempDir::new().unwrap();
+        let out = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/postgres"))
+            .arg("start")
+            .arg(dir.path().join("cluster"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "needs PostgreSQL installed: {}", String::from_utf8_lossy(&out.stderr));
+        Cluster { url: String::from_utf8_lossy(&out.stdout).trim().to_owned(), dir }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/postgres"))
+            .arg("stop")
+            .arg(self.dir.path().join("cluster"))
+            .status();
+    }
+}
+
+#[test]
+#[ignore]
+fn kill_9_of_a_random_instance_on_postgresql_loses_no_acknowledged_session() {
+    let cluster = Cluster::start();
+    let work = TempDir::new().unwrap();
+    let key = helpers::random_key(64);
+    let envs = [
+        ("ROCKET_PROFILE", "release"),
+        ("ROCKET_LOG_LEVEL", "critical"),
+        ("ROCKET_DATABASE_URL", cluster.url.as_str()),
+        ("ROCKET_SECRET_KEY", key.as_str()),
+    ];
+    let names = ["a", "b"];
+    for name in names {
+        std::fs::create_dir_all(work.path().join(name)).unwrap();
+    }
+    let out = http::run_cli_with(
+        &work.path().join("a"),
+        &envs,
+        &["user", "add", "alice", "--password-stdin"],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ports = [free_port(), free_port()];
+    let mut servers: Vec<Option<Server>> =
+        names.iter().zip(ports).map(|(n, p)| Some(Server::start(&work.path().join(n), p, &envs))).collect();
+
+    let acknowledged: Arc<Mutex<Vec<(String, Ended)>>> = Arc::default();
+    let (mut checked, mut lost, mut resurrected) = (0, 0, 0);
+    let mut seed = 0x9e3779b97f4a7c15u64;
+    let rounds = 10;
+    for round in 0..rounds {
+        for (i, name) in names.iter().enumerate() {
+            if servers[i].is_none() {
+                servers[i] = Some(Server::start(&work.path().join(name), ports[i], &envs));
+            }
+        }
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let victim = (seed % 2) as usize;
+        let survivor = 1 - victim;
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers: Vec<_> = (0..8)
+            .map(|w| {
+                let (stop, acknowledged) = (stop.clone(), acknowledged.clone());
+                std::thread::spawn(move || {
+                    let mut turn = w;
+                    while !stop.load(Ordering::Relaxed) {
+                        turn += 1;
+                        // Log in on one instance, read and log out on the other.
+                        let (first, second) = (ports[turn % 2], ports[(turn + 1) % 2]);
+                        let mut b = Browser::new(first);
+                        let Some(_) = try_login(&mut b, "alice") else { continue };
+                        let cookie = b.cookies["sesija"].clone();
+                        let index = {
+                            let mut a = acknowledged.lock().unwrap();
+                            a.push((cookie, Ended::No));
+                            a.len() - 1
+                        };
+                        b.port = second;
+                        let Ok(page) = b.try_send("GET", "/user", None) else { continue };
+                        if page.status != 200 {
+                            continue;
+                        }
+                        acknowledged.lock().unwrap()[index].1 = Ended::Maybe;
+                        let body = form(&[("csrf_token", &csrf_in(&page.body))]);
+                        if let Ok(303) = b.try_send("POST", "/logout", Some(&body)).map(|r| r.status) {
+                            acknowledged.lock().unwrap()[index].1 = Ended::Yes;
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300 + seed % 1200));
+        servers[victim].take().unwrap().kill();
+        // The other instance keeps serving meanwhile.
+        std::thread::sleep(Duration::from_millis(500));
+        let health = request(ports[survivor], "GET", "/healthz", &[], None).map(|r| r.status);
+        assert_eq!(health.ok(), Some(200), "round {round}: the survivor stopped answering");
+        stop.store(true, Ordering::Relaxed);
+        for w in workers {
+            let _ = w.join();
+        }
+        // Every acknowledged session as the survivor sees it.
+        for (cookie, ended) in acknowledged.lock().unwrap().iter_mut() {
+            let mut b = Browser::new(ports[survivor]);
+            b.cookies.insert("sesija".into(), cookie.clone());
+            let status = b.get("/user").status;
+            checked += 1;
+            match (*ended, status) {
+                (Ended::No, 200) | (Ended::Yes, 303) => {}
+                (Ended::Maybe, 200) => *ended = Ended::No,
+                (Ended::Maybe, 303) => *ended = Ended::Yes,
+                (Ended::No, _) | (Ended::Maybe, _) => lost += 1,
+                (Ended::Yes, _) => resurrected += 1,
+            }
+        }
+    }
+    let total = acknowledged.lock().unwrap().len();
+    println!("multi-instance crash consistency on PostgreSQL: {rounds} rounds of load over two instances, kill -9 of a random one");
+    println!("  acknowledged sessions: {total}; checks on the survivor: {checked}; lost: {lost}; resurrected: {resurrected}");
+    println!("  the survivor answered /healthz 200 half a second after every kill");
     assert!(total > 20);
     assert_eq!((lost, resurrected), (0, 0));
 }
