@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
-use super::throttle::{name_of, source_of, ACCOUNT_MAX_FAILURES, ACCOUNT_WINDOW, SOURCE_WINDOW};
+use super::throttle::{name_of, source_of, Refused, ACCOUNT_MAX_FAILURES, ACCOUNT_WINDOW, SOURCE_WINDOW};
 
 /// One counter: its scope in the table, limit and window (seconds).
 #[derive(Clone, Copy)]
@@ -82,8 +82,8 @@ impl SharedThrottle {
     }
 
     /// See [`super::Throttle::begin`]. The database unreachable: the
-    /// attempt is refused for a minute (failing closed), and logged.
-    pub async fn begin(&self, username: &str, ip: Option<IpAddr>) -> Result<SharedAttempt, u64> {
+    /// attempt is refused (failing closed), and logged.
+    pub async fn begin(&self, username: &str, ip: Option<IpAddr>) -> Result<SharedAttempt, Refused> {
         let keys = self.keys(username, ip);
         match self.count(&keys).await {
             Ok(Ok(at)) => {
@@ -92,10 +92,10 @@ impl SharedThrottle {
                 }
                 Ok(SharedAttempt { pool: self.pool.clone(), keys, at })
             }
-            Ok(Err(wait)) => Err(wait),
+            Ok(Err(wait)) => Err(Refused::Wait(wait)),
             Err(e) => {
                 log::error!("login throttle: the database did not answer ({e}): attempt refused");
-                Err(60)
+                Err(Refused::Unavailable)
             }
         }
     }

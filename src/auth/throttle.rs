@@ -253,6 +253,16 @@ impl Attempt {
     }
 }
 
+/// Why [`Throttle::begin`] refused an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// A limit is reached: the seconds to wait.
+    Wait(u64),
+    /// The shared counts could not be read: refused (failing closed), as
+    /// the database is unavailable anyway.
+    Unavailable,
+}
+
 /// The login throttle a server uses: its own counts in memory (SQLite, one
 /// server), or counts every instance shares (PostgreSQL).
 pub enum Throttle {
@@ -262,13 +272,15 @@ pub enum Throttle {
 
 impl Throttle {
     /// Counts an attempt as failed before its password (or code) is
-    /// checked, unless a limit is reached: then `Err(seconds to wait)`.
+    /// checked, unless a limit is reached or the counts cannot be read.
     /// Call [`LoginAttempt::succeeded`] if it was right, or
     /// [`LoginAttempt::refund`] if it was never checked; dropping it leaves
     /// the failure counted.
-    pub async fn begin(&self, username: &str, ip: Option<IpAddr>) -> Result<LoginAttempt, u64> {
+    pub async fn begin(&self, username: &str, ip: Option<IpAddr>) -> Result<LoginAttempt, Refused> {
         match self {
-            Throttle::Memory(memory) => memory.begin(username, ip).map(LoginAttempt::Memory),
+            Throttle::Memory(memory) => {
+                memory.begin(username, ip).map(LoginAttempt::Memory).map_err(Refused::Wait)
+            }
             Throttle::Shared(shared) => shared.begin(username, ip).await.map(LoginAttempt::Shared),
         }
     }

@@ -62,8 +62,8 @@ pub async fn change_password(
     };
     let attempt = match app.throttle.begin(&user.username, ip).await {
         Ok(attempt) => attempt,
-        Err(wait) => {
-            return Reply::throttled(wait, |message| {
+        Err(refused) => {
+            return Reply::refused(refused, |message| {
                 pages::render(pages::Password { notice: None, error: Some(message), csrf_token: &token })
             })
         }

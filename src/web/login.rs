@@ -112,11 +112,11 @@ pub async fn login(
     // success), so a burst of simultaneous attempts cannot pass the limit.
     let attempt = match app.throttle.begin(&form.username, ip).await {
         Ok(attempt) => attempt,
-        Err(wait) => {
-            log::warn!("login throttled: user {:?}, ip {ip:?}, retry in {wait} s", form.username);
+        Err(refused) => {
+            log::warn!("login refused by the throttle: user {:?}, ip {ip:?}: {refused:?}", form.username);
             Metrics::count(&app.metrics.logins_throttled, 1);
             let csrf_token = csrf::anonymous(jar, &app.settings);
-            return Reply::throttled(wait, |message| {
+            return Reply::refused(refused, |message| {
                 let page = pages::Login {
                     notice: None,
                     error: Some(message),

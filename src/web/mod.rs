@@ -23,6 +23,7 @@ use rocket::response::{content::RawHtml, Flash, Redirect, Responder};
 use rocket::{catch, catchers, routes, Build, Request, Rocket, Route};
 
 use crate::auth::identity::Identities;
+use crate::auth::throttle::Refused;
 use crate::auth::{Hasher, Throttle};
 use crate::config::Settings;
 use crate::db::Storage;
@@ -203,6 +204,15 @@ impl Reply {
             page: RawHtml(page(&message)),
             retry_after: Header::new("Retry-After", wait.to_string()),
         })
+    }
+
+    /// A refused attempt: 429 with the form ([`Reply::throttled`]) while a
+    /// limit holds, 503 when the counts could not be read.
+    pub fn refused(refused: Refused, page: impl FnOnce(&str) -> String) -> Reply {
+        match refused {
+            Refused::Wait(wait) => Reply::throttled(wait, page),
+            Refused::Unavailable => Reply::unavailable(),
+        }
     }
 
     pub fn see_other(location: String) -> Reply {

@@ -63,7 +63,7 @@ async fn sudo(
     };
     let attempt = match app.throttle.begin(&user.username, ip).await {
         Ok(attempt) => attempt,
-        Err(wait) => return Err(Reply::throttled(wait, |message| form(Some(message)))),
+        Err(refused) => return Err(Reply::refused(refused, |message| form(Some(message)))),
     };
     let password = if password.len() > MAX_PASSWORD_BYTES { String::new() } else { password.to_owned() };
     match app.hasher.verify(password, Some(user.password_hash.clone())).await {

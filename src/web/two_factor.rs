@@ -248,10 +248,13 @@ async fn check_code(
 ) -> Result<Verified, Reply> {
     let attempt = match second.throttle.begin(&user.username, ip).await {
         Ok(attempt) => attempt,
-        Err(wait) => {
-            log::warn!("second factor throttled: user {:?}, ip {ip:?}, retry in {wait} s", user.username);
+        Err(refused) => {
+            log::warn!(
+                "second factor refused by the throttle: user {:?}, ip {ip:?}: {refused:?}",
+                user.username
+            );
             Metrics::count(&app.metrics.logins_throttled, 1);
-            return Err(Reply::throttled(wait, render));
+            return Err(Reply::refused(refused, render));
         }
     };
     match second_factor::verify(&app.storage, &app.hasher, &second.sealer, user.id, code, now()).await {
@@ -516,7 +519,7 @@ pub async fn enable(
     };
     let render = |message: &str| setup_html(&user, &secret, &form.csrf_token, &rd, Some(message));
     let attempt =
-        second.throttle.begin(&user.username, ip).await.map_err(|wait| Reply::throttled(wait, render))?;
+        second.throttle.begin(&user.username, ip).await.map_err(|refused| Reply::refused(refused, render))?;
     let now = now();
     let Some(step) = second_factor::step_of(&secret, &form.code, now) else {
         log::warn!("second factor set-up: wrong code, user {:?}, ip {ip:?}", user.username);
@@ -595,7 +598,7 @@ async fn confirm_both(
         .throttle
         .begin(&user.username, ip)
         .await
-        .map_err(|wait| Reply::throttled(wait, |message| page.html(Some(message), None)))?;
+        .map_err(|refused| Reply::refused(refused, |message| page.html(Some(message), None)))?;
     let password =
         if form.password.len() > MAX_PASSWORD_BYTES { String::new() } else { form.password.clone() };
     match app.hasher.verify(password, Some(user.password_hash.clone())).await {

@@ -296,8 +296,15 @@ async fn an_outage_of_postgresql_is_503_and_recovery_needs_no_restart() {
     let cookie = sealed(&logged_in(&app, "alice", false).await);
     assert_eq!(app.get("/healthz").dispatch().await.status(), Status::Ok);
 
+    let stranger = db.instance("b").await;
+    let token = login_token(&stranger).await;
     run(&["halt", &cluster]);
     let started = std::time::Instant::now();
+    // A login meanwhile: 503 (the shared throttle cannot count it), not a
+    // 429 and not a 500.
+    let body = form(&[("username", "alice"), ("password", PASSWORD), ("csrf_token", &token)]);
+    let res = stranger.post("/login").header(ContentType::Form).body(body).dispatch().await;
+    assert_eq!(res.status(), Status::ServiceUnavailable);
     assert_eq!(app.get("/healthz").dispatch().await.status(), Status::ServiceUnavailable);
     let res = app.get("/user").cookie(Cookie::new("sesija", cookie.clone())).dispatch().await;
     assert_eq!(res.status(), Status::ServiceUnavailable, "never served unverified, never a 500");
