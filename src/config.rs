@@ -302,7 +302,7 @@ impl Settings {
     }
 
     /// The session layer's settings. `switched_at`: when the server first
-    /// ran with the current cookie name (see [`crate::db::Db::setting_since`]).
+    /// ran with the current cookie name (see [`crate::db::Storage::setting_since`]).
     pub fn session_config(&self, switched_at: i64) -> SessionConfig {
         // The name is part of what a private cookie authenticates, so a
         // cookie issued before the name changed is read under its old name
