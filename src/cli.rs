@@ -457,8 +457,8 @@ async fn user(command: UserCommand) -> Result<(), String> {
             let hash = Hasher::default().hash(password).await.map_err(|e| e.to_string())?;
             let ended = users::set_password(&db, &name, &hash, None).await.map_err(user_error)?;
             println!("changed the password of {name}; ended {ended} sessions");
-            db.close().await;
             tell_server(&db, "the password was changed").await?;
+            db.close().await;
         }
         UserCommand::Groups { name, groups } => {
             groups.iter().try_for_each(|g| users::check_group(g))?;
@@ -468,8 +468,8 @@ async fn user(command: UserCommand) -> Result<(), String> {
                 true => println!("{name}: no groups"),
                 false => println!("{name}: {}", stored.join(",")),
             }
-            db.close().await;
             tell_server(&db, "the groups were changed").await?;
+            db.close().await;
         }
         UserCommand::TwoFactor { name } => {
             let db = open().await?;
@@ -499,8 +499,8 @@ async fn user(command: UserCommand) -> Result<(), String> {
             let ended = db.session_store().delete_for_user(id, None).await.map_err(|e| e.to_string())?;
             println!("turned off two-factor authentication of {}; ended {ended} sessions", printable(&name));
             log::warn!("two-factor authentication of {name:?} reset by the operator; ended {ended} sessions");
-            db.close().await;
             tell_server(&db, "two-factor authentication was reset").await?;
+            db.close().await;
         }
         UserCommand::List => {
             let db = open().await?;
@@ -525,8 +525,8 @@ async fn user(command: UserCommand) -> Result<(), String> {
             let db = open().await?;
             let ended = users::remove(&db, &name).await.map_err(user_error)?;
             println!("removed user {name}; ended {ended} sessions");
-            db.close().await;
             tell_server(&db, "the user was removed").await?;
+            db.close().await;
         }
     }
     Ok(())
@@ -628,11 +628,12 @@ async fn sessions(command: SessionsCommand) -> Result<(), String> {
             println!("ended {ended} sessions");
         }
     }
-    db.close().await;
-    match changes {
+    let told = match changes {
         true => tell_server(&db, "the sessions were changed").await,
         false => Ok(()),
-    }
+    };
+    db.close().await;
+    told
 }
 
 /// `text` fit for an operator's terminal: every control character (C0, DEL,
@@ -658,8 +659,15 @@ fn date(at: i64) -> String {
 /// what it cached before this returns, so the change counts from the next
 /// request it serves.
 async fn tell_server(storage: &Storage, done: &str) -> Result<(), String> {
-    // On PostgreSQL no instance caches anything yet: nothing to tell.
-    let Some(db) = storage.sqlite() else { return Ok(()) };
+    // On PostgreSQL the database announced the change to every instance;
+    // wait until they have applied it.
+    let db = match storage {
+        Storage::Sqlite(db) => db,
+        Storage::Postgres(pool) => {
+            crate::session::barrier(pool).await;
+            return Ok(());
+        }
+    };
     // The socket sits beside the database, in the data directory.
     control::notify(&db.path.with_file_name(control::SOCKET_NAME))
         .await

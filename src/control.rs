@@ -24,7 +24,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
 use crate::session::{
-    PurgeTurn, Record, SessionKey, SessionManager, SessionStore, StoreError, TokenHash, Touch,
+    Coherence, PurgeTurn, Record, SessionKey, SessionManager, SessionStore, StoreError, TokenHash, Touch,
 };
 
 /// File name of the socket inside the data directory.
@@ -221,24 +221,55 @@ async fn ask(socket: &Path, request: &str) -> Result<Notified, String> {
     }
 }
 
-/// The store of a server that is not the owner of its data directory: it
-/// caches nothing, and after each write that changes or ends a session it
-/// makes the owner forget its cached sessions before the write returns.
+/// A store that, after each write that changes or ends a session, makes
+/// every other server that may cache it forget it before the write
+/// returns: over the control socket (a second server on an SQLite data
+/// directory, which caches nothing itself, tells the owner), or with a
+/// barrier (servers on one PostgreSQL database, see
+/// [`crate::session::Coherence`]).
 pub struct NotifyingStore<S> {
     inner: S,
-    socket: PathBuf,
+    others: Others,
+}
+
+enum Others {
+    /// The owner of the data directory, at its control socket.
+    Owner(PathBuf),
+    /// Every server listening on the PostgreSQL database.
+    Listening(Arc<Coherence>),
 }
 
 impl<S: SessionStore> NotifyingStore<S> {
+    /// Tells the server whose control socket is `socket`.
     pub fn new(inner: S, socket: PathBuf) -> NotifyingStore<S> {
-        NotifyingStore { inner, socket }
+        NotifyingStore { inner, others: Others::Owner(socket) }
+    }
+
+    /// Waits for every server listening to apply the change.
+    pub fn barrier(inner: S, coherence: Arc<Coherence>) -> NotifyingStore<S> {
+        NotifyingStore { inner, others: Others::Listening(coherence) }
     }
 
     async fn tell<T>(&self, written: T) -> T {
-        if let Err(e) = notify(&self.socket).await {
-            log::error!("a session change may not be seen by the other server yet: {e}");
+        match &self.others {
+            Others::Owner(socket) => {
+                if let Err(e) = notify(socket).await {
+                    log::error!("a session change may not be seen by the other server yet: {e}");
+                }
+            }
+            Others::Listening(coherence) => coherence.barrier().await,
         }
         written
+    }
+
+    /// A deadline moved: the owner's cache must see it (it holds moves
+    /// back); caches on PostgreSQL read an entry again when it looks
+    /// expired, and the database announces no deadline moves.
+    async fn tell_deadline<T>(&self, written: T) -> T {
+        match &self.others {
+            Others::Owner(_) => self.tell(written).await,
+            Others::Listening(_) => written,
+        }
     }
 }
 
@@ -274,7 +305,7 @@ impl<S: SessionStore> SessionStore for NotifyingStore<S> {
         now: i64,
     ) -> Result<bool, StoreError> {
         let live = self.inner.touch(key, last_seen, expires, now).await?;
-        Ok(self.tell(live).await)
+        Ok(self.tell_deadline(live).await)
     }
 
     async fn save_data(&self, key: &SessionKey, data: &str, now: i64) -> Result<bool, StoreError> {
@@ -329,7 +360,7 @@ impl<S: SessionStore> SessionStore for NotifyingStore<S> {
 
     async fn touch_many(&self, touches: &[Touch], now: i64) -> Result<u64, StoreError> {
         let live = self.inner.touch_many(touches, now).await?;
-        Ok(self.tell(live).await)
+        Ok(self.tell_deadline(live).await)
     }
 
     async fn flush(&self) -> Result<u64, StoreError> {

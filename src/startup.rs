@@ -17,7 +17,11 @@ use crate::config::Settings;
 use crate::control::{self, Claim, NotifyingStore};
 use crate::db::{Db, Storage};
 use crate::secret::{self, KeySource};
-use crate::session::{CachingStore, PgStore, SessionLayer, SessionManager, SqliteStore};
+use crate::session::{CachingStore, Coherence, PgStore, SessionLayer, SessionManager, SqliteStore};
+
+/// Where PostgreSQL announces changes to accounts and their groups (see
+/// `migrations/postgres/`).
+const ACCOUNTS_CHANNEL: &str = "sesija_accounts";
 use crate::web::portal::Portal;
 use crate::web::two_factor::SecondFactor;
 use crate::web::{self, App, SetupToken};
@@ -151,11 +155,27 @@ pub async fn app(figment: Figment) -> Result<Rocket<Build>, StartupError> {
         .await
         .map_err(|e| StartupError(format!("cannot write {}: {e}", storage.describe())))?;
     let config = settings.session_config(switched_at);
+    let mut coherence = None;
     let (manager, control) = match &storage {
-        // Several instances share the database and none hears of another's
-        // changes yet: none caches, so a logout, a revocation or a password
-        // change on one counts on every other at its very next request.
-        Storage::Postgres(pool) => (SessionManager::new(PgStore::new(pool.clone()), config), None),
+        // Several instances share the database: each keeps its cache and
+        // drops what the others announce; each change waits until every
+        // instance has applied it (see `session::Coherence`).
+        Storage::Postgres(pool) => {
+            let coherent = Coherence::start(pool.clone(), &[ACCOUNTS_CHANNEL])
+                .await
+                .map_err(|e| StartupError(format!("cannot listen on {}: {e}", storage.describe())))?;
+            let store = PgStore::new(pool.clone());
+            let manager = match settings.cache_capacity() {
+                0 => SessionManager::new(NotifyingStore::barrier(store, coherent.clone()), config),
+                n => {
+                    let cache = CachingStore::new(store, n).gated(coherent.trust());
+                    coherent.forgets(cache.handle());
+                    SessionManager::new(NotifyingStore::barrier(cache, coherent.clone()), config)
+                }
+            };
+            coherence = Some(coherent);
+            (manager, None)
+        }
         Storage::Sqlite(db) => {
             let store = SqliteStore::new(db.reader.clone(), db.writer.clone());
             match control::claim(&settings.data_dir).map_err(StartupError)? {
@@ -174,9 +194,17 @@ pub async fn app(figment: Figment) -> Result<Rocket<Build>, StartupError> {
         }
     };
     let manager = Arc::new(manager.with_fallback_keys(fallbacks));
-    // A server that hears of no outside change (a peer, any instance on
-    // PostgreSQL) keeps no identities either.
-    let identities = Arc::new(Identities::new(storage.clone(), control.is_some()));
+    // A server that hears of no outside change (a peer) keeps no
+    // identities either; on PostgreSQL, only while it hears them.
+    let identities = match &coherence {
+        Some(coherent) => {
+            let identities = Arc::new(Identities::new(storage.clone(), true).gated(coherent.trust()));
+            let forget = identities.clone();
+            coherent.on(ACCOUNTS_CHANNEL, Arc::new(move || forget.forget()));
+            identities
+        }
+        None => Arc::new(Identities::new(storage.clone(), control.is_some())),
+    };
     let forget = identities.clone();
     let control = control.map(|c| c.serving(manager.clone()).forgetting(Arc::new(move || forget.forget())));
     let portal = Portal {

@@ -29,6 +29,9 @@ pub struct Identities {
     storage: Storage,
     /// Off for a server that hears of no outside change (a peer).
     caching: bool,
+    /// Whether outside changes still arrive (servers on PostgreSQL): while
+    /// they may not, every look-up reads the database.
+    trusted: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
     state: Mutex<State>,
 }
 
@@ -42,14 +45,21 @@ impl Identities {
     /// `caching`: keep identities in memory (only where every change is
     /// announced with [`Identities::forget`]).
     pub fn new(storage: Storage, caching: bool) -> Identities {
-        Identities { storage, caching, state: Mutex::default() }
+        Identities { storage, caching, trusted: None, state: Mutex::default() }
+    }
+
+    /// Keeps identities only while `trusted()` (see `session::Coherence`).
+    pub fn gated(mut self, trusted: Arc<dyn Fn() -> bool + Send + Sync>) -> Identities {
+        self.trusted = Some(trusted);
+        self
     }
 
     /// The identity of account `id`; `None` if there is no such account.
     pub async fn get(&self, id: i64) -> Result<Option<Arc<Identity>>, sqlx::Error> {
+        let usable = self.caching && self.trusted.as_ref().is_none_or(|trusted| trusted());
         let generation = {
             let state = self.state.lock().unwrap();
-            if let Some(found) = state.by_id.get(&id) {
+            if let Some(found) = state.by_id.get(&id).filter(|_| usable) {
                 return Ok(Some(found.clone()));
             }
             state.generation
@@ -63,7 +73,7 @@ impl Identities {
             email: user.email,
         });
         let mut state = self.state.lock().unwrap();
-        if self.caching && state.generation == generation {
+        if usable && state.generation == generation {
             if state.by_id.len() >= CAPACITY {
                 state.by_id.clear();
             }

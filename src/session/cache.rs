@@ -24,11 +24,16 @@
 //!   transaction) must be announced with [`SessionStore::invalidate`], which
 //!   forgets everything.
 //! * At most `capacity` entries: when full, an arbitrary entry makes room.
+//! * Where several servers share the inner store, each announces what it
+//!   changed and the others drop it ([`CacheHandle::forget_ids`]); a cache
+//!   [`gated`](CachingStore::gated) on whether those announcements still
+//!   arrive serves nothing from memory while they may not, and an entry
+//!   that looks expired is read again (another server may have extended it).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rocket::async_trait;
 
@@ -44,9 +49,36 @@ pub const FLUSH_MARGIN: i64 = 5;
 pub struct CachingStore<S> {
     inner: S,
     capacity: usize,
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
+    /// Whether what is cached may be served (see [`CachingStore::gated`]).
+    trusted: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
     hits: AtomicU64,
     misses: AtomicU64,
+}
+
+/// Drops entries of a [`CachingStore`] from outside it: changes another
+/// server announced.
+#[derive(Clone)]
+pub struct CacheHandle(Arc<Mutex<State>>);
+
+impl CacheHandle {
+    /// Forgets the sessions with these ids (whatever their token).
+    pub fn forget_ids(&self, ids: &[i64]) {
+        if ids.is_empty() {
+            return;
+        }
+        let ids: std::collections::HashSet<i64> = ids.iter().copied().collect();
+        let mut state = self.0.lock().unwrap();
+        state.generation += 1;
+        state.entries.retain(|key, _| !ids.contains(&key.id));
+    }
+
+    /// Forgets every session (announcements may have been lost).
+    pub fn forget_all(&self) {
+        let mut state = self.0.lock().unwrap();
+        state.generation += 1;
+        state.entries.clear();
+    }
 }
 
 #[derive(Default)]
@@ -93,10 +125,24 @@ impl<S: SessionStore> CachingStore<S> {
         CachingStore {
             inner,
             capacity,
-            state: Mutex::default(),
+            state: Arc::default(),
+            trusted: None,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
+    }
+
+    /// Serves from memory only while `trusted()` says the changes of every
+    /// other server still arrive; otherwise every look-up reads the inner
+    /// store (and fills nothing).
+    pub fn gated(mut self, trusted: Arc<dyn Fn() -> bool + Send + Sync>) -> CachingStore<S> {
+        self.trusted = Some(trusted);
+        self
+    }
+
+    /// A handle that drops entries from outside (see [`CacheHandle`]).
+    pub fn handle(&self) -> CacheHandle {
+        CacheHandle(self.state.clone())
     }
 
     /// Look-ups answered from memory and from the inner store.
@@ -177,7 +223,7 @@ impl<S: SessionStore> SessionStore for CachingStore<S> {
     }
 
     async fn load(&self, key: &SessionKey, now: i64) -> Result<Option<Record>, StoreError> {
-        if self.capacity == 0 {
+        if self.capacity == 0 || self.trusted.as_ref().is_some_and(|trusted| !trusted()) {
             return self.inner.load(key, now).await;
         }
         let generation = {
@@ -187,11 +233,10 @@ impl<S: SessionStore> SessionStore for CachingStore<S> {
                     self.hits.fetch_add(1, Ordering::Relaxed);
                     return Ok(Some(entry.record.clone()));
                 }
-                // Cached deadlines are never earlier than stored ones: the
-                // database agrees that this session is over.
+                // Over, as far as this cache knows: the store says for sure
+                // (another server sharing it may have moved the deadline).
                 state.entries.remove(key);
                 state.pending.remove(key);
-                return Ok(None);
             }
             state.generation
         };

@@ -67,6 +67,7 @@
 //! or [`Sessions::start`] within the same request.
 
 mod cache;
+mod coherence;
 mod guard;
 mod postgres;
 pub mod purge;
@@ -78,7 +79,8 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use cache::{CachingStore, FLUSH_MARGIN};
+pub use cache::{CacheHandle, CachingStore, FLUSH_MARGIN};
+pub use coherence::{barrier, Coherence};
 pub use guard::{Session, SessionError, SessionLayer, Sessions};
 pub use postgres::PgStore;
 pub use purge::{purge_expired, PurgeReport, PURGE_BATCH};

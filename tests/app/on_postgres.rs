@@ -551,3 +551,100 @@ async fn an_sqlite_installation_moves_to_postgresql_and_nobody_logs_in_again() {
     let b = db.instance("pg-b").await;
     logged_in(&b, "alice", false).await;
 }
+
+#[rocket::async_test]
+async fn a_change_waits_for_every_listening_instance_and_no_longer() {
+    let Some(db) = Installation::new().await else { return };
+    let a = db.instance("a").await;
+    let pool = db.pool().await;
+    // A listening instance confirms at once.
+    let started = std::time::Instant::now();
+    sesija::session::barrier(&pool).await;
+    assert!(started.elapsed() < std::time::Duration::from_millis(1500), "{:?}", started.elapsed());
+    let applied: i64 =
+        sqlx::query_scalar("SELECT MAX(applied) FROM sesija_instances").fetch_one(&pool).await.unwrap();
+    let last: i64 =
+        sqlx::query_scalar("SELECT last_value FROM sesija_barrier").fetch_one(&pool).await.unwrap();
+    assert_eq!(applied, last, "the instance applied the barrier");
+
+    // One seen a moment ago that never confirms (paused, say): the writer
+    // waits for it, about two seconds, and no longer.
+    sqlx::query("INSERT INTO sesija_instances (id, applied, seen_at) VALUES ('paused', 0, EXTRACT(EPOCH FROM now())::BIGINT)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    sesija::session::barrier(&pool).await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(1900) && waited < std::time::Duration::from_secs(4),
+        "{waited:?}"
+    );
+    // Not seen for a while: not waited for.
+    sqlx::query("UPDATE sesija_instances SET seen_at = seen_at - 10 WHERE id = 'paused'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    sesija::session::barrier(&pool).await;
+    assert!(started.elapsed() < std::time::Duration::from_millis(1500));
+    drop(a);
+}
+
+#[rocket::async_test]
+async fn a_listener_cut_off_by_the_server_never_serves_a_revoked_session() {
+    let Some(db) = Installation::new().await else { return };
+    let a = db.instance("a").await;
+    db.add_user(&a, "alice").await;
+    let pool = db.pool().await;
+    for round in 0..3 {
+        let cookie = sealed(&logged_in(&a, "alice", false).await);
+        assert_eq!(user_page(&a, &cookie).await, Status::Ok, "round {round}: cached now");
+        // The server cuts the instance's listening connection, and the
+        // operator ends the session meanwhile.
+        let cut: i64 = sqlx::query_scalar(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(cut, 1, "round {round}");
+        let (work, url, key) = (db.workdir(), db.url.clone(), db.key.clone());
+        let out = tokio::task::spawn_blocking(move || {
+            let envs = [("ROCKET_DATABASE_URL", url.as_str()), ("ROCKET_SECRET_KEY", key.as_str())];
+            run_cli_with(&work, &envs, &["sessions", "revoke", "--user", "alice"], None)
+        })
+        .await
+        .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        for _ in 0..200 {
+            assert_eq!(
+                user_page(&a, &cookie).await,
+                Status::SeeOther,
+                "round {round}: a revoked session was served"
+            );
+        }
+    }
+    // It hears again: a logout elsewhere still counts on it.
+    let cookie = sealed(&logged_in(&a, "alice", false).await);
+    assert_eq!(user_page(&a, &cookie).await, Status::Ok);
+    let b = db.instance("b").await;
+    let html = b
+        .get("/user")
+        .cookie(Cookie::new("sesija", cookie.clone()))
+        .dispatch()
+        .await
+        .into_string()
+        .await
+        .unwrap();
+    let res = b
+        .post("/logout")
+        .cookie(Cookie::new("sesija", cookie.clone()))
+        .header(ContentType::Form)
+        .body(form(&[("csrf_token", &csrf_in(&html))]))
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::SeeOther);
+    assert_eq!(user_page(&a, &cookie).await, Status::SeeOther);
+}
