@@ -9,6 +9,8 @@
 #            runs: purge time, /user p99 during it against p99 without it
 #
 # usage: bench/extra.sh [startup] [storm] [purge]     (default: all three)
+#        SESIJA_PG=1 bench/extra.sh purge              the purge on PostgreSQL: a
+#            throwaway cluster pinned to CPU 1, the announcement triggers included
 # needs: wrk, python3, curl, taskset; builds with bench/build.sh unless BUILD=0.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -30,9 +32,42 @@ done
 export ROCKET_ADDRESS=127.0.0.1 ROCKET_PORT=$port ROCKET_WORKERS=1 ROCKET_LOG_LEVEL=critical
 export ROCKET_DATA_DIR=$work/data
 
+pg=
+if [ "${SESIJA_PG:-0}" = 1 ]; then
+  pg=${BENCH_TMP:-/tmp/bench-run}/sesija-extra-postgres
+  "$here/../scripts/postgres" stop "$pg" 2>/dev/null || true
+  admin=$(taskset -c 1 "$here/../scripts/postgres" start "$pg")
+  export ROCKET_DATABASE_URL=${admin%/postgres}/sesija_bench
+  ROCKET_SECRET_KEY=$(head -c 64 /dev/urandom | base64 -w0)
+  export ROCKET_SECRET_KEY
+fi
+
 fresh() {
   rm -rf "$work" && mkdir -p "$work"
+  if [ -n "$pg" ]; then
+    psql -q "$admin" -c "DROP DATABASE IF EXISTS sesija_bench" -c "CREATE DATABASE sesija_bench"
+  fi
   printf '%s\n' "$password" | "$bin" user add "$user" --password-stdin >/dev/null
+}
+
+# seed_expired N: N expired sessions of the bench account.
+seed_expired() {
+  if [ -n "$pg" ]; then
+    psql -q "$ROCKET_DATABASE_URL" -c "INSERT INTO sessions (token_hash, handle, user_id, created_at, last_seen_at, expires_at)
+      SELECT sha256(('expired' || i)::bytea), 'expired' || i, (SELECT MIN(id) FROM users), 0, 0, 1
+      FROM generate_series(1, $1) AS i"
+  else
+    "$seed" "$ROCKET_DATA_DIR" expired "$1" >&2
+  fi
+}
+
+# expired_left: how many expired rows are still stored.
+expired_left() {
+  if [ -n "$pg" ]; then
+    psql -tA "$ROCKET_DATABASE_URL" -c "SELECT COUNT(*) FROM sessions WHERE expires_at <= EXTRACT(EPOCH FROM now())"
+  else
+    "$seed" "$ROCKET_DATA_DIR" count | awk '{print $3}'
+  fi
 }
 
 ms_now() { date +%s%3N; }
@@ -55,7 +90,11 @@ stop() {
   wait "$server" 2>/dev/null || true
   server=
 }
-trap stop EXIT
+finish() {
+  stop
+  [ -z "$pg" ] || "$here/../scripts/postgres" stop "$pg"
+}
+trap finish EXIT
 
 mint() {
   BENCH_USER=$user BENCH_PASSWORD=$password taskset -c 1 python3 "$lib/mint.py" \
@@ -114,7 +153,7 @@ figure_purge() {
   stop
   read -r base_rps base_p99 base_bad < <(sort -k2 -n "$work/base.load" |
     awk '{r+=$1; p[NR]=$2; b+=$3} END {printf "%.0f %s %d\n", r/NR, p[int((NR+1)/2)], b}')
-  "$seed" "$ROCKET_DATA_DIR" expired 1000000 >&2
+  seed_expired 1000000
   local t0; t0=$(ms_now)
   local purged=$work/purged
   rm -f "$purged" "$work/purge.load"
@@ -136,7 +175,7 @@ figure_purge() {
   wait "$load"
   stop
   local left
-  read -r _ _ left _ < <("$seed" "$ROCKET_DATA_DIR" count)
+  left=$(expired_left)
   [ "$left" = 0 ] || echo "extra.sh: $left expired rows left after the purge" >&2
   # Runs that began while the purge ran (the last one may end after it).
   read -r purge_rps purge_p99 worst_p99 purge_bad runs < <(sort -k2 -n "$work/purge.load" |
