@@ -18,6 +18,9 @@ mod helpers;
 #[path = "app/http.rs"]
 mod http;
 #[allow(dead_code)]
+#[path = "app/postgres.rs"]
+mod postgres;
+#[allow(dead_code)]
 #[path = "app/server.rs"]
 mod server;
 
@@ -353,39 +356,10 @@ fn kill_9_at_random_moments_loses_no_acknowledged_session() {
     assert_eq!((lost, resurrected), (0, 0));
 }
 
-/// A PostgreSQL cluster of the test's own (`scripts/postgres`), removed
-/// when dropped.
-struct Cluster {
-    dir: TempDir,
-    url: String,
-}
-
-impl Cluster {
-    fn start() -> Cluster {
-        let dir = TempDir::new().unwrap();
-        let out = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/postgres"))
-            .arg("start")
-            .arg(dir.path().join("cluster"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "needs PostgreSQL installed: {}", String::from_utf8_lossy(&out.stderr));
-        Cluster { url: String::from_utf8_lossy(&out.stdout).trim().to_owned(), dir }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/postgres"))
-            .arg("stop")
-            .arg(self.dir.path().join("cluster"))
-            .status();
-    }
-}
-
 #[test]
 #[ignore]
 fn kill_9_of_a_random_instance_on_postgresql_loses_no_acknowledged_session() {
-    let cluster = Cluster::start();
+    let cluster = postgres::OwnCluster::start();
     let work = TempDir::new().unwrap();
     let key = helpers::random_key(64);
     let envs = [

@@ -270,25 +270,8 @@ async fn an_outage_of_postgresql_is_503_and_recovery_needs_no_restart() {
         return;
     }
     // A cluster of this test's own, to stop and start.
-    let dir = TempDir::new().unwrap();
-    let cluster_dir = dir.path().join("cluster");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/postgres");
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(&script).args(args).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
-    let url = run(&["start", cluster_dir.to_str().unwrap()]);
-    struct Stop<F: FnMut()>(F);
-    impl<F: FnMut()> Drop for Stop<F> {
-        fn drop(&mut self) {
-            (self.0)()
-        }
-    }
-    let cluster = cluster_dir.to_str().unwrap().to_owned();
-    let _stop = Stop(|| {
-        let _ = std::process::Command::new(&script).args(["stop", &cluster]).output();
-    });
+    let cluster = crate::postgres::OwnCluster::start();
+    let url = cluster.url.clone();
 
     let db = Installation { dir: TempDir::new().unwrap(), url: url.clone(), key: random_key(64) };
     let app = db.instance("a").await;
@@ -298,7 +281,7 @@ async fn an_outage_of_postgresql_is_503_and_recovery_needs_no_restart() {
 
     let stranger = db.instance("b").await;
     let token = login_token(&stranger).await;
-    run(&["halt", &cluster]);
+    cluster.halt();
     let started = std::time::Instant::now();
     // A login meanwhile: 503 (the shared throttle cannot count it), not a
     // 429 and not a 500.
@@ -315,7 +298,7 @@ async fn an_outage_of_postgresql_is_503_and_recovery_needs_no_restart() {
         "answers came within the acquire timeout"
     );
 
-    run(&["resume", &cluster]);
+    cluster.resume();
     let mut healthy = false;
     for _ in 0..50 {
         if app.get("/healthz").dispatch().await.status() == Status::Ok {
@@ -647,4 +630,96 @@ async fn a_listener_cut_off_by_the_server_never_serves_a_revoked_session() {
         .await;
     assert_eq!(res.status(), Status::SeeOther);
     assert_eq!(user_page(&a, &cookie).await, Status::SeeOther);
+}
+
+/// A login on `port` through the form: the cookie once the 303 was received.
+fn log_in_on(port: u16) -> Result<Browser, u16> {
+    let mut b = Browser::new(port);
+    let page = b.try_send("GET", "/login", None).map_err(|_| 0u16)?;
+    if page.status != 200 {
+        return Err(page.status);
+    }
+    let body = form(&[("username", "alice"), ("password", PASSWORD), ("csrf_token", &csrf_in(&page.body))]);
+    let res = b.try_send("POST", "/login", Some(&body)).map_err(|_| 0u16)?;
+    match res.status {
+        303 => Ok(b),
+        status => Err(status),
+    }
+}
+
+#[test]
+fn postgresql_restarted_under_load_answers_503_meanwhile_and_loses_nothing() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    if crate::postgres::cluster().is_none() {
+        return;
+    }
+    let cluster = crate::postgres::OwnCluster::start();
+    let db = Installation { dir: TempDir::new().unwrap(), url: cluster.url.clone(), key: random_key(64) };
+    let servers = start_together(&db, &["a", "b"]);
+    let ports = [servers[0].port, servers[1].port];
+    let out = run_cli_with(
+        &db.workdir(),
+        &db.envs(),
+        &["user", "add", "alice", "--password-stdin"],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    assert!(out.status.success());
+
+    let acknowledged: Arc<Mutex<Vec<Browser>>> = Arc::default();
+    let statuses: Arc<Mutex<std::collections::BTreeMap<u16, u64>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|i| {
+            let (acknowledged, statuses, stop) = (acknowledged.clone(), statuses.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut turn = i;
+                while !stop.load(Ordering::Relaxed) {
+                    turn += 1;
+                    let status = match log_in_on(ports[turn % 2]) {
+                        Ok(mut b) => {
+                            // Read on the other instance.
+                            b.port = ports[(turn + 1) % 2];
+                            let status = b.try_send("GET", "/user", None).map(|r| r.status).unwrap_or(0);
+                            acknowledged.lock().unwrap().push(b);
+                            status
+                        }
+                        Err(status) => status,
+                    };
+                    *statuses.lock().unwrap().entry(status).or_default() += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let before = acknowledged.lock().unwrap().len();
+    cluster.halt();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    cluster.resume();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let statuses = statuses.lock().unwrap().clone();
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(
+        before > 0 && acknowledged.len() > before,
+        "logins before and after: {before}, {}",
+        acknowledged.len()
+    );
+    assert!(statuses.get(&503).is_some_and(|n| *n > 0), "the outage was answered 503: {statuses:?}");
+    for status in statuses.keys() {
+        assert!(matches!(status, 200 | 503), "only 200 and 503, never a 500 or a hang: {statuses:?}");
+    }
+    // Every acknowledged session opens on both instances.
+    for browser in &acknowledged {
+        for port in ports {
+            let mut b = browser.clone();
+            b.port = port;
+            assert_eq!(b.get("/user").status, 200, "an acknowledged session was lost");
+        }
+    }
+    drop(servers);
 }

@@ -44,3 +44,45 @@ pub async fn open_db(cluster: &str) -> sqlx::PgPool {
     .unwrap();
     pool
 }
+
+/// A PostgreSQL cluster of a test's own (`scripts/postgres`), to stop and
+/// start; stopped and removed when dropped.
+pub struct OwnCluster {
+    dir: tempfile::TempDir,
+    pub url: String,
+}
+
+fn script(args: &[&std::ffi::OsStr]) -> String {
+    let out = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/postgres"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "scripts/postgres: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+impl OwnCluster {
+    pub fn start() -> OwnCluster {
+        let dir = tempfile::TempDir::new().unwrap();
+        let url = script(&["start".as_ref(), dir.path().join("cluster").as_os_str()]);
+        OwnCluster { dir, url }
+    }
+
+    /// Stops the server, keeping its files.
+    pub fn halt(&self) {
+        script(&["halt".as_ref(), self.dir.path().join("cluster").as_os_str()]);
+    }
+
+    pub fn resume(&self) {
+        script(&["resume".as_ref(), self.dir.path().join("cluster").as_os_str()]);
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/postgres"))
+            .arg("stop")
+            .arg(self.dir.path().join("cluster"))
+            .status();
+    }
+}
