@@ -35,13 +35,17 @@ pub struct StartupError(pub String);
 /// PostgreSQL at `database_url`, else SQLite in `data_dir`.
 pub async fn open(figment: &Figment) -> Result<(Settings, Storage), StartupError> {
     let settings = Settings::from_figment(figment).map_err(|e| StartupError(e.to_string()))?;
-    let storage = match &settings.database_url {
-        Some(url) => {
-            Storage::Postgres(crate::db::open_postgres(url).await.map_err(|e| StartupError(e.to_string()))?)
-        }
-        None => Storage::Sqlite(Db::open(&settings.data_dir).await.map_err(|e| StartupError(e.to_string()))?),
-    };
+    let storage = open_storage(&settings).await?;
     Ok((settings, storage))
+}
+
+/// The database `settings` name, opened and brought up to date.
+async fn open_storage(settings: &Settings) -> Result<Storage, StartupError> {
+    let failed = |e: crate::db::DbError| StartupError(e.to_string());
+    Ok(match &settings.database_url {
+        Some(url) => Storage::Postgres(crate::db::open_postgres(url).await.map_err(failed)?),
+        None => Storage::Sqlite(Db::open(&settings.data_dir).await.map_err(failed)?),
+    })
 }
 
 /// With PostgreSQL every instance must seal cookies (and second-factor
@@ -107,8 +111,9 @@ fn throttle(settings: &Settings, storage: &Storage, kind: &'static str) -> Throt
 /// Builds the whole app from a configuration (see [`crate::config::figment`]).
 pub async fn app(figment: Figment) -> Result<Rocket<Build>, StartupError> {
     let settings = Settings::from_figment(&figment).map_err(|e| StartupError(e.to_string()))?;
+    // Before connecting: a key missing is the first thing to say.
     check_shared_key(&settings, &figment)?;
-    let (settings, storage) = open(&figment).await?;
+    let storage = open_storage(&settings).await?;
     let fallbacks = secret::fallbacks(&figment, &settings.key_path()).map_err(StartupError)?;
     let (figment, source) = secret::provide(figment, &settings.key_path()).map_err(StartupError)?;
     let figment = cap_log_level(figment);
