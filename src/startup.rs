@@ -10,7 +10,7 @@ use rocket::{Build, Rocket};
 
 use crate::auth::identity::Identities;
 use crate::auth::second_factor::{self, Sealer};
-use crate::auth::shared_throttle::SharedThrottle;
+use crate::auth::shared_throttle::{Kind, SharedThrottle};
 use crate::auth::throttle::MemoryThrottle;
 use crate::auth::{users, Hasher, Throttle};
 use crate::config::Settings;
@@ -94,9 +94,9 @@ fn cap_log_level(figment: Figment) -> Figment {
     }
 }
 
-/// The throttle of one kind of attempt (`login`, `code`): in memory with
+/// The throttle of one kind of attempt (passwords, codes): in memory with
 /// SQLite, shared by every instance with PostgreSQL.
-fn throttle(settings: &Settings, storage: &Storage, kind: &'static str) -> Throttle {
+fn throttle(settings: &Settings, storage: &Storage, kind: Kind) -> Throttle {
     let max_failures = settings.login_max_failures.try_into().unwrap_or(u32::MAX);
     let lockout = Duration::from_secs(settings.login_lockout as u64);
     let per_source = settings.login_max_failures_per_ip.try_into().unwrap_or(u32::MAX);
@@ -145,7 +145,7 @@ pub async fn app(figment: Figment) -> Result<Rocket<Build>, StartupError> {
     }
     let second = SecondFactor {
         sealer,
-        throttle: throttle(&settings, &storage, "code"),
+        throttle: throttle(&settings, &storage, Kind::Code),
         required: settings.require_2fa,
         pending_timeout: settings.two_factor_pending_timeout,
     };
@@ -220,7 +220,7 @@ pub async fn app(figment: Figment) -> Result<Rocket<Build>, StartupError> {
     let sessions = SessionLayer::from_manager(manager);
     let app = App {
         metrics: Arc::default(),
-        throttle: throttle(&settings, &storage, "login"),
+        throttle: throttle(&settings, &storage, Kind::Login),
         hasher: Hasher::default(),
         setup,
         storage,

@@ -19,6 +19,15 @@ use sqlx::PgPool;
 
 use super::throttle::{name_of, source_of, Refused, ACCOUNT_MAX_FAILURES, ACCOUNT_WINDOW, SOURCE_WINDOW};
 
+/// What is being guessed: each kind has counters of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Passwords (the login form and every password prompt).
+    Login,
+    /// Second-factor codes.
+    Code,
+}
+
 /// One counter: its scope in the table, limit and window (seconds).
 #[derive(Clone, Copy)]
 struct Counter {
@@ -41,30 +50,29 @@ pub struct SharedThrottle {
 const CLEANUP_EVERY: u32 = 256;
 
 impl SharedThrottle {
-    /// Counters named `kind` (`login`, `code`): `max_failures` per (name,
+    /// Counters of `kind` of attempt: `max_failures` per (name,
     /// address) within `lockout`, [`ACCOUNT_MAX_FAILURES`] per account and
     /// `per_source` per address an hour.
     pub fn new(
         pool: PgPool,
-        kind: &'static str,
+        kind: Kind,
         max_failures: u32,
         lockout: Duration,
         per_source: u32,
     ) -> SharedThrottle {
-        let scope = |which: &str| -> &'static str { Box::leak(format!("{kind}:{which}").into_boxed_str()) };
+        let [pair, account, source] = match kind {
+            Kind::Login => ["login:pair", "login:account", "login:source"],
+            Kind::Code => ["code:pair", "code:account", "code:source"],
+        };
         SharedThrottle {
             pool,
-            pair: Counter { scope: scope("pair"), limit: max_failures, window: lockout.as_secs() as i64 },
+            pair: Counter { scope: pair, limit: max_failures, window: lockout.as_secs() as i64 },
             account: Counter {
-                scope: scope("account"),
+                scope: account,
                 limit: ACCOUNT_MAX_FAILURES,
                 window: ACCOUNT_WINDOW.as_secs() as i64,
             },
-            source: Counter {
-                scope: scope("source"),
-                limit: per_source,
-                window: SOURCE_WINDOW.as_secs() as i64,
-            },
+            source: Counter { scope: source, limit: per_source, window: SOURCE_WINDOW.as_secs() as i64 },
             since_cleanup: AtomicU32::new(0),
         }
     }
