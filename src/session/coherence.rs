@@ -73,8 +73,12 @@ impl Coherence {
             .execute(&pool)
             .await?;
         sqlx::query(
+            // Every barrier announced so far is applied (the cache is empty);
+            // a fresh sequence's last_value is the number it will hand out
+            // first, so it counts only once called.
             "INSERT INTO sesija_instances (id, applied, seen_at) \
-             SELECT $1, last_value, EXTRACT(EPOCH FROM now())::BIGINT FROM sesija_barrier",
+             SELECT $1, CASE WHEN is_called THEN last_value ELSE 0 END, EXTRACT(EPOCH FROM now())::BIGINT \
+             FROM sesija_barrier",
         )
         .bind(&id)
         .execute(&pool)

@@ -729,3 +729,44 @@ fn postgresql_restarted_under_load_answers_503_meanwhile_and_loses_nothing() {
     }
     drop(servers);
 }
+
+#[rocket::async_test]
+async fn a_logout_waits_for_an_instance_that_has_not_heard_it_yet() {
+    use sqlx::Connection;
+    let Some(db) = Installation::new().await else { return };
+    let (a, b) = (db.instance("a").await, db.instance("b").await);
+    db.add_user(&a, "alice").await;
+    let cookie = sealed(&logged_in(&a, "alice", false).await);
+    assert_eq!(user_page(&a, &cookie).await, Status::Ok, "cached on A");
+    let html = b
+        .get("/user")
+        .cookie(Cookie::new("sesija", cookie.clone()))
+        .dispatch()
+        .await
+        .into_string()
+        .await
+        .unwrap();
+    // Hold every instance's listener back: the confirmation each writes
+    // after a batch of announcements waits for these row locks, so the
+    // logout's announcement stays unread meanwhile.
+    let mut holder = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let mut held = holder.begin().await.unwrap();
+    sqlx::query("SELECT id FROM sesija_instances FOR UPDATE").execute(&mut *held).await.unwrap();
+    // Let each listener reach the lock with a heartbeat of its own.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let started = std::time::Instant::now();
+    let res = b
+        .post("/logout")
+        .cookie(Cookie::new("sesija", cookie.clone()))
+        .header(ContentType::Form)
+        .body(form(&[("csrf_token", &csrf_in(&html))]))
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::SeeOther);
+    // The logout answered only once A could no longer trust its cache
+    // (more than 2 s after A last confirmed anything)...
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1000), "{:?}", started.elapsed());
+    // ...so A, which has not read the announcement yet, refuses the cookie.
+    assert_eq!(user_page(&a, &cookie).await, Status::SeeOther, "A served a session logged out on B");
+    held.rollback().await.unwrap();
+}
