@@ -769,8 +769,9 @@ async fn a_logout_waits_for_an_instance_that_has_not_heard_it_yet() {
         .await;
     assert_eq!(res.status(), Status::SeeOther);
     // The logout answered only once A could no longer trust its cache
-    // (more than 2 s after A last confirmed anything)...
-    assert!(started.elapsed() >= std::time::Duration::from_millis(1000), "{:?}", started.elapsed());
+    // (more than 2 s after A last confirmed anything, which may have been
+    // up to a heartbeat before the hold began)...
+    assert!(started.elapsed() >= std::time::Duration::from_millis(500), "{:?}", started.elapsed());
     // ...so A, which has not read the announcement yet, refuses the cookie.
     assert_eq!(user_page(&a, &cookie).await, Status::SeeOther, "A served a session logged out on B");
     held.rollback().await.unwrap();
