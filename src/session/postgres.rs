@@ -95,24 +95,14 @@ impl PgStore {
     pub async fn import(tx: &mut PgConnection, sessions: &[StoredSession]) -> Result<(), sqlx::Error> {
         for s in sessions {
             let r = &s.record;
-            sqlx::query(concat!(
+            let query = sqlx::query(concat!(
                 "INSERT INTO sessions (id, token_hash, ",
                 columns!(),
                 ") OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
             ))
             .bind(s.id)
-            .bind(&s.token_hash.0[..])
-            .bind(&r.handle)
-            .bind(r.user_id)
-            .bind(&r.data)
-            .bind(r.created_at)
-            .bind(r.last_seen_at)
-            .bind(r.expires_at)
-            .bind(r.persistent)
-            .bind(&r.user_agent)
-            .bind(&r.ip)
-            .execute(&mut *tx)
-            .await?;
+            .bind(&s.token_hash.0[..]);
+            bind_record(query, r).execute(&mut *tx).await?;
         }
         sqlx::query(
             "SELECT setval(pg_get_serial_sequence('sessions', 'id'), GREATEST((SELECT MAX(id) FROM sessions), 1))",
@@ -128,6 +118,23 @@ impl super::EndSessionsIn for PgConnection {
         let done = sqlx::query(DELETE_FOR_USER).bind(user_id).bind(keep).execute(&mut *self).await?;
         Ok(done.rows_affected())
     }
+}
+
+/// Binds a record's values in the order of `columns!()`.
+fn bind_record<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    r: &'q Record,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(&r.handle)
+        .bind(r.user_id)
+        .bind(&r.data)
+        .bind(r.created_at)
+        .bind(r.last_seen_at)
+        .bind(r.expires_at)
+        .bind(r.persistent)
+        .bind(&r.user_agent)
+        .bind(&r.ip)
 }
 
 fn unavailable(e: sqlx::Error) -> StoreError {
@@ -165,24 +172,17 @@ impl SessionStore for PgStore {
                 .await
                 .map_err(unavailable)?;
         }
-        let id: i64 = sqlx::query_scalar(concat!(
+        let query = sqlx::query(concat!(
             "INSERT INTO sessions (token_hash, ",
             columns!(),
             ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id"
         ))
-        .bind(&token_hash.0[..])
-        .bind(&r.handle)
-        .bind(r.user_id)
-        .bind(&r.data)
-        .bind(r.created_at)
-        .bind(r.last_seen_at)
-        .bind(r.expires_at)
-        .bind(r.persistent)
-        .bind(&r.user_agent)
-        .bind(&r.ip)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(unavailable)?;
+        .bind(&token_hash.0[..]);
+        let id: i64 = bind_record(query, r)
+            .fetch_one(&mut *tx)
+            .await
+            .and_then(|row| row.try_get("id"))
+            .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)?;
         Ok(id)
     }

@@ -70,6 +70,19 @@ async fn user_page(client: &Client, cookie: &str) -> Status {
     client.get("/user").cookie(Cookie::new("sesija", cookie.to_owned())).dispatch().await.status()
 }
 
+/// Logs `cookie`'s session out on `client`, with the form token of the
+/// `/user` page `html` it showed.
+async fn log_out(client: &Client, cookie: &str, html: &str) {
+    let res = client
+        .post("/logout")
+        .cookie(Cookie::new("sesija", cookie.to_owned()))
+        .header(ContentType::Form)
+        .body(form(&[("csrf_token", &csrf_in(html))]))
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::SeeOther);
+}
+
 #[rocket::async_test]
 async fn every_instance_honours_a_login_logout_and_password_change_at_once() {
     let Some(db) = Installation::new().await else { return };
@@ -83,14 +96,7 @@ async fn every_instance_honours_a_login_logout_and_password_change_at_once() {
     assert!(html.contains("Hello, alice!"));
 
     // Logged out on B: A refuses the cookie from its very next request on.
-    let res = b
-        .post("/logout")
-        .cookie(Cookie::new("sesija", cookie.clone()))
-        .header(ContentType::Form)
-        .body(form(&[("csrf_token", &csrf_in(&html))]))
-        .dispatch()
-        .await;
-    assert_eq!(res.status(), Status::SeeOther);
+    log_out(&b, &cookie, &html).await;
     for _ in 0..200 {
         assert_eq!(user_page(&a, &cookie).await, Status::SeeOther, "a replay was served");
     }
@@ -621,14 +627,7 @@ async fn a_listener_cut_off_by_the_server_never_serves_a_revoked_session() {
         .into_string()
         .await
         .unwrap();
-    let res = b
-        .post("/logout")
-        .cookie(Cookie::new("sesija", cookie.clone()))
-        .header(ContentType::Form)
-        .body(form(&[("csrf_token", &csrf_in(&html))]))
-        .dispatch()
-        .await;
-    assert_eq!(res.status(), Status::SeeOther);
+    log_out(&b, &cookie, &html).await;
     assert_eq!(user_page(&a, &cookie).await, Status::SeeOther);
 }
 
@@ -760,14 +759,7 @@ async fn a_logout_waits_for_an_instance_that_has_not_heard_it_yet() {
     // Let each listener reach the lock with a heartbeat of its own.
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     let started = std::time::Instant::now();
-    let res = b
-        .post("/logout")
-        .cookie(Cookie::new("sesija", cookie.clone()))
-        .header(ContentType::Form)
-        .body(form(&[("csrf_token", &csrf_in(&html))]))
-        .dispatch()
-        .await;
-    assert_eq!(res.status(), Status::SeeOther);
+    log_out(&b, &cookie, &html).await;
     // The logout answered only once A could no longer trust its cache
     // (more than 2 s after A last confirmed anything, which may have been
     // up to a heartbeat before the hold began)...

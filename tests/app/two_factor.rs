@@ -296,10 +296,11 @@ async fn wrong_codes_are_throttled_even_in_a_burst() {
     let token = token_of(&laptop, "/login/2fa").await;
     let right = code(&secret, 1);
     let wrong = format!("{:06}", (right.parse::<u32>().unwrap() + 7) % 1_000_000);
-    let body = form(&[("code", &wrong), ("csrf_token", &token)]);
+    let guess = form(&[("code", &wrong), ("csrf_token", &token)]);
     let burst =
-        (0..20).map(|_| laptop.post("/login/2fa").header(ContentType::Form).body(body.clone()).dispatch());
-    let answers = futures_join_all(burst).await;
+        (0..20).map(|_| laptop.post("/login/2fa").header(ContentType::Form).body(guess.clone()).dispatch());
+    let answers: Vec<Status> =
+        rocket::futures::future::join_all(burst).await.iter().map(|res| res.status()).collect();
     let refused = answers.iter().filter(|s| **s == Status::Unauthorized).count();
     let throttled = answers.iter().filter(|s| **s == Status::TooManyRequests).count();
     assert_eq!((refused, throttled), (3, 17), "{answers:?}");
@@ -307,47 +308,8 @@ async fn wrong_codes_are_throttled_even_in_a_burst() {
     let res = post(&laptop, "/login/2fa", &[("code", &right), ("csrf_token", &token)]).await;
     assert_eq!(res.status(), Status::TooManyRequests);
     assert!(res.headers().get_one("Retry-After").is_some_and(|s| s.parse::<u64>().unwrap() > 0));
-    assert!(body_of(res).await.contains("Too many failed attempts"));
+    assert!(body(res).await.contains("Too many failed attempts"));
     assert_eq!(user_status(&laptop).await, Status::SeeOther);
-}
-
-async fn body_of(res: LocalResponse<'_>) -> String {
-    body(res).await
-}
-
-async fn futures_join_all<'c>(
-    requests: impl Iterator<Item = impl std::future::Future<Output = LocalResponse<'c>>>,
-) -> Vec<Status> {
-    let handles: Vec<_> = requests.collect();
-    let mut set = Vec::new();
-    for res in join_all(handles).await {
-        set.push(res.status());
-    }
-    set
-}
-
-/// Runs every future at once (a burst), answers in order.
-async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in pinned.iter_mut().enumerate() {
-            if out[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => out[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter().map(Option::unwrap).collect()
 }
 
 #[rocket::async_test]
