@@ -8,7 +8,9 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use sesija::session::{self, CachingStore, Record, SessionKey, SessionStore, SqliteStore, Token};
+use sesija::session::{
+    self, CachingStore, Ending, Record, SessionKey, SessionStore, SqliteStore, Token, Touch,
+};
 
 fn record(now: i64, expires_at: i64) -> Record {
     Record {
@@ -83,13 +85,17 @@ fn benches(c: &mut Criterion) {
     c.bench_function("touch (written at once)", |b| {
         b.to_async(&rt).iter(|| {
             let key = next();
-            async move { sqlite.touch(&key, now, now + 3600, now).await.unwrap() }
+            async move {
+                sqlite.touch(&[Touch { key, last_seen_at: now, expires_at: now + 3600 }], now).await.unwrap()
+            }
         })
     });
     c.bench_function("touch (cached, batched)", |b| {
         b.to_async(&rt).iter(|| {
             let key = next();
-            async move { cached.touch(&key, now, now + 3600, now).await.unwrap() }
+            async move {
+                cached.touch(&[Touch { key, last_seen_at: now, expires_at: now + 3600 }], now).await.unwrap()
+            }
         })
     });
     // Rows to delete are made first, outside the measured time.
@@ -103,7 +109,7 @@ fn benches(c: &mut Criterion) {
             }
             let started = Instant::now();
             for key in &keys {
-                sqlite.delete(key).await.unwrap();
+                sqlite.end(Ending::Session(key)).await.unwrap();
             }
             started.elapsed()
         })
@@ -120,7 +126,10 @@ fn benches(c: &mut Criterion) {
                 }
                 let started = Instant::now();
                 let batch = u64::from(session::PURGE_BATCH);
-                assert_eq!(sqlite.delete_expired(now, session::PURGE_BATCH).await.unwrap(), batch);
+                assert_eq!(
+                    sqlite.end(Ending::Expired { now, limit: session::PURGE_BATCH }).await.unwrap(),
+                    batch
+                );
                 took += started.elapsed();
             }
             took

@@ -15,7 +15,7 @@ use crate::auth::Hasher;
 use crate::config;
 use crate::control;
 use crate::db::{Db, Storage};
-use crate::session::purge_expired;
+use crate::session::{purge_expired, Ending, Owner};
 use crate::startup;
 
 #[derive(Parser)]
@@ -496,7 +496,11 @@ async fn user(command: UserCommand) -> Result<(), String> {
                 println!("{}: two-factor authentication was already off; nothing changed", printable(&name));
                 return Ok(());
             }
-            let ended = db.session_store().delete_for_user(id, None).await.map_err(|e| e.to_string())?;
+            let ended = db
+                .session_store()
+                .end(Ending::OwnedBy { user_id: id, keep: None })
+                .await
+                .map_err(|e| e.to_string())?;
             println!("turned off two-factor authentication of {}; ended {ended} sessions", printable(&name));
             log::warn!("two-factor authentication of {name:?} reset by the operator; ended {ended} sessions");
             tell_server(&db, "two-factor authentication was reset").await?;
@@ -563,8 +567,8 @@ async fn sessions(command: SessionsCommand) -> Result<(), String> {
             }
             let now = crate::session::now();
             let records = match user {
-                Some(name) => store.list_for_user(user_id(name).await?, now).await,
-                None => store.list_live(now).await,
+                Some(name) => store.list(Owner::User(user_id(name).await?), now).await,
+                None => store.list(Owner::Anyone, now).await,
             }
             .map_err(failed)?;
             let names: std::collections::HashMap<i64, String> = users::list(&db)
@@ -615,15 +619,16 @@ async fn sessions(command: SessionsCommand) -> Result<(), String> {
         }
         SessionsCommand::Revoke { id, user, all } => {
             let ended = if let Some(handle) = id {
-                match store.delete_handle(&handle, None).await.map_err(failed)? {
-                    true => 1,
-                    false => return Err(format!("no session with handle {handle:?}")),
+                match store.end(Ending::Handle { handle: &handle, owner: None }).await.map_err(failed)? {
+                    0 => return Err(format!("no session with handle {handle:?}")),
+                    ended => ended,
                 }
             } else if let Some(name) = user {
-                store.delete_for_user(user_id(name).await?, None).await.map_err(failed)?
+                let user_id = user_id(name).await?;
+                store.end(Ending::OwnedBy { user_id, keep: None }).await.map_err(failed)?
             } else {
                 debug_assert!(all);
-                store.delete_all().await.map_err(failed)?
+                store.end(Ending::All).await.map_err(failed)?
             };
             println!("ended {ended} sessions");
         }

@@ -24,7 +24,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
 use crate::session::{
-    Coherence, PurgeTurn, Record, SessionKey, SessionManager, SessionStore, StoreError, TokenHash, Touch,
+    Backend, Coherence, Ending, Owner, Record, SessionKey, SessionManager, SessionStore, StoreError,
+    TokenHash, Touch,
 };
 
 /// File name of the socket inside the data directory.
@@ -293,18 +294,8 @@ impl<S: SessionStore> SessionStore for NotifyingStore<S> {
         self.inner.load(key, now).await
     }
 
-    async fn find_id(&self, hash: &TokenHash, now: i64) -> Result<Option<i64>, StoreError> {
-        self.inner.find_id(hash, now).await
-    }
-
-    async fn touch(
-        &self,
-        key: &SessionKey,
-        last_seen: i64,
-        expires: i64,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        let live = self.inner.touch(key, last_seen, expires, now).await?;
+    async fn touch(&self, touches: &[Touch], now: i64) -> Result<u64, StoreError> {
+        let live = self.inner.touch(touches, now).await?;
         Ok(self.tell_deadline(live).await)
     }
 
@@ -318,49 +309,16 @@ impl<S: SessionStore> SessionStore for NotifyingStore<S> {
         Ok(self.tell(live).await)
     }
 
-    async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError> {
-        let found = self.inner.delete(key).await?;
-        Ok(self.tell(found).await)
-    }
-
-    async fn delete_expired(&self, now: i64, limit: u32) -> Result<u64, StoreError> {
-        let removed = self.inner.delete_expired(now, limit).await?;
-        match removed {
-            0 => Ok(0),
-            n => Ok(self.tell(n).await),
+    async fn end(&self, which: Ending<'_>) -> Result<u64, StoreError> {
+        match self.inner.end(which).await? {
+            // A purge that found nothing changed nothing anyone caches.
+            0 if matches!(which, Ending::Expired { .. }) => Ok(0),
+            ended => Ok(self.tell(ended).await),
         }
     }
 
-    async fn list_for_user(&self, user_id: i64, now: i64) -> Result<Vec<Record>, StoreError> {
-        self.inner.list_for_user(user_id, now).await
-    }
-
-    async fn delete_for_user(&self, user_id: i64, keep: Option<&str>) -> Result<u64, StoreError> {
-        let removed = self.inner.delete_for_user(user_id, keep).await?;
-        Ok(self.tell(removed).await)
-    }
-
-    async fn delete_handle(&self, handle: &str, user_id: Option<i64>) -> Result<bool, StoreError> {
-        let found = self.inner.delete_handle(handle, user_id).await?;
-        Ok(self.tell(found).await)
-    }
-
-    async fn list_live(&self, now: i64) -> Result<Vec<Record>, StoreError> {
-        self.inner.list_live(now).await
-    }
-
-    async fn count_live(&self, now: i64) -> Result<u64, StoreError> {
-        self.inner.count_live(now).await
-    }
-
-    async fn delete_all(&self) -> Result<u64, StoreError> {
-        let removed = self.inner.delete_all().await?;
-        Ok(self.tell(removed).await)
-    }
-
-    async fn touch_many(&self, touches: &[Touch], now: i64) -> Result<u64, StoreError> {
-        let live = self.inner.touch_many(touches, now).await?;
-        Ok(self.tell_deadline(live).await)
+    async fn list(&self, whose: Owner, now: i64) -> Result<Vec<Record>, StoreError> {
+        self.inner.list(whose, now).await
     }
 
     async fn flush(&self) -> Result<u64, StoreError> {
@@ -372,7 +330,7 @@ impl<S: SessionStore> SessionStore for NotifyingStore<S> {
         self.tell(()).await
     }
 
-    async fn purge_turn(&self) -> Result<Option<PurgeTurn>, StoreError> {
-        self.inner.purge_turn().await
+    fn backend(&self) -> &dyn Backend {
+        self.inner.backend()
     }
 }

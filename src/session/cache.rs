@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex};
 
 use rocket::async_trait;
 
-use super::store::{PurgeTurn, Record, SessionStore, StoreError, Touch};
+use super::store::{Backend, Ending, Owner, Record, SessionStore, StoreError, Touch};
 use super::token::{SessionKey, TokenHash};
 
 /// A held-back deadline move is written at once instead when the stored
@@ -186,10 +186,10 @@ impl<S: SessionStore> CachingStore<S> {
     }
 
     /// After a committed write: forget the entries `drop` picks.
-    fn written(&self, mut drop: impl FnMut(&SessionKey, &Record) -> bool) {
+    fn written(&self, mut drop: impl FnMut(&Record) -> bool) {
         let mut state = self.state.lock().unwrap();
         state.generation += 1;
-        state.entries.retain(|key, entry| !drop(key, &entry.record));
+        state.entries.retain(|_, entry| !drop(&entry.record));
     }
 
     /// After a committed write to one session: forget it.
@@ -216,10 +216,6 @@ impl<S: SessionStore> SessionStore for CachingStore<S> {
             self.written_one(old);
         }
         Ok(id)
-    }
-
-    async fn find_id(&self, token_hash: &TokenHash, now: i64) -> Result<Option<i64>, StoreError> {
-        self.inner.find_id(token_hash, now).await
     }
 
     async fn load(&self, key: &SessionKey, now: i64) -> Result<Option<Record>, StoreError> {
@@ -257,28 +253,35 @@ impl<S: SessionStore> SessionStore for CachingStore<S> {
         Ok(found)
     }
 
-    async fn touch(
-        &self,
-        key: &SessionKey,
-        last_seen_at: i64,
-        expires_at: i64,
-        now: i64,
-    ) -> Result<bool, StoreError> {
+    async fn touch(&self, touches: &[Touch], now: i64) -> Result<u64, StoreError> {
+        // Moves of cached sessions whose stored deadline is not near are
+        // held back for the next flush; the rest are written now.
+        let (mut held, mut now_due) = (0, Vec::new());
         {
             let mut state = self.state.lock().unwrap();
-            if let Some(entry) = state.entries.get_mut(key) {
-                if entry.stored_expires_at - now > FLUSH_MARGIN {
-                    entry.record.last_seen_at = entry.record.last_seen_at.max(last_seen_at);
-                    entry.record.expires_at = entry.record.expires_at.max(expires_at);
-                    let touch = Touch { key: *key, last_seen_at, expires_at };
-                    state.pending.insert(*key, touch);
-                    return Ok(true);
+            for t in touches {
+                match state.entries.get_mut(&t.key) {
+                    Some(entry) if entry.stored_expires_at - now > FLUSH_MARGIN => {
+                        entry.record.last_seen_at = entry.record.last_seen_at.max(t.last_seen_at);
+                        entry.record.expires_at = entry.record.expires_at.max(t.expires_at);
+                        state.pending.insert(t.key, *t);
+                        held += 1;
+                    }
+                    _ => now_due.push(*t),
                 }
             }
         }
-        let live = self.inner.touch(key, last_seen_at, expires_at, now).await?;
-        self.written_one(key);
-        Ok(live)
+        if now_due.is_empty() {
+            return Ok(held);
+        }
+        let live = self.inner.touch(&now_due, now).await?;
+        let mut state = self.state.lock().unwrap();
+        state.generation += 1;
+        for t in &now_due {
+            state.entries.remove(&t.key);
+            state.pending.remove(&t.key);
+        }
+        Ok(held + live)
     }
 
     async fn save_data(&self, key: &SessionKey, data: &str, now: i64) -> Result<bool, StoreError> {
@@ -299,65 +302,33 @@ impl<S: SessionStore> SessionStore for CachingStore<S> {
         Ok(live)
     }
 
-    async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError> {
-        let found = self.inner.delete(key).await?;
-        self.written_one(key);
-        Ok(found)
-    }
-
-    async fn delete_expired(&self, now: i64, limit: u32) -> Result<u64, StoreError> {
-        let removed = self.inner.delete_expired(now, limit).await?;
-        if removed > 0 {
+    async fn end(&self, which: Ending<'_>) -> Result<u64, StoreError> {
+        let ended = self.inner.end(which).await?;
+        match which {
+            Ending::Session(key) => self.written_one(key),
+            Ending::Handle { handle, .. } => self.written(|r| r.handle == handle),
+            Ending::OwnedBy { user_id, keep } => {
+                self.written(|r| r.user_id == user_id && Some(r.handle.as_str()) != keep)
+            }
+            Ending::All => {
+                self.written(|_| true);
+                self.state.lock().unwrap().pending.clear();
+            }
             // Only rows whose stored deadline passed went; a cached entry
             // whose newer deadline had not been flushed yet went with them.
-            let mut state = self.state.lock().unwrap();
-            state.generation += 1;
-            state.entries.retain(|_, entry| entry.stored_expires_at > now);
+            Ending::Expired { now, .. } if ended > 0 => {
+                let mut state = self.state.lock().unwrap();
+                state.generation += 1;
+                state.entries.retain(|_, entry| entry.stored_expires_at > now);
+            }
+            Ending::Expired { .. } => {}
         }
-        Ok(removed)
+        Ok(ended)
     }
 
-    async fn list_for_user(&self, user_id: i64, now: i64) -> Result<Vec<Record>, StoreError> {
-        let records = self.inner.list_for_user(user_id, now).await?;
+    async fn list(&self, whose: Owner, now: i64) -> Result<Vec<Record>, StoreError> {
+        let records = self.inner.list(whose, now).await?;
         Ok(self.as_known(records))
-    }
-
-    async fn delete_for_user(&self, user_id: i64, keep: Option<&str>) -> Result<u64, StoreError> {
-        let removed = self.inner.delete_for_user(user_id, keep).await?;
-        self.written(|_, r| r.user_id == user_id && Some(r.handle.as_str()) != keep);
-        Ok(removed)
-    }
-
-    async fn delete_handle(&self, handle: &str, user_id: Option<i64>) -> Result<bool, StoreError> {
-        let found = self.inner.delete_handle(handle, user_id).await?;
-        self.written(|_, r| r.handle == handle);
-        Ok(found)
-    }
-
-    async fn list_live(&self, now: i64) -> Result<Vec<Record>, StoreError> {
-        let records = self.inner.list_live(now).await?;
-        Ok(self.as_known(records))
-    }
-
-    async fn count_live(&self, now: i64) -> Result<u64, StoreError> {
-        self.inner.count_live(now).await
-    }
-
-    async fn delete_all(&self) -> Result<u64, StoreError> {
-        let removed = self.inner.delete_all().await?;
-        self.written(|_, _| true);
-        self.state.lock().unwrap().pending.clear();
-        Ok(removed)
-    }
-
-    async fn touch_many(&self, touches: &[Touch], now: i64) -> Result<u64, StoreError> {
-        let live = self.inner.touch_many(touches, now).await?;
-        let mut state = self.state.lock().unwrap();
-        state.generation += 1;
-        for t in touches {
-            state.entries.remove(&t.key);
-        }
-        Ok(live)
     }
 
     async fn flush(&self) -> Result<u64, StoreError> {
@@ -369,7 +340,7 @@ impl<S: SessionStore> SessionStore for CachingStore<S> {
         if batch.is_empty() {
             return Ok(inner);
         }
-        match self.inner.touch_many(&batch, super::now()).await {
+        match self.inner.touch(&batch, super::now()).await {
             Ok(_) => {
                 let mut state = self.state.lock().unwrap();
                 for t in &batch {
@@ -392,10 +363,10 @@ impl<S: SessionStore> SessionStore for CachingStore<S> {
 
     async fn invalidate(&self) {
         self.inner.invalidate().await;
-        self.written(|_, _| true);
+        self.written(|_| true);
     }
 
-    async fn purge_turn(&self) -> Result<Option<PurgeTurn>, StoreError> {
-        self.inner.purge_turn().await
+    fn backend(&self) -> &dyn Backend {
+        self.inner.backend()
     }
 }

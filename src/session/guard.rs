@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::task::JoinHandle;
 
-use super::store::{Record, SessionStore, StoreError};
+use super::store::{Ending, Record, SessionStore, StoreError, Touch};
 use super::token::{new_handle, CookieValue, SessionKey, Token};
 use super::{now, purge, SessionConfig, SessionManager};
 
@@ -197,7 +197,7 @@ impl SessionManager {
         let hash = token.hash();
         let found = match id {
             Some(id) => Some((id, reissue)),
-            None => match self.store.find_id(&hash, now).await? {
+            None => match self.store.backend().find_id(&hash, now).await? {
                 Some(id) => Some((id, true)),
                 None => {
                     jar.remove_private(self.removal());
@@ -228,7 +228,8 @@ impl SessionManager {
 
         if now - record.last_seen_at >= self.config.touch_interval && now > record.last_seen_at {
             let expires_at = self.deadline(record.created_at, now);
-            if !self.store.touch(&key, now, expires_at, now).await? {
+            let touch = Touch { key, last_seen_at: now, expires_at };
+            if self.store.touch(&[touch], now).await? == 0 {
                 jar.remove_private(self.removal());
                 return Ok(None);
             }
@@ -359,7 +360,7 @@ impl<'r> Session<'r> {
     /// Ends this session: deletes the row and expires the cookie.
     pub async fn destroy(self) -> Result<(), SessionError> {
         let key = *self.live.key.lock().unwrap();
-        self.manager.store.delete(&key).await?;
+        self.manager.store.end(Ending::Session(&key)).await?;
         self.manager.stats.destroyed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.jar.remove_private(self.manager.removal());
         Ok(())

@@ -85,7 +85,7 @@ pub use guard::{Session, SessionError, SessionLayer, Sessions};
 pub use postgres::PgStore;
 pub use purge::{purge_expired, PurgeReport, PURGE_BATCH};
 pub use sqlite::SqliteStore;
-pub use store::{PurgeTurn, Record, SessionStore, StoreError, StoredSession, Touch};
+pub use store::{Backend, Ending, Owner, PurgeTurn, Record, SessionStore, StoreError, StoredSession, Touch};
 pub use token::{constant_time_eq, new_handle, CookieValue, SessionKey, Token, TokenHash};
 
 /// How sessions behave. Times in seconds unless a `Duration`.

@@ -16,7 +16,9 @@ use rocket::async_trait;
 use sqlx::postgres::{PgConnection, PgPool, PgRow};
 use sqlx::Row;
 
-use super::store::{PurgeTurn, Record, SessionStore, StoreError, StoredSession, Touch};
+use super::store::{
+    Backend, Ending, Owner, PurgeTurn, Record, SessionStore, StoreError, StoredSession, Touch,
+};
 use super::token::{SessionKey, TokenHash};
 
 macro_rules! columns {
@@ -77,14 +79,6 @@ impl PgStore {
             .await
             .map_err(unavailable)?;
         Ok(done.rows_affected() == 1)
-    }
-
-    async fn records(
-        &self,
-        query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    ) -> Result<Vec<Record>, StoreError> {
-        let rows = query.fetch_all(&self.pool).await.map_err(unavailable)?;
-        rows.iter().map(record).collect::<Result<_, _>>().map_err(unavailable)
     }
 }
 
@@ -208,17 +202,31 @@ impl SessionStore for PgStore {
         }
     }
 
-    async fn touch(
-        &self,
-        key: &SessionKey,
-        last_seen_at: i64,
-        expires_at: i64,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        let query = sqlx::query(update_live!("last_seen_at = $1, expires_at = $2", "$3", "$4", "$5"))
-            .bind(last_seen_at)
-            .bind(expires_at);
-        self.update_live(query, key, now).await
+    async fn touch(&self, touches: &[Touch], now: i64) -> Result<u64, StoreError> {
+        if touches.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<i64> = touches.iter().map(|t| t.key.id).collect();
+        let hashes: Vec<Vec<u8>> = touches.iter().map(|t| t.key.hash.0.to_vec()).collect();
+        let seen: Vec<i64> = touches.iter().map(|t| t.last_seen_at).collect();
+        let expires: Vec<i64> = touches.iter().map(|t| t.expires_at).collect();
+        // One statement for the batch; a batch may land after a later single
+        // touch, so a deadline never moves back.
+        let done = sqlx::query(
+            "UPDATE sessions AS s SET last_seen_at = GREATEST(s.last_seen_at, t.seen), \
+             expires_at = GREATEST(s.expires_at, t.expires) \
+             FROM UNNEST($1::BIGINT[], $2::BYTEA[], $3::BIGINT[], $4::BIGINT[]) AS t(id, hash, seen, expires) \
+             WHERE s.id = t.id AND s.token_hash = t.hash AND s.expires_at > $5",
+        )
+        .bind(&ids)
+        .bind(&hashes)
+        .bind(&seen)
+        .bind(&expires)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(done.rows_affected())
     }
 
     async fn save_data(&self, key: &SessionKey, data: &str, now: i64) -> Result<bool, StoreError> {
@@ -234,83 +242,66 @@ impl SessionStore for PgStore {
         .await
     }
 
-    async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM sessions WHERE id = $1 AND token_hash = $2")
-            .bind(key.id)
-            .bind(&key.hash.0[..])
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn delete_expired(&self, now: i64, limit: u32) -> Result<u64, StoreError> {
-        // The predicate is checked again on the locked row, so a session
-        // extended since it was picked stays.
-        let done = sqlx::query(
-            "DELETE FROM sessions WHERE id IN \
-             (SELECT id FROM sessions WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED) \
-             AND expires_at <= $1",
-        )
-        .bind(now)
-        .bind(i64::from(limit))
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
+    async fn end(&self, which: Ending<'_>) -> Result<u64, StoreError> {
+        let query = match which {
+            Ending::Session(key) => sqlx::query("DELETE FROM sessions WHERE id = $1 AND token_hash = $2")
+                .bind(key.id)
+                .bind(&key.hash.0[..]),
+            Ending::Handle { handle, owner } => {
+                sqlx::query("DELETE FROM sessions WHERE handle = $1 AND ($2::BIGINT IS NULL OR user_id = $2)")
+                    .bind(handle)
+                    .bind(owner)
+            }
+            Ending::OwnedBy { user_id, keep } => sqlx::query(DELETE_FOR_USER).bind(user_id).bind(keep),
+            Ending::All => sqlx::query("DELETE FROM sessions"),
+            // The predicate is checked again on the locked row, so a session
+            // extended since it was picked stays; rows another instance's
+            // purge holds are skipped, not waited for.
+            Ending::Expired { now, limit } => sqlx::query(
+                "DELETE FROM sessions WHERE id IN \
+                 (SELECT id FROM sessions WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                 AND expires_at <= $1",
+            )
+            .bind(now)
+            .bind(i64::from(limit)),
+        };
+        let done = query.execute(&self.pool).await.map_err(unavailable)?;
         Ok(done.rows_affected())
     }
 
-    async fn list_for_user(&self, user_id: i64, now: i64) -> Result<Vec<Record>, StoreError> {
-        self.records(
-            sqlx::query(concat!(
+    async fn list(&self, whose: Owner, now: i64) -> Result<Vec<Record>, StoreError> {
+        let query = match whose {
+            Owner::Anyone => sqlx::query(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM sessions WHERE expires_at > $1 ORDER BY last_seen_at DESC, id DESC"
+            ))
+            .bind(now),
+            Owner::User(user_id) => sqlx::query(concat!(
                 "SELECT ",
                 columns!(),
                 " FROM sessions WHERE user_id = $1 AND expires_at > $2 ORDER BY last_seen_at DESC, id DESC"
             ))
             .bind(user_id)
             .bind(now),
-        )
-        .await
+        };
+        let rows = query.fetch_all(&self.pool).await.map_err(unavailable)?;
+        rows.iter().map(record).collect::<Result<_, _>>().map_err(unavailable)
     }
 
-    async fn delete_for_user(&self, user_id: i64, keep: Option<&str>) -> Result<u64, StoreError> {
-        let done = sqlx::query(DELETE_FOR_USER)
-            .bind(user_id)
-            .bind(keep)
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(done.rows_affected())
+    async fn flush(&self) -> Result<u64, StoreError> {
+        Ok(0)
     }
 
-    async fn delete_handle(&self, handle: &str, user_id: Option<i64>) -> Result<bool, StoreError> {
-        let done =
-            sqlx::query("DELETE FROM sessions WHERE handle = $1 AND ($2::BIGINT IS NULL OR user_id = $2)")
-                .bind(handle)
-                .bind(user_id)
-                .execute(&self.pool)
-                .await
-                .map_err(unavailable)?;
-        Ok(done.rows_affected() > 0)
-    }
+    async fn invalidate(&self) {}
 
-    async fn list_live(&self, now: i64) -> Result<Vec<Record>, StoreError> {
-        self.records(
-            sqlx::query(concat!(
-                "SELECT ",
-                columns!(),
-                " FROM sessions WHERE expires_at > $1 ORDER BY last_seen_at DESC, id DESC"
-            ))
-            .bind(now),
-        )
-        .await
+    fn backend(&self) -> &dyn Backend {
+        self
     }
+}
 
-    async fn delete_all(&self) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM sessions").execute(&self.pool).await.map_err(unavailable)?;
-        Ok(done.rows_affected())
-    }
-
+#[async_trait]
+impl Backend for PgStore {
     async fn count_live(&self, now: i64) -> Result<u64, StoreError> {
         let live: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE expires_at > $1")
             .bind(now)
@@ -345,32 +336,5 @@ impl SessionStore for PgStore {
             return Ok(None);
         }
         Ok(Some(PurgeTurn { now: Some(now), lock: Some(conn) }))
-    }
-
-    async fn touch_many(&self, touches: &[Touch], now: i64) -> Result<u64, StoreError> {
-        if touches.is_empty() {
-            return Ok(0);
-        }
-        let ids: Vec<i64> = touches.iter().map(|t| t.key.id).collect();
-        let hashes: Vec<Vec<u8>> = touches.iter().map(|t| t.key.hash.0.to_vec()).collect();
-        let seen: Vec<i64> = touches.iter().map(|t| t.last_seen_at).collect();
-        let expires: Vec<i64> = touches.iter().map(|t| t.expires_at).collect();
-        // One statement for the batch; a batch may land after a later single
-        // touch, so a deadline never moves back.
-        let done = sqlx::query(
-            "UPDATE sessions AS s SET last_seen_at = GREATEST(s.last_seen_at, t.seen), \
-             expires_at = GREATEST(s.expires_at, t.expires) \
-             FROM UNNEST($1::BIGINT[], $2::BYTEA[], $3::BIGINT[], $4::BIGINT[]) AS t(id, hash, seen, expires) \
-             WHERE s.id = t.id AND s.token_hash = t.hash AND s.expires_at > $5",
-        )
-        .bind(&ids)
-        .bind(&hashes)
-        .bind(&seen)
-        .bind(&expires)
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(done.rows_affected())
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::store::{SessionStore, StoreError};
+use super::store::{Ending, SessionStore, StoreError};
 use super::SessionManager;
 
 /// Most rows one purge statement deletes: about a millisecond of work, so
@@ -30,7 +30,7 @@ pub struct PurgeReport {
 pub async fn purge_expired(store: &dyn SessionStore, now: i64) -> Result<PurgeReport, StoreError> {
     let mut report = PurgeReport::default();
     loop {
-        let removed = store.delete_expired(now, PURGE_BATCH).await?;
+        let removed = store.end(Ending::Expired { now, limit: PURGE_BATCH }).await?;
         report.removed += removed;
         report.batches += 1;
         if removed < u64::from(PURGE_BATCH) {
@@ -69,9 +69,9 @@ pub async fn run(manager: Arc<SessionManager>, shutdown: impl std::future::Futur
     }
 }
 
-/// One round, if it is this server's turn (see [`SessionStore::purge_turn`]).
+/// One round, if it is this server's turn (see [`Backend::purge_turn`](super::Backend::purge_turn)).
 async fn purge_round(manager: &SessionManager) {
-    let turn = match manager.store().purge_turn().await {
+    let turn = match manager.store().backend().purge_turn().await {
         Ok(Some(turn)) => turn,
         Ok(None) => {
             log::debug!("session purge: another server has this round");

@@ -13,7 +13,7 @@ use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteConnection, SqlitePool, Sqlite
 use sqlx::Row;
 use tokio::sync::{mpsc, oneshot};
 
-use super::store::{Record, SessionStore, StoreError, StoredSession, Touch};
+use super::store::{Backend, Ending, Owner, Record, SessionStore, StoreError, StoredSession, Touch};
 use super::token::{SessionKey, TokenHash};
 use crate::sql::{write_transaction, ExecuteOn};
 
@@ -281,26 +281,39 @@ impl SessionStore for SqliteStore {
         self.loader.load(key, now).await
     }
 
-    async fn find_id(&self, token_hash: &TokenHash, now: i64) -> Result<Option<i64>, StoreError> {
-        // Only rows from before cookies carried the id are in this index.
-        sqlx::query_scalar("SELECT id FROM sessions WHERE token_hash = ? AND legacy = 1 AND expires_at > ?")
-            .bind(&token_hash.0[..])
-            .bind(now)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(unavailable)
-    }
-
-    async fn touch(
-        &self,
-        key: &SessionKey,
-        last_seen_at: i64,
-        expires_at: i64,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        let query =
-            sqlx::query(update_live!("last_seen_at = ?, expires_at = ?")).bind(last_seen_at).bind(expires_at);
-        self.update_live(query, key, now).await
+    async fn touch(&self, touches: &[Touch], now: i64) -> Result<u64, StoreError> {
+        // A batch may land after a later single move: never move back.
+        const TOUCH: &str =
+            update_live!("last_seen_at = MAX(last_seen_at, ?), expires_at = MAX(expires_at, ?)");
+        match touches {
+            [] => Ok(0),
+            [t] => {
+                let query = sqlx::query(TOUCH).bind(t.last_seen_at).bind(t.expires_at);
+                Ok(u64::from(self.update_live(query, &t.key, now).await?))
+            }
+            _ => {
+                let touches = touches.to_vec();
+                write_transaction(&self.writer, |tx| {
+                    Box::pin(async move {
+                        let mut live = 0;
+                        for t in touches {
+                            live += sqlx::query(TOUCH)
+                                .bind(t.last_seen_at)
+                                .bind(t.expires_at)
+                                .bind(t.key.id)
+                                .bind(&t.key.hash.0[..])
+                                .bind(now)
+                                .execute(&mut *tx)
+                                .await?
+                                .rows_affected();
+                        }
+                        Ok(live)
+                    })
+                })
+                .await
+                .map_err(unavailable)
+            }
+        }
     }
 
     async fn save_data(&self, key: &SessionKey, data: &str, now: i64) -> Result<bool, StoreError> {
@@ -311,77 +324,73 @@ impl SessionStore for SqliteStore {
         self.update_live(sqlx::query(update_live!("token_hash = ?")).bind(&new.0[..]), old, now).await
     }
 
-    async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM sessions WHERE id = ? AND token_hash = ?")
-            .bind(key.id)
-            .bind(&key.hash.0[..])
-            .execute_on(&self.writer)
-            .await
-            .map_err(unavailable)?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn delete_expired(&self, now: i64, limit: u32) -> Result<u64, StoreError> {
-        // The bundled SQLite has no DELETE ... LIMIT; batch through rowids. The
-        // predicate is evaluated inside the statement, so a row extended since
-        // it was picked is not removed.
-        let done = sqlx::query(
-            "DELETE FROM sessions WHERE rowid IN \
-             (SELECT rowid FROM sessions WHERE expires_at <= ?1 LIMIT ?2) AND expires_at <= ?1",
-        )
-        .bind(now)
-        .bind(limit)
-        .execute_on(&self.writer)
-        .await
-        .map_err(unavailable)?;
+    async fn end(&self, which: Ending<'_>) -> Result<u64, StoreError> {
+        let query = match which {
+            Ending::Session(key) => sqlx::query("DELETE FROM sessions WHERE id = ? AND token_hash = ?")
+                .bind(key.id)
+                .bind(&key.hash.0[..]),
+            Ending::Handle { handle, owner } => {
+                sqlx::query("DELETE FROM sessions WHERE handle = ?1 AND (?2 IS NULL OR user_id = ?2)")
+                    .bind(handle)
+                    .bind(owner)
+            }
+            Ending::OwnedBy { user_id, keep } => sqlx::query(DELETE_FOR_USER).bind(user_id).bind(keep),
+            Ending::All => sqlx::query("DELETE FROM sessions"),
+            // The bundled SQLite has no DELETE ... LIMIT; batch through
+            // rowids. The predicate is evaluated inside the statement, so a
+            // row extended since it was picked is not removed.
+            Ending::Expired { now, limit } => sqlx::query(
+                "DELETE FROM sessions WHERE rowid IN \
+                 (SELECT rowid FROM sessions WHERE expires_at <= ?1 LIMIT ?2) AND expires_at <= ?1",
+            )
+            .bind(now)
+            .bind(limit),
+        };
+        let done = query.execute_on(&self.writer).await.map_err(unavailable)?;
         Ok(done.rows_affected())
     }
 
-    async fn list_for_user(&self, user_id: i64, now: i64) -> Result<Vec<Record>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            columns!(),
-            " FROM sessions WHERE user_id = ? AND expires_at > ? ORDER BY last_seen_at DESC, id DESC"
-        ))
-        .bind(user_id)
-        .bind(now)
-        .fetch_all(&self.reader)
-        .await
-        .map_err(unavailable)?;
+    async fn list(&self, whose: Owner, now: i64) -> Result<Vec<Record>, StoreError> {
+        let query = match whose {
+            Owner::Anyone => sqlx::query(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM sessions WHERE expires_at > ? ORDER BY last_seen_at DESC, id DESC"
+            ))
+            .bind(now),
+            Owner::User(user_id) => sqlx::query(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM sessions WHERE user_id = ? AND expires_at > ? ORDER BY last_seen_at DESC, id DESC"
+            ))
+            .bind(user_id)
+            .bind(now),
+        };
+        let rows = query.fetch_all(&self.reader).await.map_err(unavailable)?;
         rows.iter().map(record).collect::<Result<_, _>>().map_err(unavailable)
     }
 
-    async fn delete_for_user(&self, user_id: i64, keep: Option<&str>) -> Result<u64, StoreError> {
-        let done = sqlx::query(DELETE_FOR_USER)
-            .bind(user_id)
-            .bind(keep)
-            .execute_on(&self.writer)
-            .await
-            .map_err(unavailable)?;
-        Ok(done.rows_affected())
+    async fn flush(&self) -> Result<u64, StoreError> {
+        Ok(0)
     }
 
-    async fn delete_handle(&self, handle: &str, user_id: Option<i64>) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM sessions WHERE handle = ?1 AND (?2 IS NULL OR user_id = ?2)")
-            .bind(handle)
-            .bind(user_id)
-            .execute_on(&self.writer)
-            .await
-            .map_err(unavailable)?;
-        Ok(done.rows_affected() > 0)
-    }
+    async fn invalidate(&self) {}
 
-    async fn list_live(&self, now: i64) -> Result<Vec<Record>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            columns!(),
-            " FROM sessions WHERE expires_at > ? ORDER BY last_seen_at DESC, id DESC"
-        ))
-        .bind(now)
-        .fetch_all(&self.reader)
-        .await
-        .map_err(unavailable)?;
-        rows.iter().map(record).collect::<Result<_, _>>().map_err(unavailable)
+    fn backend(&self) -> &dyn Backend {
+        self
+    }
+}
+
+#[async_trait]
+impl Backend for SqliteStore {
+    async fn find_id(&self, token_hash: &TokenHash, now: i64) -> Result<Option<i64>, StoreError> {
+        // Only rows from before cookies carried the id are in this index.
+        sqlx::query_scalar("SELECT id FROM sessions WHERE token_hash = ? AND legacy = 1 AND expires_at > ?")
+            .bind(&token_hash.0[..])
+            .bind(now)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(unavailable)
     }
 
     async fn count_live(&self, now: i64) -> Result<u64, StoreError> {
@@ -391,39 +400,5 @@ impl SessionStore for SqliteStore {
             .await
             .map_err(unavailable)?;
         Ok(live.try_into().unwrap_or(0))
-    }
-
-    async fn delete_all(&self) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM sessions").execute_on(&self.writer).await.map_err(unavailable)?;
-        Ok(done.rows_affected())
-    }
-
-    async fn touch_many(&self, touches: &[Touch], now: i64) -> Result<u64, StoreError> {
-        if touches.is_empty() {
-            return Ok(0);
-        }
-        let touches = touches.to_vec();
-        write_transaction(&self.writer, |tx| {
-            Box::pin(async move {
-                let mut live = 0;
-                for t in touches {
-                    // A batch may land after a later single touch: never move back.
-                    live += sqlx::query(update_live!(
-                        "last_seen_at = MAX(last_seen_at, ?), expires_at = MAX(expires_at, ?)"
-                    ))
-                    .bind(t.last_seen_at)
-                    .bind(t.expires_at)
-                    .bind(t.key.id)
-                    .bind(&t.key.hash.0[..])
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                }
-                Ok(live)
-            })
-        })
-        .await
-        .map_err(unavailable)
     }
 }

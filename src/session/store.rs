@@ -40,10 +40,40 @@ pub enum StoreError {
     Unavailable(String),
 }
 
-/// Where sessions live. Every method does one job in one statement or one
-/// short write transaction, and every write after a load is conditional on the
-/// row still being live, so a request in flight can never bring back a
-/// session that was ended meanwhile.
+/// Whose sessions a listing is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// Every owner's (the operator's view).
+    Anyone,
+    /// One owner's (the devices page).
+    User(i64),
+}
+
+/// Which sessions [`SessionStore::end`] ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending<'a> {
+    /// One session, by id and token hash (a logout).
+    Session(&'a SessionKey),
+    /// The session with this public handle, if it belongs to `owner` (any
+    /// owner when `None`).
+    Handle { handle: &'a str, owner: Option<i64> },
+    /// Every session of `user_id` but the one with handle `keep`.
+    OwnedBy { user_id: i64, keep: Option<&'a str> },
+    /// Every session.
+    All,
+    /// At most `limit` sessions whose deadline passed at `now` (the purge).
+    Expired { now: i64, limit: u32 },
+}
+
+/// Where sessions live: their life cycle, which every request goes through
+/// and every wrapper in front of a database (a cache, a notifier) may
+/// change. Every method does one job in one statement or one short write
+/// transaction, and every write after a load is conditional on the row
+/// still being live, so a request in flight can never bring back a session
+/// that was ended meanwhile.
+///
+/// No method has a default: a wrapper that forgot to forward one (a flush
+/// of held-back writes, say) would lose it silently.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
     /// Inserts a new session under `token_hash` and returns the id it gave
@@ -61,6 +91,42 @@ pub trait SessionStore: Send + Sync + 'static {
     /// (`expires_at > now`).
     async fn load(&self, key: &SessionKey, now: i64) -> Result<Option<Record>, StoreError>;
 
+    /// Moves the deadlines of these sessions forward, never back (a batch
+    /// may land after a later move), in one transaction where there are
+    /// several; returns how many were still live.
+    async fn touch(&self, touches: &[Touch], now: i64) -> Result<u64, StoreError>;
+
+    /// Replaces the data of a live session. `false` means it had ended.
+    async fn save_data(&self, key: &SessionKey, data: &str, now: i64) -> Result<bool, StoreError>;
+
+    /// Gives a live session a new token (its id stays). `false` means it had ended.
+    async fn rotate(&self, old: &SessionKey, new: &TokenHash, now: i64) -> Result<bool, StoreError>;
+
+    /// Ends the sessions `which` names; returns how many ended.
+    async fn end(&self, which: Ending<'_>) -> Result<u64, StoreError>;
+
+    /// Live sessions of `whose`, most recently active first, with whatever
+    /// activity the store knows of (held-back deadline moves included).
+    async fn list(&self, whose: Owner, now: i64) -> Result<Vec<Record>, StoreError>;
+
+    /// Writes out whatever the store holds back (a cache's batched deadline
+    /// moves); returns how many sessions it wrote. The session layer calls it
+    /// about once a second and at shutdown.
+    async fn flush(&self) -> Result<u64, StoreError>;
+
+    /// Sessions changed behind this store's back (another process, a raw SQL
+    /// transaction): forget anything remembered about them.
+    async fn invalidate(&self);
+
+    /// The database under every wrapper, for what only it can answer.
+    fn backend(&self) -> &dyn Backend;
+}
+
+/// What only the database itself answers, under any cache or notifier:
+/// a wrapper has nothing to add to these, so it hands out its inner
+/// store's ([`SessionStore::backend`]) instead of forwarding each.
+#[async_trait]
+pub trait Backend: Send + Sync {
     /// The id of the live session with this token hash, for cookies issued
     /// before they carried the id. A store that never issued such cookies
     /// keeps the default, which finds nothing.
@@ -69,66 +135,8 @@ pub trait SessionStore: Send + Sync + 'static {
         Ok(None)
     }
 
-    /// Moves the deadlines forward. `false` means the session had ended.
-    async fn touch(
-        &self,
-        key: &SessionKey,
-        last_seen_at: i64,
-        expires_at: i64,
-        now: i64,
-    ) -> Result<bool, StoreError>;
-
-    /// Replaces the data of a live session. `false` means it had ended.
-    async fn save_data(&self, key: &SessionKey, data: &str, now: i64) -> Result<bool, StoreError>;
-
-    /// Gives a live session a new token (its id stays). `false` means it had ended.
-    async fn rotate(&self, old: &SessionKey, new: &TokenHash, now: i64) -> Result<bool, StoreError>;
-
-    /// Ends one session. `false` means there was nothing to end.
-    async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError>;
-
-    /// Deletes at most `limit` sessions with `expires_at <= now`; returns how many.
-    async fn delete_expired(&self, now: i64, limit: u32) -> Result<u64, StoreError>;
-
-    /// Live sessions of one owner, most recently active first.
-    async fn list_for_user(&self, user_id: i64, now: i64) -> Result<Vec<Record>, StoreError>;
-
-    /// Ends every session of one owner, except the one with handle `keep`.
-    async fn delete_for_user(&self, user_id: i64, keep: Option<&str>) -> Result<u64, StoreError>;
-
-    /// Ends the session with this public handle, if it belongs to `user_id`
-    /// (any owner when `None`). `false` means no such session.
-    async fn delete_handle(&self, handle: &str, user_id: Option<i64>) -> Result<bool, StoreError>;
-
-    /// Every live session, most recently active first.
-    async fn list_live(&self, now: i64) -> Result<Vec<Record>, StoreError>;
-
-    /// Ends every session; returns how many.
-    async fn delete_all(&self) -> Result<u64, StoreError>;
-
     /// How many sessions are live at `now` (as stored).
     async fn count_live(&self, now: i64) -> Result<u64, StoreError>;
-
-    /// Moves the deadlines of many sessions, in one transaction where the
-    /// backend has them; returns how many were still live.
-    async fn touch_many(&self, touches: &[Touch], now: i64) -> Result<u64, StoreError> {
-        let mut live = 0;
-        for t in touches {
-            live += u64::from(self.touch(&t.key, t.last_seen_at, t.expires_at, now).await?);
-        }
-        Ok(live)
-    }
-
-    /// Writes out whatever the store holds back (a cache's batched deadline
-    /// moves); returns how many sessions it wrote. The session layer calls it
-    /// about once a second and at shutdown.
-    async fn flush(&self) -> Result<u64, StoreError> {
-        Ok(0)
-    }
-
-    /// Sessions changed behind this store's back (another process, a raw SQL
-    /// transaction): forget anything remembered about them.
-    async fn invalidate(&self) {}
 
     /// The background purge's turn: where several servers share the store,
     /// one purges at a time and the others skip the round (`None`). A store
@@ -139,7 +147,7 @@ pub trait SessionStore: Send + Sync + 'static {
     }
 }
 
-/// A turn of the background purge ([`SessionStore::purge_turn`]): held
+/// A turn of the background purge ([`Backend::purge_turn`]): held
 /// until [`PurgeTurn::end`].
 #[derive(Default)]
 pub struct PurgeTurn {
@@ -161,7 +169,7 @@ impl PurgeTurn {
     }
 }
 
-/// One deadline move, for [`SessionStore::touch_many`].
+/// One deadline move, for [`SessionStore::touch`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Touch {
     pub key: SessionKey,

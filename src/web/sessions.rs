@@ -12,7 +12,7 @@ use super::two_factor::{Factor, SignedIn};
 use super::{csrf, device, pages, App, Metrics, Notice, Reply};
 use crate::auth::password::MAX_PASSWORD_BYTES;
 use crate::auth::users;
-use crate::session::{now, Session};
+use crate::session::{now, Ending, Owner, Session};
 
 /// Session value: when this session last proved its password (unix seconds).
 pub const AUTH_AT_KEY: &str = "auth_at";
@@ -80,7 +80,7 @@ async fn sudo(
 #[get("/sessions")]
 pub async fn list(session: SignedIn<'_>, flash: Option<FlashMessage<'_>>) -> Reply {
     let now = now();
-    let mut records = match session.manager().store().list_for_user(session.user_id(), now).await {
+    let mut records = match session.manager().store().list(Owner::User(session.user_id()), now).await {
         Ok(records) => records,
         Err(e) => {
             log::error!("sessions page: {e}");
@@ -157,8 +157,9 @@ pub async fn revoke(
             Err(_) => Reply::unavailable(),
         };
     }
-    match session.manager().store().delete_handle(&form.handle, Some(session.user_id())).await {
-        Ok(true) => {
+    let ending = Ending::Handle { handle: &form.handle, owner: Some(session.user_id()) };
+    match session.manager().store().end(ending).await {
+        Ok(1..) => {
             Metrics::count(&app.metrics.ended_revoke, 1);
             log::info!(
                 "session {} ended by user {} from session {}",
@@ -169,7 +170,7 @@ pub async fn revoke(
             Reply::Flash(Flash::success(Redirect::to("/sessions"), "Session ended"))
         }
         // Not this user's, or no such session: the same answer.
-        Ok(false) => Reply::error(Status::NotFound, "There is no such session."),
+        Ok(_) => Reply::error(Status::NotFound, "There is no such session."),
         Err(e) => {
             log::error!("revoke: {e}");
             Reply::unavailable()
@@ -199,7 +200,8 @@ pub async fn revoke_others(
     if let Err(reply) = sudo(&session, app, ip, &form.password, "/sessions/revoke-others", None).await {
         return reply;
     }
-    match session.manager().store().delete_for_user(session.user_id(), Some(session.handle())).await {
+    let ending = Ending::OwnedBy { user_id: session.user_id(), keep: Some(session.handle()) };
+    match session.manager().store().end(ending).await {
         Ok(n) => {
             Metrics::count(&app.metrics.ended_revoke, n);
             log::info!(

@@ -28,7 +28,7 @@ use super::{csrf, pages, App, Metrics, Notice, Reply, BAD_FORM};
 use crate::auth::password::MAX_PASSWORD_BYTES;
 use crate::auth::second_factor::{self, Sealer, Verified};
 use crate::auth::{users, Throttle, User};
-use crate::session::{now, Session, SessionError, Sessions};
+use crate::session::{now, Ending, Session, SessionError, Sessions};
 
 /// Session value: how far the session's login got (see the module docs).
 pub const FACTOR_KEY: &str = "factor";
@@ -559,7 +559,7 @@ async fn end_other_sessions(session: &Session<'_>, user: &User, app: &App) -> Re
     let ended = session
         .manager()
         .store()
-        .delete_for_user(user.id, Some(session.handle()))
+        .end(Ending::OwnedBy { user_id: user.id, keep: Some(session.handle()) })
         .await
         .map_err(|e| Reply::down("other sessions not ended", e))?;
     Metrics::count(&app.metrics.ended_revoke, ended);

@@ -9,9 +9,10 @@ use rocket::http::Status;
 use tokio::sync::Semaphore;
 
 use sesija::session::{
-    self, CachingStore, Record, SessionKey, SessionStore, SqliteStore, Token, Touch, FLUSH_MARGIN,
+    self, CachingStore, Ending, Record, SessionKey, SessionStore, SqliteStore, Token, Touch, FLUSH_MARGIN,
 };
 
+use crate::conformance::{end, touch};
 use crate::helpers::*;
 use crate::layer::{live_record, Instrumented};
 
@@ -87,16 +88,16 @@ async fn every_write_through_the_cache_counts_at_once() {
     assert!(store.rotate(&tokens[0], &rotated.hash, now).await.unwrap());
     assert!(load(0).await.unwrap().is_none(), "the old token is dead at once");
     assert!(store.load(&rotated, now).await.unwrap().is_some());
-    assert!(store.delete(&tokens[1]).await.unwrap());
+    assert!(end(&store, &tokens[1]).await);
     assert!(load(1).await.unwrap().is_none());
-    assert!(store.delete_handle(&records[2].handle, Some(1)).await.unwrap());
+    assert_eq!(store.end(Ending::Handle { handle: &records[2].handle, owner: Some(1) }).await.unwrap(), 1);
     assert!(load(2).await.unwrap().is_none());
-    assert_eq!(store.delete_for_user(2, Some(&records[3].handle)).await.unwrap(), 2);
+    assert_eq!(store.end(Ending::OwnedBy { user_id: 2, keep: Some(&records[3].handle) }).await.unwrap(), 2);
     assert!(load(3).await.unwrap().is_some(), "the kept one");
     assert!(load(4).await.unwrap().is_none() && load(5).await.unwrap().is_none());
     let replacement = create(&store, &live_record(2, now), Some(&tokens[3])).await;
     assert!(load(3).await.unwrap().is_none(), "a login replaces the session held before");
-    store.delete_all().await.unwrap();
+    store.end(Ending::All).await.unwrap();
     assert!(store.load(&rotated, now).await.unwrap().is_none());
     assert!(store.load(&replacement, now).await.unwrap().is_none());
 }
@@ -129,7 +130,7 @@ async fn a_look_up_that_read_before_a_logout_cannot_put_the_session_back() {
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     // ...a logout commits meanwhile...
-    assert!(store.delete(&token).await.unwrap());
+    assert!(end(&*store, &token).await);
     gate.add_permits(100);
     // ...the slow request still saw its session (it started first)...
     assert!(slow.await.unwrap().is_some());
@@ -168,7 +169,7 @@ async fn deadline_moves_of_cached_sessions_are_written_in_one_batch() {
         tokens.push(token);
     }
     for token in &tokens {
-        assert!(store.touch(token, now + 1, now + 61, now + 1).await.unwrap());
+        assert!(touch(&store, token, now + 1, now + 61, now + 1).await);
         assert_eq!(store.load(token, now + 1).await.unwrap().unwrap().expires_at, now + 61);
     }
     assert_eq!(stored_expiry(&db, &tokens[0]).await, Some(now + 60), "held back");
@@ -179,8 +180,8 @@ async fn deadline_moves_of_cached_sessions_are_written_in_one_batch() {
     assert_eq!(store.flush().await.unwrap(), 0, "nothing left to write");
 
     // A held-back move never brings back a session ended before the flush.
-    store.touch(&tokens[0], now + 2, now + 62, now + 2).await.unwrap();
-    assert!(store.delete(&tokens[0]).await.unwrap());
+    touch(&store, &tokens[0], now + 2, now + 62, now + 2).await;
+    assert!(end(&store, &tokens[0]).await);
     store.flush().await.unwrap();
     assert_eq!(stored_expiry(&db, &tokens[0]).await, None);
 }
@@ -193,7 +194,7 @@ async fn a_move_close_to_the_stored_deadline_is_written_at_once() {
     let token = create(&store, &live_record(1, now), None).await;
     store.load(&token, now).await.unwrap();
     let late = now + 60 - FLUSH_MARGIN;
-    assert!(store.touch(&token, late, late + 60, late).await.unwrap());
+    assert!(touch(&store, &token, late, late + 60, late).await);
     assert_eq!(stored_expiry(&db, &token).await, Some(late + 60), "no purge can beat the flush");
 }
 
@@ -205,11 +206,11 @@ async fn the_purge_forgets_the_cached_sessions_it_removed() {
     let token = create(&store, &live_record(1, now), None).await;
     store.load(&token, now).await.unwrap();
     // A held-back move that never reached the database (its flush failed).
-    store.touch(&token, now + 1, now + 100, now + 1).await.unwrap();
-    assert_eq!(store.delete_expired(now + 60, 1000).await.unwrap(), 1);
+    touch(&store, &token, now + 1, now + 100, now + 1).await;
+    assert_eq!(store.end(Ending::Expired { now: now + 60, limit: 1000 }).await.unwrap(), 1);
     assert!(store.load(&token, now + 61).await.unwrap().is_none());
     let touches = [Touch { key: token, last_seen_at: now + 1, expires_at: now + 100 }];
-    assert_eq!(store.touch_many(&touches, now + 61).await.unwrap(), 0, "nothing to bring back");
+    assert_eq!(store.touch(&touches, now + 61).await.unwrap(), 0, "nothing to bring back");
 }
 
 #[rocket::async_test]
@@ -304,7 +305,7 @@ async fn held_back_deadline_moves_are_written_at_shutdown() {
     let store = manager.store();
     let token = create(store, &live_record(1, now), None).await;
     store.load(&token, now).await.unwrap();
-    assert!(store.touch(&token, now + 1, now + 61, now + 1).await.unwrap());
+    assert!(touch(store, &token, now + 1, now + 61, now + 1).await);
     assert_eq!(stored_expiry(&db, &token).await, Some(now + 60), "held back");
     // Shut down before the first one-second flush is due.
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

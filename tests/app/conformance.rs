@@ -9,7 +9,7 @@
 //! so a failure names both.
 
 use sesija::session::{
-    self, CachingStore, PgStore, Record, SessionKey, SessionStore, SqliteStore, Token, Touch,
+    self, CachingStore, Ending, Owner, PgStore, Record, SessionKey, SessionStore, SqliteStore, Token, Touch,
 };
 
 use crate::helpers::open_db;
@@ -82,6 +82,22 @@ async fn create(store: &dyn SessionStore, record: &Record) -> SessionKey {
     SessionKey { id: store.create(&hash, record, None).await.unwrap(), hash }
 }
 
+/// Ends one session, as a logout does; whether it was there.
+pub async fn end(store: &dyn SessionStore, key: &SessionKey) -> bool {
+    store.end(Ending::Session(key)).await.unwrap() == 1
+}
+
+/// One deadline move, as a request makes it; whether the session was live.
+pub async fn touch(
+    store: &dyn SessionStore,
+    key: &SessionKey,
+    last_seen_at: i64,
+    expires_at: i64,
+    now: i64,
+) -> bool {
+    store.touch(&[Touch { key: *key, last_seen_at, expires_at }], now).await.unwrap() == 1
+}
+
 fn other_token(key: &SessionKey) -> SessionKey {
     SessionKey { id: key.id, hash: Token::generate().hash() }
 }
@@ -139,36 +155,36 @@ pub mod rules {
         let now = session::now();
         let key = create(store, &record(1, now, 60)).await;
         assert!(store.load(&key, now).await.unwrap().is_some());
-        assert!(store.delete(&key).await.unwrap());
-        assert!(!store.delete(&key).await.unwrap(), "nothing left to end");
-        assert!(!store.touch(&key, now, now + 600, now).await.unwrap());
+        assert!(end(store, &key).await);
+        assert!(!end(store, &key).await, "nothing left to end");
+        assert!(!touch(store, &key, now, now + 600, now).await);
         assert!(!store.save_data(&key, r#"{"a":1}"#, now).await.unwrap());
         assert!(!store.rotate(&key, &Token::generate().hash(), now).await.unwrap());
         assert_eq!(
-            store.touch_many(&[Touch { key, last_seen_at: now, expires_at: now + 600 }], now).await.unwrap(),
+            store.touch(&[Touch { key, last_seen_at: now, expires_at: now + 600 }], now).await.unwrap(),
             0
         );
         store.flush().await.unwrap();
         assert_eq!(store.load(&key, now).await.unwrap(), None);
-        assert_eq!(store.count_live(now).await.unwrap(), 0);
+        assert_eq!(store.backend().count_live(now).await.unwrap(), 0);
 
         // Expired: the same writes are refused, so the row stays expired.
         let short = create(store, &record(1, now, 5)).await;
         let later = now + 5;
-        assert!(!store.touch(&short, later, later + 600, later).await.unwrap());
+        assert!(!touch(store, &short, later, later + 600, later).await);
         assert!(!store.save_data(&short, r#"{"a":1}"#, later).await.unwrap());
         assert!(!store.rotate(&short, &Token::generate().hash(), later).await.unwrap());
         store.flush().await.unwrap();
         assert_eq!(store.load(&short, now + 1).await.unwrap().unwrap().expires_at, now + 5);
         // Only the holder of the token can end it.
-        assert!(!store.delete(&other_token(&short)).await.unwrap());
+        assert!(!end(store, &other_token(&short)).await);
     }
 
     /// Deadlines move forward; a late batch never moves one back.
     pub async fn touches_move_deadlines_forward_only(store: &dyn SessionStore) {
         let now = session::now();
         let key = create(store, &record(1, now, 60)).await;
-        assert!(store.touch(&key, now + 10, now + 120, now).await.unwrap());
+        assert!(touch(store, &key, now + 10, now + 120, now).await);
         store.flush().await.unwrap();
         let r = store.load(&key, now).await.unwrap().unwrap();
         assert_eq!((r.last_seen_at, r.expires_at), (now + 10, now + 120));
@@ -177,16 +193,16 @@ pub mod rules {
         let other = create(store, &record(2, now, 60)).await;
         let fresh = Touch { key: other, last_seen_at: now + 20, expires_at: now + 200 };
         let gone = create(store, &record(2, now, 60)).await;
-        store.delete(&gone).await.unwrap();
+        end(store, &gone).await;
         let missing = Touch { key: gone, last_seen_at: now, expires_at: now + 200 };
-        assert_eq!(store.touch_many(&[stale, fresh, missing], now).await.unwrap(), 2, "live ones counted");
+        assert_eq!(store.touch(&[stale, fresh, missing], now).await.unwrap(), 2, "live ones counted");
         store.flush().await.unwrap();
         let r = store.load(&key, now).await.unwrap().unwrap();
         assert_eq!((r.last_seen_at, r.expires_at), (now + 10, now + 120), "never moved back");
         let r = store.load(&other, now).await.unwrap().unwrap();
         assert_eq!((r.last_seen_at, r.expires_at), (now + 20, now + 200));
         assert_eq!(store.load(&gone, now).await.unwrap(), None);
-        assert_eq!(store.touch_many(&[], now).await.unwrap(), 0);
+        assert_eq!(store.touch(&[], now).await.unwrap(), 0);
     }
 
     /// Data is replaced whole; a new token keeps the id and retires the old.
@@ -204,13 +220,13 @@ pub mod rules {
         // A held-back deadline move (a cache holds back moves of sessions it
         // holds) follows the session to its new token.
         store.load(&rotated, now).await.unwrap().unwrap();
-        assert!(store.touch(&rotated, now + 3, now + 300, now).await.unwrap());
+        assert!(touch(store, &rotated, now + 3, now + 300, now).await);
         let newer = Token::generate().hash();
         assert!(store.rotate(&rotated, &newer, now).await.unwrap());
         store.flush().await.unwrap();
         let r = store.load(&SessionKey { id: key.id, hash: newer }, now).await.unwrap().unwrap();
         assert_eq!(r.expires_at, now + 300);
-        assert!(store.delete(&SessionKey { id: key.id, hash: newer }).await.unwrap());
+        assert!(end(store, &SessionKey { id: key.id, hash: newer }).await);
     }
 
     /// The purge removes expired rows only, at most `limit` per call.
@@ -222,18 +238,18 @@ pub mod rules {
         let live = create(store, &record(1, now, 60)).await;
         // Extended after it was created short: not expired any more.
         let extended = create(store, &record(2, now, 5)).await;
-        assert!(store.touch(&extended, now + 1, now + 100, now).await.unwrap());
+        assert!(touch(store, &extended, now + 1, now + 100, now).await);
         store.flush().await.unwrap();
-        assert_eq!(store.delete_expired(now + 10, 3).await.unwrap(), 3);
-        assert_eq!(store.delete_expired(now + 10, 3).await.unwrap(), 3);
-        assert_eq!(store.delete_expired(now + 10, 3).await.unwrap(), 1);
-        assert_eq!(store.delete_expired(now + 10, 3).await.unwrap(), 0);
+        assert_eq!(store.end(Ending::Expired { now: now + 10, limit: 3 }).await.unwrap(), 3);
+        assert_eq!(store.end(Ending::Expired { now: now + 10, limit: 3 }).await.unwrap(), 3);
+        assert_eq!(store.end(Ending::Expired { now: now + 10, limit: 3 }).await.unwrap(), 1);
+        assert_eq!(store.end(Ending::Expired { now: now + 10, limit: 3 }).await.unwrap(), 0);
         assert!(store.load(&live, now).await.unwrap().is_some());
         assert!(store.load(&extended, now + 10).await.unwrap().is_some());
-        assert_eq!(store.count_live(now).await.unwrap(), 2);
+        assert_eq!(store.backend().count_live(now).await.unwrap(), 2);
         let report = session::purge_expired(store, now + 1000).await.unwrap();
         assert_eq!(report.removed, 2);
-        assert_eq!(store.count_live(now).await.unwrap(), 0);
+        assert_eq!(store.backend().count_live(now).await.unwrap(), 0);
     }
 
     /// An owner's live sessions, most recently active first.
@@ -250,20 +266,21 @@ pub mod rules {
         let theirs = create(store, &record(2, now - 1, 60)).await;
         let handle = |key: SessionKey| async move { store.load(&key, now).await.unwrap().unwrap().handle };
         let mine: Vec<String> =
-            store.list_for_user(1, now).await.unwrap().into_iter().map(|r| r.handle).collect();
+            store.list(Owner::User(1), now).await.unwrap().into_iter().map(|r| r.handle).collect();
         assert_eq!(mine, vec![handle(newest).await, handle(middle).await, handle(older).await]);
         // A deadline move the store holds back counts in the listing.
         store.load(&older, now).await.unwrap().unwrap();
-        assert!(store.touch(&older, now + 5, now + 100, now).await.unwrap());
+        assert!(touch(store, &older, now + 5, now + 100, now).await);
         let mine: Vec<String> =
-            store.list_for_user(1, now).await.unwrap().into_iter().map(|r| r.handle).collect();
+            store.list(Owner::User(1), now).await.unwrap().into_iter().map(|r| r.handle).collect();
         assert_eq!(mine[0], handle(older).await, "{mine:?}");
-        let all: Vec<String> = store.list_live(now).await.unwrap().into_iter().map(|r| r.handle).collect();
+        let all: Vec<String> =
+            store.list(Owner::Anyone, now).await.unwrap().into_iter().map(|r| r.handle).collect();
         assert_eq!(all.len(), 4);
         assert_eq!(all[0], handle(older).await);
         assert_eq!(all[2], handle(theirs).await);
-        assert_eq!(store.count_live(now).await.unwrap(), 4);
-        assert!(store.list_for_user(3, now).await.unwrap().is_empty());
+        assert_eq!(store.backend().count_live(now).await.unwrap(), 4);
+        assert!(store.list(Owner::User(3), now).await.unwrap().is_empty());
     }
 
     /// Ending sessions by owner (but one), by public handle, and all.
@@ -277,30 +294,34 @@ pub mod rules {
             store.load(key, now).await.unwrap().unwrap();
         }
         let keep = store.load(&b, now).await.unwrap().unwrap().handle;
-        assert_eq!(store.delete_for_user(1, Some(&keep)).await.unwrap(), 2);
+        assert_eq!(store.end(Ending::OwnedBy { user_id: 1, keep: Some(&keep) }).await.unwrap(), 2);
         assert_eq!(store.load(&a, now).await.unwrap(), None);
         assert_eq!(store.load(&c, now).await.unwrap(), None);
         assert!(store.load(&b, now).await.unwrap().is_some());
         assert!(store.load(&theirs, now).await.unwrap().is_some());
 
         let their_handle = store.load(&theirs, now).await.unwrap().unwrap().handle;
-        assert!(!store.delete_handle(&their_handle, Some(1)).await.unwrap(), "another owner's");
+        assert_eq!(
+            store.end(Ending::Handle { handle: &their_handle, owner: Some(1) }).await.unwrap(),
+            0,
+            "another owner's"
+        );
         assert!(store.load(&theirs, now).await.unwrap().is_some());
-        assert!(!store.delete_handle("no-such-handle", None).await.unwrap());
-        assert!(store.delete_handle(&their_handle, Some(2)).await.unwrap());
+        assert_eq!(store.end(Ending::Handle { handle: "no-such-handle", owner: None }).await.unwrap(), 0);
+        assert_eq!(store.end(Ending::Handle { handle: &their_handle, owner: Some(2) }).await.unwrap(), 1);
         assert_eq!(store.load(&theirs, now).await.unwrap(), None);
-        assert!(store.delete_handle(&keep, None).await.unwrap(), "any owner");
+        assert_eq!(store.end(Ending::Handle { handle: &keep, owner: None }).await.unwrap(), 1, "any owner");
         assert_eq!(store.load(&b, now).await.unwrap(), None);
 
         let d = create(store, &record(3, now, 60)).await;
         create(store, &record(2, now, 60)).await;
         store.load(&d, now).await.unwrap().unwrap();
-        assert_eq!(store.delete_for_user(3, None).await.unwrap(), 1);
+        assert_eq!(store.end(Ending::OwnedBy { user_id: 3, keep: None }).await.unwrap(), 1);
         assert_eq!(store.load(&d, now).await.unwrap(), None);
         create(store, &record(1, now, 60)).await;
-        assert_eq!(store.delete_all().await.unwrap(), 2);
-        assert_eq!(store.count_live(now).await.unwrap(), 0);
-        assert!(store.list_live(now).await.unwrap().is_empty());
+        assert_eq!(store.end(Ending::All).await.unwrap(), 2);
+        assert_eq!(store.backend().count_live(now).await.unwrap(), 0);
+        assert!(store.list(Owner::Anyone, now).await.unwrap().is_empty());
     }
 
     /// Sessions created now are found by their id; the look-up by hash alone
@@ -308,7 +329,7 @@ pub mod rules {
     pub async fn new_sessions_are_not_found_by_hash_alone(store: &dyn SessionStore) {
         let now = session::now();
         let key = create(store, &record(1, now, 60)).await;
-        assert_eq!(store.find_id(&key.hash, now).await.unwrap(), None);
+        assert_eq!(store.backend().find_id(&key.hash, now).await.unwrap(), None);
     }
 
     /// Many requests at once: every login gets its own row, every write is
@@ -318,7 +339,7 @@ pub mod rules {
         let keys = rocket::futures::future::join_all((0..20).map(|i| async move {
             let key = create(store, &record(1 + i % 3, now, 60)).await;
             assert!(store.save_data(&key, &format!(r#"{{"n":{i}}}"#), now).await.unwrap());
-            assert!(store.touch(&key, now + 1, now + 100, now).await.unwrap());
+            assert!(touch(store, &key, now + 1, now + 100, now).await);
             key
         }))
         .await;
@@ -330,9 +351,9 @@ pub mod rules {
             assert_eq!(r.data, format!(r#"{{"n":{i}}}"#));
             assert_eq!(r.expires_at, now + 100);
         }
-        let ended = rocket::futures::future::join_all(keys.iter().map(|k| store.delete(k))).await;
-        assert!(ended.into_iter().all(|e| e.unwrap()));
-        assert_eq!(store.count_live(now).await.unwrap(), 0);
+        let ended = rocket::futures::future::join_all(keys.iter().map(|k| end(store, k))).await;
+        assert!(ended.into_iter().all(|e| e));
+        assert_eq!(store.backend().count_live(now).await.unwrap(), 0);
     }
 }
 

@@ -11,10 +11,11 @@ use rocket::http::Status;
 use sha2::{Digest, Sha256};
 
 use sesija::session::{
-    self, purge, CookieValue, Record, SessionConfig, SessionKey, SessionManager, SessionStore, SqliteStore,
-    StoreError, Token, TokenHash,
+    self, purge, Backend, CookieValue, Ending, Owner, Record, SessionConfig, SessionKey, SessionManager,
+    SessionStore, SqliteStore, StoreError, Token, TokenHash, Touch,
 };
 
+use crate::conformance::{end, touch};
 use crate::helpers::*;
 
 /// What the client's session cookie holds (the local client opens private
@@ -361,9 +362,6 @@ impl SessionStore for Instrumented {
     async fn create(&self, h: &TokenHash, r: &Record, old: Option<&SessionKey>) -> Result<i64, StoreError> {
         self.inner.create(h, r, old).await
     }
-    async fn find_id(&self, h: &TokenHash, now: i64) -> Result<Option<i64>, StoreError> {
-        self.inner.find_id(h, now).await
-    }
     async fn load(&self, h: &SessionKey, now: i64) -> Result<Option<Record>, StoreError> {
         self.loads.fetch_add(1, Ordering::SeqCst);
         let found = self.inner.load(h, now).await;
@@ -372,8 +370,8 @@ impl SessionStore for Instrumented {
         }
         found
     }
-    async fn touch(&self, h: &SessionKey, seen: i64, exp: i64, now: i64) -> Result<bool, StoreError> {
-        self.inner.touch(h, seen, exp, now).await
+    async fn touch(&self, touches: &[Touch], now: i64) -> Result<u64, StoreError> {
+        self.inner.touch(touches, now).await
     }
     async fn save_data(&self, h: &SessionKey, data: &str, now: i64) -> Result<bool, StoreError> {
         self.inner.save_data(h, data, now).await
@@ -381,34 +379,27 @@ impl SessionStore for Instrumented {
     async fn rotate(&self, old: &SessionKey, new: &TokenHash, now: i64) -> Result<bool, StoreError> {
         self.inner.rotate(old, new, now).await
     }
-    async fn delete(&self, h: &SessionKey) -> Result<bool, StoreError> {
-        self.inner.delete(h).await
-    }
-    async fn delete_expired(&self, now: i64, limit: u32) -> Result<u64, StoreError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        if self.failures.load(Ordering::SeqCst) > 0 {
-            self.failures.fetch_sub(1, Ordering::SeqCst);
-            return Err(StoreError::Unavailable("database is locked".into()));
+    async fn end(&self, which: Ending<'_>) -> Result<u64, StoreError> {
+        if let Ending::Expired { .. } = which {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.failures.load(Ordering::SeqCst) > 0 {
+                self.failures.fetch_sub(1, Ordering::SeqCst);
+                return Err(StoreError::Unavailable("database is locked".into()));
+            }
         }
-        self.inner.delete_expired(now, limit).await
+        self.inner.end(which).await
     }
-    async fn list_for_user(&self, user_id: i64, now: i64) -> Result<Vec<Record>, StoreError> {
-        self.inner.list_for_user(user_id, now).await
+    async fn list(&self, whose: Owner, now: i64) -> Result<Vec<Record>, StoreError> {
+        self.inner.list(whose, now).await
     }
-    async fn delete_for_user(&self, user_id: i64, keep: Option<&str>) -> Result<u64, StoreError> {
-        self.inner.delete_for_user(user_id, keep).await
+    async fn flush(&self) -> Result<u64, StoreError> {
+        self.inner.flush().await
     }
-    async fn delete_handle(&self, handle: &str, user_id: Option<i64>) -> Result<bool, StoreError> {
-        self.inner.delete_handle(handle, user_id).await
+    async fn invalidate(&self) {
+        self.inner.invalidate().await
     }
-    async fn list_live(&self, now: i64) -> Result<Vec<Record>, StoreError> {
-        self.inner.list_live(now).await
-    }
-    async fn delete_all(&self) -> Result<u64, StoreError> {
-        self.inner.delete_all().await
-    }
-    async fn count_live(&self, now: i64) -> Result<u64, StoreError> {
-        self.inner.count_live(now).await
+    fn backend(&self) -> &dyn Backend {
+        self.inner.backend()
     }
 }
 
@@ -462,9 +453,9 @@ async fn writes_after_a_concurrent_logout_never_resurrect_the_session() {
     // A request loaded it...
     assert!(store.load(&key, now).await.unwrap().is_some());
     // ...another logged out...
-    assert!(store.delete(&key).await.unwrap());
+    assert!(end(&store, &key).await);
     // ...and the first one's writes find nothing to write to.
-    assert!(!store.touch(&key, now, now + 60, now).await.unwrap());
+    assert!(!touch(&store, &key, now, now + 60, now).await);
     assert!(!store.save_data(&key, r#"{"a":1}"#, now).await.unwrap());
     assert!(!store.rotate(&key, &Token::generate().hash(), now).await.unwrap());
     let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(&db.reader).await.unwrap();

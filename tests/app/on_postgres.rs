@@ -421,15 +421,15 @@ async fn one_instance_purges_at_a_time_and_a_vanished_one_lets_go() {
     let Some(cluster) = crate::postgres::cluster() else { return };
     let pool = crate::postgres::open_db(&cluster).await;
     let (a, b) = (PgStore::new(pool.clone()), PgStore::new(pool.clone()));
-    let turn = a.purge_turn().await.unwrap().expect("A's turn");
+    let turn = a.backend().purge_turn().await.unwrap().expect("A's turn");
     let clock = turn.now.expect("the database's clock");
     assert!((clock - sesija::session::now()).abs() < 5);
-    assert!(b.purge_turn().await.unwrap().is_none(), "B skips the round while A purges");
+    assert!(b.backend().purge_turn().await.unwrap().is_none(), "B skips the round while A purges");
     turn.end().await;
-    let turn = b.purge_turn().await.unwrap().expect("B's turn once A is done");
+    let turn = b.backend().purge_turn().await.unwrap().expect("B's turn once A is done");
 
     // B's machine vanishes (its connection is cut): A may purge again.
-    assert!(a.purge_turn().await.unwrap().is_none());
+    assert!(a.backend().purge_turn().await.unwrap().is_none());
     let cut: i64 = sqlx::query_scalar(
         "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' AND granted",
     )
@@ -439,7 +439,7 @@ async fn one_instance_purges_at_a_time_and_a_vanished_one_lets_go() {
     assert_eq!(cut, 1);
     let mut again = None;
     for _ in 0..50 {
-        again = a.purge_turn().await.unwrap();
+        again = a.backend().purge_turn().await.unwrap();
         if again.is_some() {
             break;
         }
