@@ -106,9 +106,12 @@ impl Coherence {
     }
 
     /// [`Coherence::trusted`] as a closure, for [`super::CachingStore::gated`].
+    /// It holds the coherence weakly (what it gates is often among the
+    /// coherence's own hooks, and a cycle would keep the pool open for
+    /// good); once the coherence is gone, nothing is trusted.
     pub fn trust(self: &Arc<Self>) -> Arc<dyn Fn() -> bool + Send + Sync> {
-        let me = self.clone();
-        Arc::new(move || me.trusted())
+        let me = Arc::downgrade(self);
+        Arc::new(move || me.upgrade().is_some_and(|me| me.trusted()))
     }
 
     /// Keeps `cache` coherent: the sessions announced are dropped from it.

@@ -507,7 +507,7 @@ async fn an_sqlite_installation_moves_to_postgresql_and_nobody_logs_in_again() {
     assert_ne!(code, Some(0));
     assert!(err.contains("stop it first"), "{err}");
     drop(phone);
-    let TestApp { dir, client } = app;
+    let TestApp { dir, client, .. } = app;
     drop(client);
 
     let (code, out, err) = migrate(&url);
@@ -767,4 +767,38 @@ async fn a_logout_waits_for_an_instance_that_has_not_heard_it_yet() {
     // ...so A, which has not read the announcement yet, refuses the cookie.
     assert_eq!(user_page(&a, &cookie).await, Status::SeeOther, "A served a session logged out on B");
     held.rollback().await.unwrap();
+}
+
+/// An instance built and dropped inside a process (as these tests do, or
+/// any program that embeds the app) leaves no connection open once its
+/// runtime has ended: nothing keeps its pool alive. (A reference cycle
+/// through the cache's trust in the announcements once did, and the test
+/// suite ran the cluster out of connections.)
+#[test]
+fn an_instance_that_is_gone_leaves_no_connection_open() {
+    let Some(install) = rocket::async_test(Installation::new()) else { return };
+    rocket::async_test(async {
+        let a = install.instance("a").await;
+        install.add_user(&a, "alice").await;
+        logged_in(&a, "alice", false).await;
+        assert_eq!(a.get("/user").dispatch().await.status(), Status::Ok);
+    });
+    rocket::async_test(async {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&install.url).await.unwrap();
+        let mut open: i64 = -1;
+        for _ in 0..50 {
+            open = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+            if open == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(open, 0, "connections of an instance that is gone");
+    });
 }
