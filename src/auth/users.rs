@@ -122,13 +122,24 @@ pub async fn by_id(storage: &Storage, id: i64) -> Result<Option<User>, sqlx::Err
 /// if so whether it has a second factor: a login asks after its session is
 /// committed, so that a password change, a removal or a second factor that
 /// raced the password check always wins (see `web::login`).
+///
+/// On SQLite the single writer orders the login's insert and the change.
+/// On PostgreSQL a change may have ended the account's sessions before
+/// the new one was committed and not be committed itself yet: the read
+/// takes a share lock on the account's row, so it waits for such a change
+/// and sees its outcome.
 pub async fn has_password(storage: &Storage, id: i64, hash: &str) -> Result<Option<bool>, sqlx::Error> {
-    let found: Option<(String, bool)> = reading!(storage, pool => sqlx::query_as(
-        "SELECT password_hash, totp_secret IS NOT NULL FROM users WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(pool)
-    .await)?;
+    macro_rules! read {
+        () => {
+            "SELECT password_hash, totp_secret IS NOT NULL FROM users WHERE id = $1"
+        };
+    }
+    let found: Option<(String, bool)> = match storage {
+        Storage::Sqlite(db) => sqlx::query_as(read!()).bind(id).fetch_optional(&db.reader).await?,
+        Storage::Postgres(pool) => {
+            sqlx::query_as(concat!(read!(), " FOR SHARE")).bind(id).fetch_optional(pool).await?
+        }
+    };
     Ok(found
         .filter(|(stored, _)| crate::session::constant_time_eq(stored.as_bytes(), hash.as_bytes()))
         .map(|(_, two_factor)| two_factor))

@@ -802,3 +802,46 @@ fn an_instance_that_is_gone_leaves_no_connection_open() {
         assert_eq!(open, 0, "connections of an instance that is gone");
     });
 }
+
+/// A login whose password check ran while a password change had already
+/// ended the account's sessions but was not committed yet: the change
+/// wins (the login's check of its own session waits for it), and no
+/// session of the old password is left. Reproduced with the change held
+/// open in a transaction of the test's own.
+#[rocket::async_test]
+async fn a_login_racing_an_uncommitted_password_change_keeps_no_session() {
+    let Some(install) = Installation::new().await else { return };
+    let a = install.instance("a").await;
+    install.add_user(&a, "alice").await;
+    let pool = install.pool().await;
+    let mut change = pool.begin().await.unwrap();
+    sqlx::query("UPDATE users SET password_hash = 'changed' WHERE username = 'alice'")
+        .execute(&mut *change)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE username = 'alice')")
+        .execute(&mut *change)
+        .await
+        .unwrap();
+    let committed = std::sync::Mutex::new(None);
+    let (cookie, answered): (Option<String>, _) = tokio::join!(
+        async {
+            let res = login(&a, "alice", PASSWORD, false).await;
+            let cookie = set_cookie(&res, "sesija").filter(|c| !c.contains("Max-Age=0")).map(|c| sealed(&c));
+            (cookie, std::time::Instant::now())
+        },
+        async {
+            tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+            change.commit().await.unwrap();
+            *committed.lock().unwrap() = Some(std::time::Instant::now());
+        }
+    )
+    .0;
+    let committed = committed.lock().unwrap().expect("committed");
+    if let Some(cookie) = &cookie {
+        assert_ne!(user_page(&a, cookie).await, Status::Ok, "a session of the old password survived");
+    }
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(&pool).await.unwrap();
+    assert_eq!(left, 0, "no session of the old password is stored");
+    assert!(answered >= committed, "the login answered only once the change was decided");
+}
