@@ -4,12 +4,75 @@ use std::process::Output;
 
 use tempfile::TempDir;
 
-use crate::helpers::PASSWORD;
-use crate::http::{run_cli, sesija};
-use crate::server::{block_on, count_sessions};
+use crate::helpers::*;
+use crate::http::{run_cli_with, sesija};
+use crate::server::block_on;
 
-fn run(work: &TempDir, args: &[&str], stdin: Option<&str>) -> Output {
-    run_cli(work.path(), args, stdin)
+on_each_engine!(
+    blocking: users_are_added_listed_changed_and_removed,
+    sessions_purge_removes_expired_rows_and_says_how_many,
+);
+
+/// Where the commands run: a directory with `./data`, and on PostgreSQL
+/// a database of its own and a cookie key (in the environment).
+struct Install {
+    work: TempDir,
+    settings: Vec<(&'static str, String)>,
+}
+
+impl Install {
+    fn new(engine: Engine) -> Install {
+        Install { work: TempDir::new().unwrap(), settings: block_on(engine_settings(engine)) }
+    }
+
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let envs: Vec<(String, &str)> =
+            self.settings.iter().map(|(k, v)| (format!("ROCKET_{}", k.to_uppercase()), v.as_str())).collect();
+        let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        run_cli_with(self.work.path(), &envs, args, stdin)
+    }
+
+    /// The database the commands use, opened as the server opens it.
+    async fn storage(&self) -> sesija::db::Storage {
+        match self.settings.iter().find(|(k, _)| *k == "database_url") {
+            None => sesija::db::Storage::Sqlite(
+                sesija::db::Db::open(&self.work.path().join("data")).await.unwrap(),
+            ),
+            Some((_, url)) => sesija::db::Storage::Postgres(sesija::db::open_postgres(url).await.unwrap()),
+        }
+    }
+
+    fn count_sessions(&self) -> i64 {
+        block_on(async {
+            let storage = self.storage().await;
+            let n = sql!(storage, fetch_one, sqlx::query_scalar("SELECT COUNT(*) FROM sessions"));
+            storage.close().await;
+            n
+        })
+    }
+
+    /// Puts a session for `name` in the database, expiring `ttl` seconds from now.
+    fn seed_session(&self, name: &str, ttl: i64) {
+        block_on(async {
+            let storage = self.storage().await;
+            let now = sesija::session::now();
+            sql!(
+                storage,
+                execute,
+                sqlx::query(
+                    "INSERT INTO sessions (token_hash, handle, user_id, created_at, last_seen_at, expires_at) \
+                     SELECT $1, $2, id, $3, $4, $5 FROM users WHERE username = $6",
+                )
+                .bind(sesija::session::Token::generate().hash().0.to_vec())
+                .bind(sesija::session::new_handle())
+                .bind(now)
+                .bind(now)
+                .bind(now + ttl)
+                .bind(name)
+            );
+            storage.close().await;
+        })
+    }
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -24,74 +87,49 @@ fn fails_with(out: &Output, needle: &str) {
     assert!(!err.contains("panicked"));
 }
 
-#[test]
-fn users_are_added_listed_changed_and_removed() {
-    let work = TempDir::new().unwrap();
+fn users_are_added_listed_changed_and_removed(engine: Engine) {
+    let work = Install::new(engine);
     let line = format!("{PASSWORD}\n");
-    let out = run(&work, &["user", "add", "alice", "--password-stdin"], Some(&line));
+    let out = work.run(&["user", "add", "alice", "--password-stdin"], Some(&line));
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim(), "created user alice");
 
-    fails_with(&run(&work, &["user", "add", "alice", "--password-stdin"], Some(&line)), "already exists");
-    fails_with(&run(&work, &["user", "add", "bob", "--password-stdin"], Some("short\n")), "at least 8");
-    fails_with(&run(&work, &["user", "add", "bad name", "--password-stdin"], Some(&line)), "user name");
-    fails_with(&run(&work, &["user", "passwd", "nobody", "--password-stdin"], Some(&line)), "no user");
-    fails_with(&run(&work, &["user", "remove", "nobody"], None), "no user");
+    fails_with(&work.run(&["user", "add", "alice", "--password-stdin"], Some(&line)), "already exists");
+    fails_with(&work.run(&["user", "add", "bob", "--password-stdin"], Some("short\n")), "at least 8");
+    fails_with(&work.run(&["user", "add", "bad name", "--password-stdin"], Some(&line)), "user name");
+    fails_with(&work.run(&["user", "passwd", "nobody", "--password-stdin"], Some(&line)), "no user");
+    fails_with(&work.run(&["user", "remove", "nobody"], None), "no user");
     // Without a terminal and without --password-stdin there is no prompt to answer.
-    fails_with(&run(&work, &["user", "add", "carol"], None), "--password-stdin");
+    fails_with(&work.run(&["user", "add", "carol"], None), "--password-stdin");
 
-    let out = run(&work, &["user", "list"], None);
+    let out = work.run(&["user", "list"], None);
     assert!(out.status.success());
     assert!(text(&out.stdout).starts_with("alice\tcreated "), "{}", text(&out.stdout));
 
-    seed_session(&work, "alice", 100);
-    let out = run(&work, &["user", "passwd", "alice", "--password-stdin"], Some("a new password\n"));
+    work.seed_session("alice", 100);
+    let out = work.run(&["user", "passwd", "alice", "--password-stdin"], Some("a new password\n"));
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim(), "changed the password of alice; ended 1 sessions");
 
-    seed_session(&work, "alice", 100);
-    seed_session(&work, "alice", -100);
-    let out = run(&work, &["user", "remove", "alice"], None);
+    work.seed_session("alice", 100);
+    work.seed_session("alice", -100);
+    let out = work.run(&["user", "remove", "alice"], None);
     assert!(out.status.success());
     assert_eq!(text(&out.stdout).trim(), "removed user alice; ended 2 sessions");
-    assert_eq!(count_sessions(&work.path().join("data/sesija.db")), 0);
+    assert_eq!(work.count_sessions(), 0);
 }
 
-/// Puts a session for `name` in the database, expiring `ttl` seconds from now.
-fn seed_session(work: &TempDir, name: &str, ttl: i64) {
-    block_on(async {
-        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(work.path().join("data/sesija.db"));
-        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-        let now = sesija::session::now();
-        sqlx::query(
-            "INSERT INTO sessions (token_hash, handle, user_id, created_at, last_seen_at, expires_at) \
-             SELECT ?, ?, id, ?, ?, ? FROM users WHERE username = ?",
-        )
-        .bind(sesija::session::Token::generate().hash().0.to_vec())
-        .bind(sesija::session::new_handle())
-        .bind(now)
-        .bind(now)
-        .bind(now + ttl)
-        .bind(name)
-        .execute(&pool)
-        .await
-        .unwrap();
-        pool.close().await;
-    })
-}
-
-#[test]
-fn sessions_purge_removes_expired_rows_and_says_how_many() {
-    let work = TempDir::new().unwrap();
-    let out = run(&work, &["user", "add", "alice", "--password-stdin"], Some(&format!("{PASSWORD}\n")));
+fn sessions_purge_removes_expired_rows_and_says_how_many(engine: Engine) {
+    let work = Install::new(engine);
+    let out = work.run(&["user", "add", "alice", "--password-stdin"], Some(&format!("{PASSWORD}\n")));
     assert!(out.status.success());
     for ttl in [-5, -5, -5, 3600] {
-        seed_session(&work, "alice", ttl);
+        work.seed_session("alice", ttl);
     }
-    let out = run(&work, &["sessions", "purge"], None);
+    let out = work.run(&["sessions", "purge"], None);
     assert!(out.status.success());
     assert_eq!(text(&out.stdout).trim(), "purged 3 expired sessions");
-    assert_eq!(count_sessions(&work.path().join("data/sesija.db")), 1);
+    assert_eq!(work.count_sessions(), 1);
 }
 
 #[test]

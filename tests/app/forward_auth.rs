@@ -8,7 +8,20 @@ use rocket::http::{ContentType, Header, Status};
 use rocket::local::asynchronous::{Client, LocalResponse};
 
 use crate::helpers::*;
-use crate::http::run_cli;
+
+on_each_engine!(
+    anonymous_navigation_is_sent_to_the_portal_and_other_clients_get_401,
+    a_logged_in_user_gets_200_with_identity_headers_and_no_cookie,
+    identity_headers_are_always_present_for_a_logged_in_user,
+    every_kind_of_rule_decides,
+    access_default_deny_refuses_hosts_no_rule_names,
+    checks_see_every_change_at_once,
+    login_keeps_a_safe_rd_through_every_answer_and_goes_there,
+    the_rd_survives_a_throttled_login_and_hostile_ones_are_never_followed,
+    the_user_page_lists_the_apps_this_user_may_open,
+    the_cookie_carries_the_domain_and_secure_domains_use_the_secure_prefix,
+    a_post_from_the_public_url_is_the_portals_own_whatever_the_host,
+);
 
 const PORTAL: &str = "http://auth.sesija.test";
 
@@ -28,14 +41,14 @@ fn portal(f: Figment) -> Figment {
     ))
 }
 
-async fn portal_app() -> TestApp {
-    spawn_app_with(portal).await
+async fn portal_app(engine: Engine) -> TestApp {
+    spawn_app_on_with(engine, portal).await
 }
 
 /// Another browser of the same portal (an app of its own on the same data
 /// directory and configuration).
 async fn browser(app: &TestApp) -> Client {
-    Client::tracked(sesija::app(portal(figment(&app.data_dir()))).await.unwrap()).await.unwrap()
+    Client::tracked(sesija::app(portal(app.figment())).await.unwrap()).await.unwrap()
 }
 
 /// nginx's check of `url`; `accept` and the extra headers as a browser
@@ -80,9 +93,8 @@ fn assert_no_identity(res: &LocalResponse<'_>) {
     }
 }
 
-#[rocket::async_test]
-async fn anonymous_navigation_is_sent_to_the_portal_and_other_clients_get_401() {
-    let app = portal_app().await;
+async fn anonymous_navigation_is_sent_to_the_portal_and_other_clients_get_401(engine: Engine) {
+    let app = portal_app(engine).await;
     let target = "http://wiki.sesija.test/page?q=a%20b&x=1";
     let login = format!("{PORTAL}/login?rd=http%3A%2F%2Fwiki%2Esesija%2Etest%2Fpage%3Fq%3Da%2520b%26x%3D1");
 
@@ -126,9 +138,8 @@ async fn anonymous_navigation_is_sent_to_the_portal_and_other_clients_get_401() 
     }
 }
 
-#[rocket::async_test]
-async fn a_logged_in_user_gets_200_with_identity_headers_and_no_cookie() {
-    let app = portal_app().await;
+async fn a_logged_in_user_gets_200_with_identity_headers_and_no_cookie(engine: Engine) {
+    let app = portal_app(engine).await;
     app.add_user("alice").await;
     sesija::auth::users::set_profile(
         &app.storage(),
@@ -170,9 +181,8 @@ async fn a_logged_in_user_gets_200_with_identity_headers_and_no_cookie() {
     assert_eq!(header(&res, "Remote-User"), Some("alice"));
 }
 
-#[rocket::async_test]
-async fn identity_headers_are_always_present_for_a_logged_in_user() {
-    let app = portal_app().await;
+async fn identity_headers_are_always_present_for_a_logged_in_user(engine: Engine) {
+    let app = portal_app(engine).await;
     app.add_user("bob").await;
     logged_in(&app.client, "bob", false).await;
     let res = auth_request(&app.client, "http://x.bob.sesija.test/", &[]).await;
@@ -183,9 +193,8 @@ async fn identity_headers_are_always_present_for_a_logged_in_user() {
     assert_eq!(header(&res, "Remote-Email"), Some(""));
 }
 
-#[rocket::async_test]
-async fn every_kind_of_rule_decides() {
-    let app = portal_app().await;
+async fn every_kind_of_rule_decides(engine: Engine) {
+    let app = portal_app(engine).await;
     app.add_user("alice").await;
     app.add_user("bob").await;
     sesija::auth::users::set_groups(&app.storage(), "alice", &["admins".into()]).await.unwrap();
@@ -232,9 +241,8 @@ async fn every_kind_of_rule_decides() {
     assert_eq!(status(&auth_request(&bob, "http://WIKI.sesija.TEST./admin", &[]).await), Status::Forbidden);
 }
 
-#[rocket::async_test]
-async fn access_default_deny_refuses_hosts_no_rule_names() {
-    let app = spawn_app_with(|f| portal(f).merge(("access_default", "deny"))).await;
+async fn access_default_deny_refuses_hosts_no_rule_names(engine: Engine) {
+    let app = spawn_app_on_with(engine, |f| portal(f).merge(("access_default", "deny"))).await;
     app.add_user("alice").await;
     logged_in(&app.client, "alice", false).await;
     assert_eq!(auth_request(&app.client, "http://other.sesija.test/", &[]).await.status(), Status::Forbidden);
@@ -243,7 +251,7 @@ async fn access_default_deny_refuses_hosts_no_rule_names() {
 
 #[rocket::async_test]
 async fn malformed_checks_are_400_never_200() {
-    let app = portal_app().await;
+    let app = portal_app(Engine::Sqlite).await;
     app.add_user("alice").await;
     logged_in(&app.client, "alice", false).await;
     for url in [
@@ -310,9 +318,8 @@ async fn the_database_down_is_503_never_200_or_500() {
 }
 
 /// Every change to a session or an account counts from the very next check.
-#[rocket::async_test]
-async fn checks_see_every_change_at_once() {
-    let app = portal_app().await;
+async fn checks_see_every_change_at_once(engine: Engine) {
+    let app = portal_app(engine).await;
     app.add_user("alice").await;
     app.add_user("bob").await;
     let check = async |client: &Client, host: &str| {
@@ -359,33 +366,21 @@ async fn checks_see_every_change_at_once() {
     let bob = browser(&app).await;
     logged_in(&bob, "bob", false).await;
     assert_eq!(check(&app.client, "grafana.sesija.test").await.0, Status::Forbidden);
-    let work = app.dir.path().to_owned();
-    let out = tokio::task::spawn_blocking(move || {
-        run_cli(&work, &["user", "groups", "alice", "admins", "ops"], None)
-    })
-    .await
-    .unwrap();
+    let out = app.cli(&["user", "groups", "alice", "admins", "ops"]).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "alice: admins,ops");
     assert_eq!(check(&app.client, "grafana.sesija.test").await, (Status::Ok, Some("admins,ops".into())));
-    let work = app.dir.path().to_owned();
-    let out = tokio::task::spawn_blocking(move || run_cli(&work, &["user", "groups", "alice"], None))
-        .await
-        .unwrap();
+    let out = app.cli(&["user", "groups", "alice"]).await;
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "alice: no groups");
     assert_eq!(check(&app.client, "grafana.sesija.test").await.0, Status::Forbidden, "groups cleared");
-    let work = app.dir.path().to_owned();
-    let out = tokio::task::spawn_blocking(move || run_cli(&work, &["user", "remove", "alice"], None))
-        .await
-        .unwrap();
+    let out = app.cli(&["user", "remove", "alice"]).await;
     assert!(out.status.success());
     assert_eq!(check(&app.client, "wiki.sesija.test").await.0, Status::Unauthorized, "removed");
     assert_eq!(check(&bob, "wiki.sesija.test").await.0, Status::Ok, "others unaffected");
 }
 
-#[rocket::async_test]
-async fn login_keeps_a_safe_rd_through_every_answer_and_goes_there() {
-    let app = portal_app().await;
+async fn login_keeps_a_safe_rd_through_every_answer_and_goes_there(engine: Engine) {
+    let app = portal_app(engine).await;
     app.add_user("alice").await;
     let rd = "http://wiki.sesija.test/page?x=1";
     let page = app.client.get(format!("/login?rd={}", urlencode(rd))).dispatch().await;
@@ -417,9 +412,8 @@ async fn login_keeps_a_safe_rd_through_every_answer_and_goes_there() {
     assert_eq!(res.headers().get_one("Location"), Some("http://public.sesija.test/"));
 }
 
-#[rocket::async_test]
-async fn the_rd_survives_a_throttled_login_and_hostile_ones_are_never_followed() {
-    let app = spawn_app_with(|f| portal(f).merge(("login_max_failures", 1))).await;
+async fn the_rd_survives_a_throttled_login_and_hostile_ones_are_never_followed(engine: Engine) {
+    let app = spawn_app_on_with(engine, |f| portal(f).merge(("login_max_failures", 1))).await;
     app.add_user("alice").await;
     let rd = "http://wiki.sesija.test/";
     let token = login_token(&app.client).await;
@@ -432,7 +426,7 @@ async fn the_rd_survives_a_throttled_login_and_hostile_ones_are_never_followed()
     assert_eq!(throttled.status(), Status::TooManyRequests);
     assert!(throttled.into_string().await.unwrap().contains(r#"name="rd" value="http://wiki.sesija.test/""#));
 
-    let fresh = portal_app().await;
+    let fresh = portal_app(engine).await;
     fresh.add_user("alice").await;
     for hostile in [
         "//evil.example",
@@ -450,9 +444,8 @@ async fn the_rd_survives_a_throttled_login_and_hostile_ones_are_never_followed()
     }
 }
 
-#[rocket::async_test]
-async fn the_user_page_lists_the_apps_this_user_may_open() {
-    let app = portal_app().await;
+async fn the_user_page_lists_the_apps_this_user_may_open(engine: Engine) {
+    let app = portal_app(engine).await;
     app.add_user("alice").await;
     logged_in(&app.client, "alice", false).await;
     let html = app.client.get("/user").dispatch().await.into_string().await.unwrap();
@@ -464,13 +457,12 @@ async fn the_user_page_lists_the_apps_this_user_may_open() {
     assert!(html.contains("Grafana"));
 }
 
-#[rocket::async_test]
-async fn the_cookie_carries_the_domain_and_secure_domains_use_the_secure_prefix() {
-    let app = portal_app().await;
+async fn the_cookie_carries_the_domain_and_secure_domains_use_the_secure_prefix(engine: Engine) {
+    let app = portal_app(engine).await;
     app.add_user("alice").await;
     let cookie = logged_in(&app.client, "alice", false).await;
     assert!(cookie.contains("Domain=sesija.test"), "{cookie}");
-    let secure = spawn_app_with(|f| {
+    let secure = spawn_app_on_with(engine, |f| {
         portal(f).merge(("cookie_secure", true)).merge(("public_url", "https://auth.sesija.test"))
     })
     .await;
@@ -513,9 +505,8 @@ async fn bad_portal_settings_stop_start_up_naming_the_key() {
     assert!(start(portal).await.is_none(), "the test portal itself starts");
 }
 
-#[rocket::async_test]
-async fn a_post_from_the_public_url_is_the_portals_own_whatever_the_host() {
-    let app = portal_app().await;
+async fn a_post_from_the_public_url_is_the_portals_own_whatever_the_host(engine: Engine) {
+    let app = portal_app(engine).await;
     app.add_user("alice").await;
     let token = login_token(&app.client).await;
     let body = form(&[("username", "alice"), ("password", PASSWORD), ("csrf_token", &token)]);

@@ -8,7 +8,7 @@
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +22,18 @@ use sesija::web::App;
 use crate::helpers::*;
 use crate::http::{free_port, request, run_cli, Browser, Server};
 use crate::server::{block_on, log_in, setup_path};
+
+on_each_engine!(
+    logins_racing_a_password_change_leave_no_session_of_the_old_password,
+    logins_racing_a_removal_leave_no_session,
+    ids_are_never_reused_and_sessions_end_with_their_account,
+    a_burst_of_wrong_passwords_gets_at_most_the_limit_of_401s,
+    twenty_simultaneous_guesses_yield_at_most_max_failures_401s,
+    one_address_spraying_many_names_is_locked_for_every_name,
+    a_weaker_stored_hash_is_replaced_at_login,
+    ending_other_sessions_asks_for_the_password_unless_it_was_entered_recently,
+    wrong_confirmation_passwords_are_throttled,
+);
 
 /// One anonymous login form: its CSRF cookie (sealed) and token.
 async fn login_form(client: &Client) -> (Cookie<'static>, String) {
@@ -69,20 +81,20 @@ fn tracked(client: &Client) -> usize {
 /// Three clients log in with alice's password in a loop while `change`
 /// runs; afterwards no session minted from the old password may open
 /// `/user`, and alice has no session row left.
-async fn logins_racing(change: impl AsyncFnOnce(&sesija::db::Storage)) {
+async fn logins_racing(engine: Engine, change: impl AsyncFnOnce(&sesija::db::Storage)) {
     let dir = TempDir::new().unwrap();
     let data = dir.path().join("data");
-    let client = untracked(figment(&data)).await;
+    let client = untracked(figment_on(engine, &data).await).await;
     let storage = app_state(&client).storage.clone();
-    let db = storage.sqlite().unwrap().clone();
     let hash = Hasher::default().hash(PASSWORD.into()).await.unwrap();
     users::create(&storage, "alice", &hash).await.unwrap();
     let (form_cookie, token) = login_form(&client).await;
     let stop = Arc::new(AtomicBool::new(false));
+    let succeeded = Arc::new(AtomicUsize::new(0));
     let mut loops = Vec::new();
     for _ in 0..3 {
-        let (client, stop, form_cookie, token) =
-            (client.clone(), stop.clone(), form_cookie.clone(), token.clone());
+        let (client, stop, succeeded, form_cookie, token) =
+            (client.clone(), stop.clone(), succeeded.clone(), form_cookie.clone(), token.clone());
         loops.push(tokio::spawn(async move {
             let mut minted = Vec::new();
             while !stop.load(Ordering::SeqCst) {
@@ -90,12 +102,19 @@ async fn logins_racing(change: impl AsyncFnOnce(&sesija::db::Storage)) {
                     post_login(&client, &form_cookie, &token, "alice", PASSWORD, None).await;
                 if status == Status::SeeOther {
                     minted.push(cookie.expect("a 303 sets the cookie"));
+                    succeeded.fetch_add(1, Ordering::SeqCst);
                 }
             }
             minted
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The change lands while logins are in flight, once a few went through
+    // (however slow the machine hashes).
+    let started = std::time::Instant::now();
+    while succeeded.load(Ordering::SeqCst) < 3 && started.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
     change(&storage).await;
     stop.store(true, Ordering::SeqCst);
     let mut minted = Vec::new();
@@ -107,14 +126,13 @@ async fn logins_racing(change: impl AsyncFnOnce(&sesija::db::Storage)) {
         let res = client.get("/user").cookie(Cookie::new("sesija", cookie.clone())).dispatch().await;
         assert_eq!(res.status(), Status::SeeOther, "a session from the old password survived");
     }
-    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(&db.reader).await.unwrap();
+    let left: i64 = sql!(storage, fetch_one, sqlx::query_scalar("SELECT COUNT(*) FROM sessions"));
     assert_eq!(left, 0);
 }
 
-#[rocket::async_test]
-async fn logins_racing_a_password_change_leave_no_session_of_the_old_password() {
+async fn logins_racing_a_password_change_leave_no_session_of_the_old_password(engine: Engine) {
     for _ in 0..3 {
-        logins_racing(async |storage: &sesija::db::Storage| {
+        logins_racing(engine, async |storage: &sesija::db::Storage| {
             let hash = Hasher::default().hash("a new password entirely".into()).await.unwrap();
             users::set_password(storage, "alice", &hash, None).await.unwrap();
         })
@@ -122,41 +140,40 @@ async fn logins_racing_a_password_change_leave_no_session_of_the_old_password() 
     }
 }
 
-#[rocket::async_test]
-async fn logins_racing_a_removal_leave_no_session() {
+async fn logins_racing_a_removal_leave_no_session(engine: Engine) {
     for _ in 0..3 {
-        logins_racing(async |storage: &sesija::db::Storage| {
+        logins_racing(engine, async |storage: &sesija::db::Storage| {
             users::remove(storage, "alice").await.unwrap();
         })
         .await;
     }
 }
 
-#[rocket::async_test]
-async fn ids_are_never_reused_and_sessions_end_with_their_account() {
-    let app = spawn_app().await;
+async fn ids_are_never_reused_and_sessions_end_with_their_account(engine: Engine) {
+    let app = spawn_app_on(engine).await;
     let alice = app.add_user("alice").await;
     let _bob = app.add_user("bob").await;
     logged_in(&app.client, "alice", false).await;
-    let db = app.db().await;
     // Removed by hand, without ending the sessions first: the foreign key does.
-    sqlx::query("DELETE FROM users WHERE id = ?").bind(alice).execute(&db).await.unwrap();
-    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE user_id = ?")
-        .bind(alice)
-        .fetch_one(&db)
-        .await
-        .unwrap();
+    sql!(app, execute, sqlx::query("DELETE FROM users WHERE id = $1").bind(alice));
+    let left: i64 = sql!(
+        app,
+        fetch_one,
+        sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE user_id = $1").bind(alice)
+    );
     assert_eq!(left, 0, "ON DELETE CASCADE");
     let carol = app.add_user("carol").await;
     assert!(carol > alice, "carol got a new id ({carol}), not alice's ({alice})");
     // A session for an account that does not exist cannot be stored.
-    let orphan = sqlx::query(
-        "INSERT INTO sessions (token_hash, handle, user_id, created_at, last_seen_at, expires_at) \
-         VALUES (x'00', 'h', 9999, 0, 0, 1)",
-    )
-    .execute(&db)
-    .await;
-    assert!(orphan.is_err());
+    let orphan = "INSERT INTO sessions (token_hash, handle, user_id, created_at, last_seen_at, expires_at) \
+                  VALUES ($1, 'h', 9999, 0, 0, 1)";
+    let orphan = match app.storage() {
+        sesija::db::Storage::Sqlite(db) => {
+            sqlx::query(orphan).bind(vec![0u8]).execute(&db.writer).await.err()
+        }
+        sesija::db::Storage::Postgres(pool) => sqlx::query(orphan).bind(vec![0u8]).execute(&pool).await.err(),
+    };
+    assert!(orphan.is_some());
 }
 
 #[rocket::async_test]
@@ -206,10 +223,9 @@ async fn the_upgrade_keeps_accounts_and_sessions_and_drops_orphans() {
     assert_eq!(fk, 1);
 }
 
-#[rocket::async_test]
-async fn a_burst_of_wrong_passwords_gets_at_most_the_limit_of_401s() {
+async fn a_burst_of_wrong_passwords_gets_at_most_the_limit_of_401s(engine: Engine) {
     let dir = TempDir::new().unwrap();
-    let client = untracked(figment(&dir.path().join("data"))).await;
+    let client = untracked(figment_on(engine, &dir.path().join("data")).await).await;
     let hash = Hasher::default().hash(PASSWORD.into()).await.unwrap();
     users::create(&app_state(&client).storage, "alice", &hash).await.unwrap();
     let (cookie, token) = login_form(&client).await;
@@ -233,10 +249,10 @@ async fn a_burst_of_wrong_passwords_gets_at_most_the_limit_of_401s() {
     assert!(count(Status::TooManyRequests) >= 55, "{statuses:?}");
 }
 
-#[rocket::async_test]
-async fn twenty_simultaneous_guesses_yield_at_most_max_failures_401s() {
+async fn twenty_simultaneous_guesses_yield_at_most_max_failures_401s(engine: Engine) {
     let dir = TempDir::new().unwrap();
-    let client = untracked(figment(&dir.path().join("data")).merge(("login_max_failures", 3))).await;
+    let figment = figment_on(engine, &dir.path().join("data")).await;
+    let client = untracked(figment.merge(("login_max_failures", 3))).await;
     let (cookie, token) = login_form(&client).await;
     let tasks: Vec<_> = (0..20)
         .map(|i| {
@@ -273,10 +289,10 @@ async fn long_user_names_are_answered_but_never_kept() {
     assert_eq!(tracked(&client) - before, 60);
 }
 
-#[rocket::async_test]
-async fn one_address_spraying_many_names_is_locked_for_every_name() {
+async fn one_address_spraying_many_names_is_locked_for_every_name(engine: Engine) {
     let dir = TempDir::new().unwrap();
-    let client = untracked(figment(&dir.path().join("data")).merge(("login_max_failures_per_ip", 8))).await;
+    let figment = figment_on(engine, &dir.path().join("data")).await;
+    let client = untracked(figment.merge(("login_max_failures_per_ip", 8))).await;
     let hash = Hasher::default().hash(PASSWORD.into()).await.unwrap();
     users::create(&app_state(&client).storage, "alice", &hash).await.unwrap();
     let (cookie, token) = login_form(&client).await;
@@ -556,10 +572,9 @@ async fn a_planted_plain_cookie_opens_nothing_under_cookie_secure() {
     assert_eq!(res.status(), Status::Ok, "the same session under its own name");
 }
 
-#[rocket::async_test]
-async fn a_weaker_stored_hash_is_replaced_at_login() {
+async fn a_weaker_stored_hash_is_replaced_at_login(engine: Engine) {
     use argon2::password_hash::{PasswordHasher, SaltString};
-    let app = spawn_app().await;
+    let app = spawn_app_on(engine).await;
     let salt = SaltString::encode_b64(b"sixteen byte salt").unwrap();
     let weak = argon2::Argon2::new(
         argon2::Algorithm::Argon2id,
@@ -571,8 +586,7 @@ async fn a_weaker_stored_hash_is_replaced_at_login() {
     .to_string();
     users::create(&app.storage(), "alice", &weak).await.unwrap();
     logged_in(&app.client, "alice", false).await;
-    let stored: String =
-        sqlx::query_scalar("SELECT password_hash FROM users").fetch_one(&app.db().await).await.unwrap();
+    let stored: String = sql!(app, fetch_one, sqlx::query_scalar("SELECT password_hash FROM users"));
     assert!(stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{stored}");
     assert_eq!(log_out(&app.client).await.status(), Status::SeeOther);
     logged_in(&app.client, "alice", false).await;
@@ -586,19 +600,19 @@ async fn a_weaker_stored_hash_is_replaced_at_login() {
 /// Makes the password of every session of the app's database older than
 /// the sudo window, and the running apps forget their caches.
 async fn age_the_password(app: &TestApp, clients: &[&Client]) {
-    sqlx::query("UPDATE sessions SET data = json_set(data, '$.auth_at', 0)")
-        .execute(&app.db().await)
-        .await
-        .unwrap();
+    let age = match app.engine {
+        Engine::Sqlite => "UPDATE sessions SET data = json_set(data, '$.auth_at', 0)",
+        Engine::Postgres => "UPDATE sessions SET data = jsonb_set(data::jsonb, '{auth_at}', '0')::text",
+    };
+    sql!(app, execute, sqlx::query(age));
     for client in clients {
         let manager = client.rocket().state::<Arc<sesija::session::SessionManager>>().unwrap();
         manager.store().invalidate().await;
     }
 }
 
-#[rocket::async_test]
-async fn ending_other_sessions_asks_for_the_password_unless_it_was_entered_recently() {
-    let app = spawn_app().await;
+async fn ending_other_sessions_asks_for_the_password_unless_it_was_entered_recently(engine: Engine) {
+    let app = spawn_app_on(engine).await;
     app.add_user("alice").await;
     logged_in(&app.client, "alice", false).await;
     let phone = app.other_browser().await;
@@ -617,10 +631,8 @@ async fn ending_other_sessions_asks_for_the_password_unless_it_was_entered_recen
     let res = post(form(&[("csrf_token", &token), ("password", "wrong one")])).await;
     assert_eq!(res.status(), Status::UnprocessableEntity);
     assert_eq!(phone.get("/user").dispatch().await.status(), Status::Ok, "nothing ended yet");
-    let phone_handle: String = sqlx::query_scalar("SELECT handle FROM sessions ORDER BY id DESC LIMIT 1")
-        .fetch_one(&app.db().await)
-        .await
-        .unwrap();
+    let phone_handle: String =
+        sql!(app, fetch_one, sqlx::query_scalar("SELECT handle FROM sessions ORDER BY id DESC LIMIT 1"));
     let res = app
         .client
         .post("/sessions/revoke")
@@ -640,9 +652,8 @@ async fn ending_other_sessions_asks_for_the_password_unless_it_was_entered_recen
     assert_eq!(phone.get("/user").dispatch().await.status(), Status::SeeOther);
 }
 
-#[rocket::async_test]
-async fn wrong_confirmation_passwords_are_throttled() {
-    let app = spawn_app_with(|f| f.merge(("login_max_failures", 2))).await;
+async fn wrong_confirmation_passwords_are_throttled(engine: Engine) {
+    let app = spawn_app_on_with(engine, |f| f.merge(("login_max_failures", 2))).await;
     app.add_user("alice").await;
     logged_in(&app.client, "alice", false).await;
     age_the_password(&app, &[&app.client]).await;

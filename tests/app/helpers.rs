@@ -17,6 +17,18 @@ pub const PASSWORD: &str = "correct horse battery";
 pub struct TestApp {
     pub dir: TempDir,
     pub client: Client,
+    pub engine: Engine,
+    /// What every instance of this app shares beyond the defaults: the
+    /// database and the cookie key, on PostgreSQL.
+    shared: Vec<(&'static str, String)>,
+}
+
+/// Where a test's app keeps its data: SQLite in its data directory (the
+/// default), or a fresh database of its own in the test cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
 }
 
 /// The configuration every test starts from: a temp data dir, no purge
@@ -33,11 +45,130 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(configure: impl FnOnce(Figment) -> Figment) -> TestApp {
+    spawn_app_on_with(Engine::Sqlite, configure).await
+}
+
+pub async fn spawn_app_on(engine: Engine) -> TestApp {
+    spawn_app_on_with(engine, |f| f).await
+}
+
+pub async fn spawn_app_on_with(engine: Engine, configure: impl FnOnce(Figment) -> Figment) -> TestApp {
     let dir = TempDir::new().unwrap();
-    let figment = configure(figment(&dir.path().join("data")));
-    let rocket = sesija::app(figment).await.expect("app starts");
+    let shared = engine_settings(engine).await;
+    let mut base = figment(&dir.path().join("data"));
+    for (key, value) in &shared {
+        base = base.merge((*key, value));
+    }
+    let rocket = sesija::app(configure(base)).await.expect("app starts");
     let client = Client::tracked(rocket).await.expect("valid rocket");
-    TestApp { dir, client }
+    TestApp { dir, client, engine, shared }
+}
+
+/// What a fresh app on `engine` needs beyond [`figment`]: on PostgreSQL, a
+/// database of its own in the test cluster and a cookie key.
+pub async fn engine_settings(engine: Engine) -> Vec<(&'static str, String)> {
+    match engine {
+        Engine::Sqlite => Vec::new(),
+        Engine::Postgres => {
+            let cluster = crate::postgres::cluster().expect("a PostgreSQL test runs only with a cluster");
+            let url = crate::postgres::fresh_database(&cluster).await;
+            vec![("database_url", url), ("secret_key", random_key(64))]
+        }
+    }
+}
+
+/// [`figment`] for a fresh app on `engine`.
+pub async fn figment_on(engine: Engine, data_dir: &Path) -> Figment {
+    let mut figment = figment(data_dir);
+    for (key, value) in engine_settings(engine).await {
+        figment = figment.merge((key, value));
+    }
+    figment
+}
+
+/// Whatever can name the database a test looks into (see [`sql!`]).
+pub trait HasStorage {
+    fn storage(&self) -> sesija::db::Storage;
+}
+
+impl HasStorage for sesija::db::Storage {
+    fn storage(&self) -> sesija::db::Storage {
+        self.clone()
+    }
+}
+
+/// One test per engine for each function named: `name::sqlite` and
+/// `name::postgres` run `name(Engine)` (the latter says it was skipped
+/// only when `SESIJA_SKIP_POSTGRES` is set). `blocking:` first: for
+/// functions that are not async.
+#[allow(unused_macros)]
+macro_rules! on_each_engine {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[rocket::async_test]
+            async fn sqlite() {
+                super::$name($crate::helpers::Engine::Sqlite).await
+            }
+
+            #[rocket::async_test]
+            async fn postgres() {
+                if $crate::postgres::cluster().is_some() {
+                    super::$name($crate::helpers::Engine::Postgres).await
+                }
+            }
+        }
+    )*};
+    (blocking: $($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn sqlite() {
+                super::$name($crate::helpers::Engine::Sqlite)
+            }
+
+            #[test]
+            fn postgres() {
+                if $crate::postgres::cluster().is_some() {
+                    super::$name($crate::helpers::Engine::Postgres)
+                }
+            }
+        }
+    )*};
+}
+#[allow(unused_imports)]
+pub(crate) use on_each_engine;
+
+/// Runs a query on a test app's (or a [`HasStorage`]'s) database, whichever engine: `$query` is
+/// built once per engine (SQL with numbered `$N` parameters, which both
+/// read), then `fetch_one`, `fetch_all` or `fetch_optional` it, or
+/// `execute` it (how many rows it changed).
+macro_rules! sql {
+    ($app:expr, execute, $query:expr) => {
+        match {
+            use $crate::helpers::HasStorage as _;
+            $app.storage()
+        } {
+            sesija::db::Storage::Sqlite(db) => $query.execute(&db.writer).await.unwrap().rows_affected(),
+            sesija::db::Storage::Postgres(pool) => $query.execute(&pool).await.unwrap().rows_affected(),
+        }
+    };
+    ($app:expr, $fetch:ident, $query:expr) => {
+        match {
+            use $crate::helpers::HasStorage as _;
+            $app.storage()
+        } {
+            sesija::db::Storage::Sqlite(db) => $query.$fetch(&db.writer).await.unwrap(),
+            sesija::db::Storage::Postgres(pool) => $query.$fetch(&pool).await.unwrap(),
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use sql;
+
+/// The app's own storage (its pools).
+impl HasStorage for TestApp {
+    fn storage(&self) -> sesija::db::Storage {
+        self.client.rocket().state::<sesija::web::App>().unwrap().storage.clone()
+    }
 }
 
 impl TestApp {
@@ -45,27 +176,61 @@ impl TestApp {
         self.dir.path().join("data")
     }
 
+    /// This app's configuration for another instance: its data dir, and
+    /// its database and key on PostgreSQL.
+    pub fn figment(&self) -> Figment {
+        let mut figment = figment(&self.data_dir());
+        for (key, value) in &self.shared {
+            figment = figment.merge((*key, value));
+        }
+        figment
+    }
+
+    /// What [`TestApp::figment`] adds, as the binary reads it from its
+    /// environment (for the command line against this app's data).
+    pub fn envs(&self) -> Vec<(String, String)> {
+        self.shared
+            .iter()
+            .map(|(key, value)| (format!("ROCKET_{}", key.to_uppercase()), value.clone()))
+            .collect()
+    }
+
     /// Another browser with an empty cookie jar: a second app on the same
-    /// data dir and key.
+    /// data (and key).
     pub async fn other_browser(&self) -> Client {
-        let rocket = sesija::app(figment(&self.data_dir())).await.unwrap();
+        let rocket = sesija::app(self.figment()).await.unwrap();
         Client::tracked(rocket).await.unwrap()
     }
 
-    /// The app's own storage (its pools).
-    pub fn storage(&self) -> sesija::db::Storage {
-        self.client.rocket().state::<sesija::web::App>().unwrap().storage.clone()
-    }
-
-    /// A connection of the test's own to the app's database file.
+    /// A connection of the test's own to the app's database file (SQLite only).
     pub async fn db(&self) -> SqlitePool {
+        assert_eq!(self.engine, Engine::Sqlite, "a test of SQLite's file");
         let options = SqliteConnectOptions::new().filename(self.data_dir().join("sesija.db"));
         SqlitePoolOptions::new().max_connections(1).connect_with(options).await.unwrap()
     }
 
     pub async fn conn(&self) -> SqliteConnection {
+        assert_eq!(self.engine, Engine::Sqlite, "a test of SQLite's file");
         let options = SqliteConnectOptions::new().filename(self.data_dir().join("sesija.db"));
         SqliteConnection::connect_with(&options).await.unwrap()
+    }
+
+    /// Every stored account and session, as text: equal before and after
+    /// means a request changed nothing stored.
+    pub async fn contents(&self) -> String {
+        let sessions: Vec<(i64, Vec<u8>, String, i64, i64, i64)> = sql!(
+            self,
+            fetch_all,
+            sqlx::query_as(
+                "SELECT id, token_hash, data, user_id, last_seen_at, expires_at FROM sessions ORDER BY id"
+            )
+        );
+        let users: Vec<(i64, String, String)> = sql!(
+            self,
+            fetch_all,
+            sqlx::query_as("SELECT id, username, password_hash FROM users ORDER BY id")
+        );
+        format!("{sessions:?} {users:?}")
     }
 
     pub async fn add_user(&self, name: &str) -> i64 {
@@ -74,7 +239,7 @@ impl TestApp {
     }
 
     pub async fn session_rows(&self) -> i64 {
-        sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(&self.db().await).await.unwrap()
+        sql!(self, fetch_one, sqlx::query_scalar("SELECT COUNT(*) FROM sessions"))
     }
 }
 

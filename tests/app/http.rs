@@ -180,6 +180,22 @@ pub fn run_cli(workdir: &std::path::Path, args: &[&str], stdin: Option<&str>) ->
     run_cli_with(workdir, &[], args, stdin)
 }
 
+impl crate::helpers::TestApp {
+    /// The command line against this app's data (its database and key on
+    /// PostgreSQL), run where the app's data directory is `./data`.
+    pub async fn cli(&self, args: &[&str]) -> std::process::Output {
+        let (work, envs) = (self.dir.path().to_owned(), self.envs());
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_cli_with(&work, &envs, &args, None)
+        })
+        .await
+        .unwrap()
+    }
+}
+
 /// [`run_cli`] with `envs` (a configuration in `ROCKET_*` variables).
 pub fn run_cli_with(
     workdir: &std::path::Path,

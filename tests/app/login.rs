@@ -6,9 +6,23 @@ use rocket::http::{ContentType, Header, Status};
 
 use crate::helpers::*;
 
-#[rocket::async_test]
-async fn start_page_redirects_by_login_state() {
-    let app = spawn_app().await;
+on_each_engine!(
+    start_page_redirects_by_login_state,
+    login_form_has_the_pinned_fields_and_creates_no_row,
+    login_without_a_valid_csrf_token_is_403_and_logs_nobody_in,
+    wrong_password_and_unknown_user_get_the_same_401,
+    login_sets_a_browser_session_cookie_with_safe_attributes,
+    remember_me_sets_max_age_up_to_the_absolute_deadline,
+    secure_cookies_use_the_host_prefix,
+    user_page_escapes_the_name,
+    login_rotates_and_ends_the_session_held_before,
+    repeated_failures_are_throttled_with_retry_after,
+    twenty_simultaneous_logins_all_succeed,
+    the_user_page_finds_the_name_without_keeping_it_in_the_session,
+);
+
+async fn start_page_redirects_by_login_state(engine: Engine) {
+    let app = spawn_app_on(engine).await;
     assert_to_login(&app.client.get("/").dispatch().await);
     app.add_user("alice").await;
     logged_in(&app.client, "alice", false).await;
@@ -19,9 +33,8 @@ async fn start_page_redirects_by_login_state() {
     assert_eq!(res.headers().get_one("Location"), Some("/user"));
 }
 
-#[rocket::async_test]
-async fn login_form_has_the_pinned_fields_and_creates_no_row() {
-    let app = spawn_app().await;
+async fn login_form_has_the_pinned_fields_and_creates_no_row(engine: Engine) {
+    let app = spawn_app_on(engine).await;
     let res = app.client.get("/login").dispatch().await;
     assert_eq!(res.status(), Status::Ok);
     assert_eq!(res.content_type(), Some(ContentType::HTML));
@@ -44,9 +57,8 @@ async fn login_form_has_the_pinned_fields_and_creates_no_row() {
     assert_eq!(app.session_rows().await, 0, "anonymous visits create no rows");
 }
 
-#[rocket::async_test]
-async fn login_without_a_valid_csrf_token_is_403_and_logs_nobody_in() {
-    let app = spawn_app().await;
+async fn login_without_a_valid_csrf_token_is_403_and_logs_nobody_in(engine: Engine) {
+    let app = spawn_app_on(engine).await;
     app.add_user("alice").await;
     let token = login_token(&app.client).await;
     for body in [
@@ -66,9 +78,8 @@ async fn login_without_a_valid_csrf_token_is_403_and_logs_nobody_in() {
     assert_eq!(app.session_rows().await, 0);
 }
 
-#[rocket::async_test]
-async fn wrong_password_and_unknown_user_get_the_same_401() {
-    let app = spawn_app().await;
+async fn wrong_password_and_unknown_user_get_the_same_401(engine: Engine) {
+    let app = spawn_app_on(engine).await;
     app.add_user("alice").await;
     let wrong = login(&app.client, "alice", "not the password", false).await;
     assert_eq!(wrong.status(), Status::Unauthorized);
@@ -82,9 +93,8 @@ async fn wrong_password_and_unknown_user_get_the_same_401() {
     assert_eq!(app.session_rows().await, 0);
 }
 
-#[rocket::async_test]
-async fn login_sets_a_browser_session_cookie_with_safe_attributes() {
-    let app = spawn_app().await;
+async fn login_sets_a_browser_session_cookie_with_safe_attributes(engine: Engine) {
+    let app = spawn_app_on(engine).await;
     app.add_user("alice").await;
     let res = login(&app.client, "alice", PASSWORD, false).await;
     assert_eq!(res.status(), Status::SeeOther);
@@ -110,9 +120,8 @@ async fn login_sets_a_browser_session_cookie_with_safe_attributes() {
     assert!(html.contains(r#"action="/logout""#), "logout reachable from the user page");
 }
 
-#[rocket::async_test]
-async fn remember_me_sets_max_age_up_to_the_absolute_deadline() {
-    let app = spawn_app().await;
+async fn remember_me_sets_max_age_up_to_the_absolute_deadline(engine: Engine) {
+    let app = spawn_app_on(engine).await;
     app.add_user("alice").await;
     let res = login(&app.client, "alice", PASSWORD, true).await;
     let cookie = set_cookie(&res, "sesija").unwrap();
@@ -122,19 +131,15 @@ async fn remember_me_sets_max_age_up_to_the_absolute_deadline() {
     // deadline (5 days) still ends it earlier.
     assert!((2_592_000 - 2..=2_592_000).contains(&max_age), "{cookie}");
     assert!(cookie.contains("Expires="), "{cookie}");
-    let (expires_at, created_at): (i64, i64) = sqlx::query_as("SELECT expires_at, created_at FROM sessions")
-        .fetch_one(&app.db().await)
-        .await
-        .unwrap();
+    let (expires_at, created_at): (i64, i64) =
+        sql!(app, fetch_one, sqlx::query_as("SELECT expires_at, created_at FROM sessions"));
     assert_eq!(expires_at - created_at, 432_000);
-    let persistent: bool =
-        sqlx::query_scalar("SELECT persistent FROM sessions").fetch_one(&app.db().await).await.unwrap();
+    let persistent: bool = sql!(app, fetch_one, sqlx::query_scalar("SELECT persistent FROM sessions"));
     assert!(persistent);
 }
 
-#[rocket::async_test]
-async fn secure_cookies_use_the_host_prefix() {
-    let app = spawn_app_with(|f| f.merge(("cookie_secure", true))).await;
+async fn secure_cookies_use_the_host_prefix(engine: Engine) {
+    let app = spawn_app_on_with(engine, |f| f.merge(("cookie_secure", true))).await;
     app.add_user("alice").await;
     let page = app.client.get("/login").dispatch().await;
     let csrf = set_cookie(&page, "__Host-sesija_csrf").expect("prefixed csrf cookie");
@@ -161,15 +166,15 @@ async fn secure_cookies_use_the_host_prefix() {
     }
 }
 
-#[rocket::async_test]
-async fn user_page_escapes_the_name() {
-    let app = spawn_app().await;
+async fn user_page_escapes_the_name(engine: Engine) {
+    let app = spawn_app_on(engine).await;
     let hash = sesija::auth::Hasher::default().hash(PASSWORD.into()).await.unwrap();
-    sqlx::query("INSERT INTO users (username, password_hash, created_at) VALUES ('<b>x</b>', ?, 0)")
-        .bind(hash)
-        .execute(&app.db().await)
-        .await
-        .unwrap();
+    sql!(
+        app,
+        execute,
+        sqlx::query("INSERT INTO users (username, password_hash, created_at) VALUES ('<b>x</b>', $1, 0)")
+            .bind(&hash)
+    );
     logged_in(&app.client, "<b>x</b>", false).await;
     let html = app.client.get("/user").dispatch().await.into_string().await.unwrap();
     assert!(
@@ -186,9 +191,8 @@ async fn anonymous_user_page_redirects_to_login() {
     assert!(set_cookie(&res, "sesija").is_none());
 }
 
-#[rocket::async_test]
-async fn login_rotates_and_ends_the_session_held_before() {
-    let app = spawn_app().await;
+async fn login_rotates_and_ends_the_session_held_before(engine: Engine) {
+    let app = spawn_app_on(engine).await;
     app.add_user("alice").await;
     app.add_user("bob").await;
     let first = sealed(&logged_in(&app.client, "alice", false).await);
@@ -208,9 +212,9 @@ async fn login_rotates_and_ends_the_session_held_before() {
     assert_eq!(app.session_rows().await, 1);
 }
 
-#[rocket::async_test]
-async fn repeated_failures_are_throttled_with_retry_after() {
-    let app = spawn_app_with(|f| f.merge(("login_max_failures", 3)).merge(("login_lockout", 2))).await;
+async fn repeated_failures_are_throttled_with_retry_after(engine: Engine) {
+    let app =
+        spawn_app_on_with(engine, |f| f.merge(("login_max_failures", 3)).merge(("login_lockout", 2))).await;
     app.add_user("alice").await;
     for _ in 0..3 {
         assert_eq!(login(&app.client, "alice", "wrong password", false).await.status(), Status::Unauthorized);
@@ -235,9 +239,8 @@ async fn repeated_failures_are_throttled_with_retry_after() {
     logged_in(&app.client, "alice", false).await;
 }
 
-#[rocket::async_test]
-async fn twenty_simultaneous_logins_all_succeed() {
-    let app = spawn_app().await;
+async fn twenty_simultaneous_logins_all_succeed(engine: Engine) {
+    let app = spawn_app_on(engine).await;
     let mut clients = Vec::new();
     for i in 0..20 {
         app.add_user(&format!("user{i}")).await;
@@ -273,13 +276,11 @@ async fn oversized_and_garbled_forms_get_4xx() {
     assert!(res.status().code >= 400 && res.status().code < 500, "{}", res.status());
 }
 
-#[rocket::async_test]
-async fn the_user_page_finds_the_name_without_keeping_it_in_the_session() {
-    let app = spawn_app().await;
+async fn the_user_page_finds_the_name_without_keeping_it_in_the_session(engine: Engine) {
+    let app = spawn_app_on(engine).await;
     app.add_user("alice").await;
     logged_in(&app.client, "alice", false).await;
-    let data: String =
-        sqlx::query_scalar("SELECT data FROM sessions").fetch_one(&app.db().await).await.unwrap();
+    let data: String = sql!(app, fetch_one, sqlx::query_scalar("SELECT data FROM sessions"));
     assert!(!data.contains("alice"), "the name comes from the account, not the session: {data}");
     let html = app.client.get("/user").dispatch().await.into_string().await.unwrap();
     assert!(html.contains("Hello, alice!"));

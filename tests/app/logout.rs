@@ -4,9 +4,15 @@ use rocket::http::{ContentType, Status};
 
 use crate::helpers::*;
 
-#[rocket::async_test]
-async fn get_logout_shows_a_form_and_changes_nothing() {
-    let app = spawn_app().await;
+on_each_engine!(
+    get_logout_shows_a_form_and_changes_nothing,
+    logout_without_the_session_token_is_403_and_keeps_the_session,
+    logout_deletes_the_row_and_the_old_cookie_is_dead,
+    logout_when_not_logged_in_goes_to_login,
+);
+
+async fn get_logout_shows_a_form_and_changes_nothing(engine: Engine) {
+    let app = spawn_app_on(engine).await;
     app.add_user("alice").await;
     logged_in(&app.client, "alice", false).await;
     let res = app.client.get("/logout").dispatch().await;
@@ -18,9 +24,8 @@ async fn get_logout_shows_a_form_and_changes_nothing() {
     assert_eq!(app.client.get("/user").dispatch().await.status(), Status::Ok);
 }
 
-#[rocket::async_test]
-async fn logout_without_the_session_token_is_403_and_keeps_the_session() {
-    let app = spawn_app().await;
+async fn logout_without_the_session_token_is_403_and_keeps_the_session(engine: Engine) {
+    let app = spawn_app_on(engine).await;
     app.add_user("alice").await;
     // The anonymous login-form token is no good once logged in.
     let anonymous = login_token(&app.client).await;
@@ -34,9 +39,8 @@ async fn logout_without_the_session_token_is_403_and_keeps_the_session() {
     assert_eq!(app.client.get("/user").dispatch().await.status(), Status::Ok);
 }
 
-#[rocket::async_test]
-async fn logout_deletes_the_row_and_the_old_cookie_is_dead() {
-    let app = spawn_app().await;
+async fn logout_deletes_the_row_and_the_old_cookie_is_dead(engine: Engine) {
+    let app = spawn_app_on(engine).await;
     app.add_user("alice").await;
     let cookie = sealed(&logged_in(&app.client, "alice", true).await);
     let res = log_out(&app.client).await;
@@ -53,9 +57,8 @@ async fn logout_deletes_the_row_and_the_old_cookie_is_dead() {
     assert_to_login(&user_page_with(&other, &cookie).await);
 }
 
-#[rocket::async_test]
-async fn logout_when_not_logged_in_goes_to_login() {
-    let app = spawn_app().await;
+async fn logout_when_not_logged_in_goes_to_login(engine: Engine) {
+    let app = spawn_app_on(engine).await;
     assert_to_login(&app.client.post("/logout").header(ContentType::Form).body("").dispatch().await);
     assert_to_login(&app.client.get("/logout").dispatch().await);
 }

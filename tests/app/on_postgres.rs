@@ -845,3 +845,107 @@ async fn a_login_racing_an_uncommitted_password_change_keeps_no_session() {
     assert_eq!(left, 0, "no session of the old password is stored");
     assert!(answered >= committed, "the login answered only once the change was decided");
 }
+
+/// Two instances on one database behind nginx, set up as the README shows
+/// (its upstream block): the proxy spreads the checks over both, and a
+/// login, a logout, an operator's revocation and a password change count on
+/// both at once; after `kill -9` of one, the proxy's next tries go to the
+/// other and everyone is still logged in.
+#[rocket::async_test]
+async fn two_instances_behind_nginx_serve_one_set_of_users() {
+    use crate::proxies::{log_in_through, nginx_upstream, via, EchoApp, HTML};
+    if crate::proxies::skip() {
+        return;
+    }
+    let Some(db) = Installation::new().await else { return };
+    tokio::task::block_in_place(|| {
+        let add = |password: &str| {
+            let args = ["user", "add", "alice", "--password-stdin"];
+            let out = run_cli_with(&db.workdir(), &db.envs(), &args, Some(&format!("{password}\n")));
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        };
+        add(PASSWORD);
+        let app = EchoApp::start();
+        let ports = [free_port(), free_port()];
+        let proxy = nginx_upstream(&ports, app.port);
+        let p = proxy.port;
+        let public = format!("http://auth.sesija.test:{p}");
+        let mut envs = db.envs().to_vec();
+        envs.extend([("ROCKET_PUBLIC_URL", public.as_str()), ("ROCKET_COOKIE_DOMAIN", "sesija.test")]);
+        let servers: Vec<Server> = ["a", "b"]
+            .iter()
+            .zip(ports)
+            .map(|(name, port)| {
+                let work = db.dir.path().join(name);
+                std::fs::create_dir_all(&work).unwrap();
+                Server::start(&work, port, &envs)
+            })
+            .collect();
+        let target = format!("http://app.sesija.test:{p}/page");
+        let page =
+            |cookie: &str| via(p, "GET", "app.sesija.test", "/page", &[HTML, ("Cookie", cookie)], None);
+        let portal = |method: &str, path: &str, cookie: &str, body: Option<&str>| {
+            via(p, method, "auth.sesija.test", path, &[HTML, ("Cookie", cookie)], body)
+        };
+        let all_refused = |cookie: &str, what: &str| {
+            for _ in 0..20 {
+                let res = page(cookie);
+                assert_eq!(res.status, 302, "{what}: a check let the old session through: {}", res.body);
+            }
+        };
+
+        // Logged in through the proxy, in on every check, whichever instance answers.
+        let (cookie, _) = log_in_through(p, &target);
+        for _ in 0..10 {
+            let res = page(&cookie);
+            assert_eq!(res.status, 200, "{}", res.body);
+            assert!(res.body.contains("remote-user: alice"), "{}", res.body);
+        }
+        for server in &servers {
+            assert!(server.output().contains("auth-request"), "both instances answered checks");
+        }
+
+        // A logout, made on whichever instance the proxy chose.
+        let user = portal("GET", "/user", &cookie, None);
+        assert_eq!(user.status, 200);
+        let res = portal("POST", "/logout", &cookie, Some(&form(&[("csrf_token", &csrf_in(&user.body))])));
+        assert_eq!(res.status, 303);
+        all_refused(&cookie, "logged out");
+
+        // The operator's revocation.
+        let (cookie, _) = log_in_through(p, &target);
+        assert_eq!(page(&cookie).status, 200);
+        let out = run_cli_with(&db.workdir(), &db.envs(), &["sessions", "revoke", "--user", "alice"], None);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        all_refused(&cookie, "revoked");
+
+        // A password change ends the other browser's session.
+        let (laptop, _) = log_in_through(p, &target);
+        let (phone, _) = log_in_through(p, &target);
+        assert_eq!(page(&phone).status, 200);
+        let html = portal("GET", "/account/password", &laptop, None).body;
+        let body = form(&[
+            ("csrf_token", &csrf_in(&html)),
+            ("current_password", PASSWORD),
+            ("new_password", "another good password"),
+            ("confirm_password", "another good password"),
+        ]);
+        let res = portal("POST", "/account/password", &laptop, Some(&body));
+        assert_eq!(res.status, 303, "{}", res.body);
+        all_refused(&phone, "password changed");
+        let out = run_cli_with(&db.workdir(), &db.envs(), &["user", "remove", "alice"], None);
+        assert!(out.status.success());
+        add(PASSWORD);
+
+        // kill -9 of one instance: the other serves everyone still logged in.
+        let (cookie, _) = log_in_through(p, &target);
+        signal(&servers[0], "-KILL");
+        for _ in 0..20 {
+            let res = page(&cookie);
+            assert_eq!(res.status, 200, "after a kill: {}", res.body);
+            assert!(res.body.contains("remote-user: alice"));
+        }
+        let (fresh, _) = log_in_through(p, &target);
+        assert_eq!(page(&fresh).status, 200, "a new login after the kill");
+    });
+}

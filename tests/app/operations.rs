@@ -13,21 +13,28 @@ use crate::helpers::*;
 use crate::http::{free_port, sesija, Browser, Server};
 use crate::server::{block_on, first_account, log_in};
 
+on_each_engine!(
+    a_cookie_under_a_configured_fallback_key_is_accepted_and_resealed,
+    switching_cookie_secure_logs_nobody_out,
+    metrics_count_logins_sessions_and_requests_when_enabled,
+    a_configured_proxy_header_supplies_the_client_ip,
+);
+
+/// An app on `base` (one test's data), configured further.
 async fn client_on(
-    data_dir: &std::path::Path,
+    base: rocket::figment::Figment,
     configure: impl FnOnce(rocket::figment::Figment) -> rocket::figment::Figment,
 ) -> Client {
-    let rocket = sesija::app(configure(figment(data_dir))).await.unwrap();
+    let rocket = sesija::app(configure(base)).await.unwrap();
     Client::tracked(rocket).await.unwrap()
 }
 
-#[rocket::async_test]
-async fn switching_cookie_secure_logs_nobody_out() {
-    let app = spawn_app().await;
+async fn switching_cookie_secure_logs_nobody_out(engine: Engine) {
+    let app = spawn_app_on(engine).await;
     app.add_user("alice").await;
     let plain = sealed(&logged_in(&app.client, "alice", true).await);
 
-    let secure = client_on(&app.data_dir(), |f| f.merge(("cookie_secure", true))).await;
+    let secure = client_on(app.figment(), |f| f.merge(("cookie_secure", true))).await;
     let res = secure.get("/user").cookie(rocket::http::Cookie::new("sesija", plain.clone())).dispatch().await;
     assert_eq!(res.status(), Status::Ok, "the old name is still read");
     let reissued = set_cookie(&res, "__Host-sesija").expect("re-issued under the new name");
@@ -37,7 +44,7 @@ async fn switching_cookie_secure_logs_nobody_out() {
     drop(res);
 
     // And back again.
-    let plain_again = client_on(&app.data_dir(), |f| f).await;
+    let plain_again = client_on(app.figment(), |f| f).await;
     let res = plain_again
         .get("/user")
         .cookie(rocket::http::Cookie::new("__Host-sesija", prefixed))
@@ -47,20 +54,19 @@ async fn switching_cookie_secure_logs_nobody_out() {
     assert!(set_cookie(&res, "sesija").is_some());
 }
 
-#[rocket::async_test]
-async fn a_cookie_under_a_configured_fallback_key_is_accepted_and_resealed() {
+async fn a_cookie_under_a_configured_fallback_key_is_accepted_and_resealed(engine: Engine) {
     let dir = TempDir::new().unwrap();
-    let data = dir.path().join("data");
+    let base = figment_on(engine, &dir.path().join("data")).await;
     let (old, new) = (random_key(64), random_key(32));
-    let before = client_on(&data, |f| f.merge(("secret_key", old.clone()))).await;
+    let before = client_on(base.clone(), |f| f.merge(("secret_key", old.clone()))).await;
     let hash = sesija::auth::Hasher::default().hash(PASSWORD.into()).await.unwrap();
-    let db = sesija::db::Db::open(&data).await.unwrap();
-    sesija::auth::users::create(&sesija::db::Storage::Sqlite(db.clone()), "alice", &hash).await.unwrap();
+    let storage = &before.rocket().state::<sesija::web::App>().unwrap().storage;
+    sesija::auth::users::create(storage, "alice", &hash).await.unwrap();
     let cookie = sealed(&logged_in(&before, "alice", false).await);
 
-    let without = client_on(&data, |f| f.merge(("secret_key", new.clone()))).await;
+    let without = client_on(base.clone(), |f| f.merge(("secret_key", new.clone()))).await;
     assert_to_login(&user_page_with(&without, &cookie).await);
-    let with = client_on(&data, |f| {
+    let with = client_on(base.clone(), |f| {
         f.merge(("secret_key", new.clone())).merge(("secret_key_fallbacks", vec![old.clone()]))
     })
     .await;
@@ -75,7 +81,7 @@ async fn a_cookie_under_a_configured_fallback_key_is_accepted_and_resealed() {
         "opens under the new key alone"
     );
 
-    let res = sesija::app(figment(&data).merge(("secret_key_fallbacks", vec!["not a key"]))).await;
+    let res = sesija::app(base.merge(("secret_key_fallbacks", vec!["not a key"]))).await;
     assert!(res.err().unwrap().to_string().contains("previous secret key"));
 }
 
@@ -227,12 +233,12 @@ fn an_older_database_is_copied_before_its_schema_changes() {
     assert!(!out.contains("pre-"), "copied once, before the change only");
 }
 
-#[rocket::async_test]
-async fn metrics_count_logins_sessions_and_requests_when_enabled() {
-    let off = spawn_app().await;
+async fn metrics_count_logins_sessions_and_requests_when_enabled(engine: Engine) {
+    let off = spawn_app_on(engine).await;
     assert_eq!(off.client.get("/metrics").dispatch().await.status(), Status::NotFound);
 
-    let app = spawn_app_with(|f| f.merge(("metrics", true)).merge(("login_max_failures", 2))).await;
+    let app =
+        spawn_app_on_with(engine, |f| f.merge(("metrics", true)).merge(("login_max_failures", 2))).await;
     app.add_user("alice").await;
     assert_eq!(login(&app.client, "alice", "wrong password", false).await.status(), Status::Unauthorized);
     assert_eq!(login(&app.client, "alice", "wrong password", false).await.status(), Status::Unauthorized);
@@ -269,14 +275,13 @@ async fn metrics_count_logins_sessions_and_requests_when_enabled() {
     );
 }
 
-#[rocket::async_test]
-async fn a_configured_proxy_header_supplies_the_client_ip() {
-    let app = spawn_app_with(|f| f.merge(("ip_header", "X-Forwarded-For"))).await;
+async fn a_configured_proxy_header_supplies_the_client_ip(engine: Engine) {
+    let app = spawn_app_on_with(engine, |f| f.merge(("ip_header", "X-Forwarded-For"))).await;
     app.add_user("alice").await;
     let forwarded = Header::new("X-Forwarded-For", "203.0.113.5");
     let res = login_from(&app.client, "alice", forwarded, Some("127.0.0.1:9999".parse().unwrap())).await;
     assert_eq!(res.status(), Status::SeeOther);
-    let ip: String = sqlx::query_scalar("SELECT ip FROM sessions").fetch_one(&app.db().await).await.unwrap();
+    let ip: String = sql!(app, fetch_one, sqlx::query_scalar("SELECT ip FROM sessions"));
     assert_eq!(ip, "203.0.113.5");
 }
 

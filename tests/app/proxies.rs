@@ -77,12 +77,13 @@ impl Drop for Proxy {
 }
 
 /// `deploy/FILE` with its example names (under `domain`) and ports
-/// replaced by the test's.
+/// replaced by the test's; sesija is at `sesija_at` (an address, or the
+/// name of an upstream block).
 fn deployed(
     file: &str,
     domain: &str,
     proxy_port: u16,
-    sesija_port: u16,
+    sesija_at: &str,
     app_port: u16,
     http_prefix: bool,
 ) -> String {
@@ -94,7 +95,7 @@ fn deployed(
     };
     text.replace("app.example.com", &app)
         .replace("auth.example.com", &auth)
-        .replace("127.0.0.1:8000", &format!("127.0.0.1:{sesija_port}"))
+        .replace("127.0.0.1:8000", sesija_at)
         .replace("127.0.0.1:3000", &format!("127.0.0.1:{app_port}"))
         .replace("listen 80;", &format!("listen 127.0.0.1:{proxy_port};"))
 }
@@ -116,11 +117,34 @@ pub fn nginx(sesija_port: u16, app_port: u16) -> Proxy {
 
 /// nginx for `app.DOMAIN` and `auth.DOMAIN`.
 pub fn nginx_for(domain: &str, sesija_port: u16, app_port: u16) -> Proxy {
+    nginx_conf(domain, &format!("127.0.0.1:{sesija_port}"), "", app_port)
+}
+
+/// nginx in front of several instances of sesija, with the upstream block
+/// the README shows for that (its addresses replaced by `instances`' ports).
+pub fn nginx_upstream(instances: &[u16], app_port: u16) -> Proxy {
+    let readme = std::fs::read_to_string(format!("{}/README.md", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let start = readme.find("upstream sesija {").expect("the README shows an upstream block");
+    let end = start + readme[start..].find("\n}\n").unwrap() + 3;
+    let mut block = readme[start..end].to_owned();
+    let shown = ["10.0.0.11:8000", "10.0.0.12:8000"];
+    assert_eq!(instances.len(), shown.len());
+    for (address, port) in shown.iter().zip(instances) {
+        assert!(block.contains(address), "{block}");
+        block = block.replace(address, &format!("127.0.0.1:{port}"));
+    }
+    nginx_conf("sesija.test", "sesija", &block, app_port)
+}
+
+/// nginx running `deploy/nginx-forward-auth.conf` for `domain`, with
+/// sesija at `sesija_at` and `extra` in its `http` block.
+fn nginx_conf(domain: &str, sesija_at: &str, extra: &str, app_port: u16) -> Proxy {
     let dir = TempDir::new().unwrap();
     let port = free_port();
     let prefix = dir.path();
     std::fs::create_dir_all(prefix.join("logs")).unwrap();
-    let servers = deployed("nginx-forward-auth.conf", domain, port, sesija_port, app_port, false);
+    let servers =
+        extra.to_owned() + &deployed("nginx-forward-auth.conf", domain, port, sesija_at, app_port, false);
     let conf = format!(
         "worker_processes 1;\nerror_log {p}/logs/error.log;\npid {p}/nginx.pid;\nuser root;\n\
          events {{ worker_connections 256; }}\n\
@@ -147,7 +171,8 @@ pub fn nginx_for(domain: &str, sesija_port: u16, app_port: u16) -> Proxy {
 pub fn caddy(sesija_port: u16, app_port: u16) -> Proxy {
     let dir = TempDir::new().unwrap();
     let port = free_port();
-    let sites = deployed("Caddyfile", "sesija.test", port, sesija_port, app_port, true);
+    let sites =
+        deployed("Caddyfile", "sesija.test", port, &format!("127.0.0.1:{sesija_port}"), app_port, true);
     let global = format!(
         "{{\n\tadmin off\n\tauto_https off\n\tstorage file_system {}\n}}\n\n",
         dir.path().join("storage").display()
@@ -207,11 +232,11 @@ fn cookies_of(res: &Response) -> Vec<(String, String)> {
         .collect()
 }
 
-const HTML: (&str, &str) = ("Accept", "text/html,application/xhtml+xml");
+pub const HTML: (&str, &str) = ("Accept", "text/html,application/xhtml+xml");
 
 /// Logs alice in through the proxy's portal host with `rd`; returns the
 /// Cookie header value holding the session.
-fn log_in_through(proxy: u16, rd: &str) -> (String, Response) {
+pub fn log_in_through(proxy: u16, rd: &str) -> (String, Response) {
     let page = via(proxy, "GET", "auth.sesija.test", &format!("/login?rd={}", urlencode(rd)), &[HTML], None);
     assert_eq!(page.status, 200, "{}", page.body);
     let csrf: Vec<String> = cookies_of(&page).into_iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -229,7 +254,7 @@ fn log_in_through(proxy: u16, rd: &str) -> (String, Response) {
     (format!("{name}={value}"), res)
 }
 
-fn skip() -> bool {
+pub fn skip() -> bool {
     if std::env::var_os("SESIJA_SKIP_PROXIES").is_some() {
         eprintln!("SESIJA_SKIP_PROXIES is set: proxy test skipped");
         return true;

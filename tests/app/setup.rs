@@ -4,6 +4,11 @@ use rocket::http::{ContentType, Status};
 
 use crate::helpers::*;
 
+on_each_engine!(
+    setup_creates_the_first_account_and_logs_it_in_once,
+    setup_is_404_when_an_account_already_exists,
+);
+
 fn setup_token(app: &TestApp) -> String {
     app.client
         .rocket()
@@ -14,9 +19,8 @@ fn setup_token(app: &TestApp) -> String {
         .expect("a setup token while no user exists")
 }
 
-#[rocket::async_test]
-async fn setup_creates_the_first_account_and_logs_it_in_once() {
-    let app = spawn_app().await;
+async fn setup_creates_the_first_account_and_logs_it_in_once(engine: Engine) {
+    let app = spawn_app_on(engine).await;
     let token = setup_token(&app);
     for uri in ["/setup".to_owned(), "/setup?token=wrong".to_owned(), format!("/setup?token={}", &token[1..])]
     {
@@ -49,10 +53,7 @@ async fn setup_creates_the_first_account_and_logs_it_in_once() {
     ]))
     .await;
     assert_eq!(res.status(), Status::NotFound);
-    assert_eq!(
-        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM users").fetch_one(&app.db().await).await.unwrap(),
-        0
-    );
+    assert_eq!(sql!(app, fetch_one, sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM users")), 0);
 
     let res = post(form(&[
         ("token", &token),
@@ -75,9 +76,8 @@ async fn setup_creates_the_first_account_and_logs_it_in_once() {
     assert_eq!(res.status(), Status::NotFound);
 }
 
-#[rocket::async_test]
-async fn setup_is_404_when_an_account_already_exists() {
-    let app = spawn_app().await;
+async fn setup_is_404_when_an_account_already_exists(engine: Engine) {
+    let app = spawn_app_on(engine).await;
     let token = setup_token(&app);
     app.add_user("alice").await;
     assert_eq!(app.client.get(format!("/setup?token={token}")).dispatch().await.status(), Status::NotFound);

@@ -9,7 +9,21 @@ use rocket::http::{ContentType, Header, Status};
 use rocket::local::asynchronous::{Client, LocalResponse};
 
 use crate::helpers::*;
-use crate::http::run_cli;
+
+on_each_engine!(
+    enabling_needs_a_right_code_and_shows_ten_recovery_codes,
+    a_password_alone_opens_nothing_and_the_right_code_opens_everything,
+    wrong_replayed_and_skewed_codes_are_refused,
+    two_browsers_racing_one_code_let_one_in,
+    a_recovery_code_works_once,
+    wrong_codes_are_throttled_even_in_a_burst,
+    a_login_waiting_for_its_code_expires,
+    turning_it_on_or_off_ends_every_other_session,
+    new_recovery_codes_need_password_and_code_and_retire_the_old,
+    the_operator_resets_a_lost_device,
+    with_require_2fa_nothing_opens_before_the_set_up,
+    a_two_factor_rule_sends_a_password_only_session_to_set_up_and_back,
+);
 
 /// The code of `secret` for the step `offset` steps from now.
 pub fn code(secret: &[u8], offset: i64) -> String {
@@ -110,21 +124,20 @@ pub async fn user_status(client: &Client) -> Status {
 
 /// Another browser of `app`, configured as it is.
 async fn browser_with(app: &TestApp, configure: impl FnOnce(Figment) -> Figment) -> Client {
-    Client::tracked(sesija::app(configure(figment(&app.data_dir()))).await.unwrap()).await.unwrap()
+    Client::tracked(sesija::app(configure(app.figment())).await.unwrap()).await.unwrap()
 }
 
 /// An app with alice, logged in, with 2FA set up.
-async fn enrolled() -> (TestApp, Vec<u8>, Vec<String>) {
-    let app = spawn_app().await;
+async fn enrolled(engine: Engine) -> (TestApp, Vec<u8>, Vec<String>) {
+    let app = spawn_app_on(engine).await;
     app.add_user("alice").await;
     logged_in(&app.client, "alice", false).await;
     let (secret, codes) = enrol(&app.client).await;
     (app, secret, codes)
 }
 
-#[rocket::async_test]
-async fn enabling_needs_a_right_code_and_shows_ten_recovery_codes() {
-    let app = spawn_app().await;
+async fn enabling_needs_a_right_code_and_shows_ten_recovery_codes(engine: Engine) {
+    let app = spawn_app_on(engine).await;
     app.add_user("alice").await;
     logged_in(&app.client, "alice", false).await;
     let html = body(app.client.get("/account/2fa").dispatch().await).await;
@@ -158,13 +171,11 @@ async fn enabling_needs_a_right_code_and_shows_ten_recovery_codes() {
     assert!(!html.contains("<li><code>"), "the codes are shown once");
 
     // At rest: the secret sealed, the codes hashed.
-    let db = app.db().await;
-    let sealed: Vec<u8> = sqlx::query_scalar("SELECT totp_secret FROM users").fetch_one(&db).await.unwrap();
+    let sealed: Vec<u8> = sql!(app, fetch_one, sqlx::query_scalar("SELECT totp_secret FROM users"));
     assert!(!sealed.windows(secret.len()).any(|w| w == secret.as_slice()));
     let text = totp_rs::Secret::from(secret.clone()).to_base32();
     assert!(!sealed.windows(text.len()).any(|w| w == text.as_bytes()));
-    let hashes: Vec<String> =
-        sqlx::query_scalar("SELECT hash FROM recovery_codes").fetch_all(&db).await.unwrap();
+    let hashes: Vec<String> = sql!(app, fetch_all, sqlx::query_scalar("SELECT hash FROM recovery_codes"));
     assert_eq!(hashes.len(), 10);
     assert!(hashes.iter().all(|h| h.starts_with("$argon2id$")));
     // This session passed the new factor: the devices page says so.
@@ -172,9 +183,8 @@ async fn enabling_needs_a_right_code_and_shows_ten_recovery_codes() {
     assert!(html.contains("password and code"), "{html}");
 }
 
-#[rocket::async_test]
-async fn a_password_alone_opens_nothing_and_the_right_code_opens_everything() {
-    let (app, secret, _) = enrolled().await;
+async fn a_password_alone_opens_nothing_and_the_right_code_opens_everything(engine: Engine) {
+    let (app, secret, _) = enrolled(engine).await;
     let laptop = app.other_browser().await;
     password_step(&laptop, "alice", false).await;
     // Waiting for the code: not logged in anywhere.
@@ -212,9 +222,8 @@ async fn a_password_alone_opens_nothing_and_the_right_code_opens_everything() {
     assert_eq!(app.session_rows().await, 2, "the waiting session was replaced, not kept");
 }
 
-#[rocket::async_test]
-async fn wrong_replayed_and_skewed_codes_are_refused() {
-    let (app, secret, _) = enrolled().await;
+async fn wrong_replayed_and_skewed_codes_are_refused(engine: Engine) {
+    let (app, secret, _) = enrolled(engine).await;
     let laptop = app.other_browser().await;
     password_step(&laptop, "alice", false).await;
     // The code that turned 2FA on was this step's: it never works again.
@@ -234,15 +243,14 @@ async fn wrong_replayed_and_skewed_codes_are_refused() {
     assert_eq!(user_status(&phone).await, Status::SeeOther);
 
     // One step behind is accepted too (replay aside).
-    sqlx::query("UPDATE users SET totp_last_step = 0").execute(&app.db().await).await.unwrap();
+    sql!(app, execute, sqlx::query("UPDATE users SET totp_last_step = 0"));
     early_in_step().await;
     assert_eq!(send_code(&phone, &code(&secret, -1)).await.status(), Status::SeeOther, "-1 step");
     assert_eq!(user_status(&phone).await, Status::Ok);
 }
 
-#[rocket::async_test]
-async fn two_browsers_racing_one_code_let_one_in() {
-    let (app, secret, _) = enrolled().await;
+async fn two_browsers_racing_one_code_let_one_in(engine: Engine) {
+    let (app, secret, _) = enrolled(engine).await;
     let (a, b) = (app.other_browser().await, app.other_browser().await);
     password_step(&a, "alice", false).await;
     password_step(&b, "alice", false).await;
@@ -259,9 +267,8 @@ async fn two_browsers_racing_one_code_let_one_in() {
     assert_eq!(statuses, [Status::SeeOther, Status::Unauthorized]);
 }
 
-#[rocket::async_test]
-async fn a_recovery_code_works_once() {
-    let (app, _, codes) = enrolled().await;
+async fn a_recovery_code_works_once(engine: Engine) {
+    let (app, _, codes) = enrolled(engine).await;
     let laptop = app.other_browser().await;
     password_step(&laptop, "alice", true).await;
     // Typed in capitals with a space: forgiven.
@@ -284,10 +291,9 @@ async fn a_recovery_code_works_once() {
     assert!(html.contains("8 recovery codes left"), "{html}");
 }
 
-#[rocket::async_test]
-async fn wrong_codes_are_throttled_even_in_a_burst() {
+async fn wrong_codes_are_throttled_even_in_a_burst(engine: Engine) {
     let configure = |f: Figment| f.merge(("login_max_failures", 3));
-    let app = spawn_app_with(configure).await;
+    let app = spawn_app_on_with(engine, configure).await;
     app.add_user("alice").await;
     logged_in(&app.client, "alice", false).await;
     let (secret, _) = enrol(&app.client).await;
@@ -312,11 +318,10 @@ async fn wrong_codes_are_throttled_even_in_a_burst() {
     assert_eq!(user_status(&laptop).await, Status::SeeOther);
 }
 
-#[rocket::async_test]
-async fn a_login_waiting_for_its_code_expires() {
+async fn a_login_waiting_for_its_code_expires(engine: Engine) {
     // Times are whole seconds: 2 s leaves a waiting login at least one.
     let configure = |f: Figment| f.merge(("two_factor_pending_timeout", 2));
-    let app = spawn_app_with(configure).await;
+    let app = spawn_app_on_with(engine, configure).await;
     app.add_user("alice").await;
     logged_in(&app.client, "alice", false).await;
     let (secret, _) = enrol(&app.client).await;
@@ -336,9 +341,8 @@ async fn a_login_waiting_for_its_code_expires() {
     assert_eq!(send_code(&phone, &code(&secret, 1)).await.status(), Status::SeeOther);
 }
 
-#[rocket::async_test]
-async fn turning_it_on_or_off_ends_every_other_session() {
-    let app = spawn_app().await;
+async fn turning_it_on_or_off_ends_every_other_session(engine: Engine) {
+    let app = spawn_app_on(engine).await;
     app.add_user("alice").await;
     let laptop = app.other_browser().await;
     logged_in(&laptop, "alice", false).await;
@@ -372,23 +376,21 @@ async fn turning_it_on_or_off_ends_every_other_session() {
     // The laptop used step +1 already: only a later one works.
     let res = post(&app.client, "/account/2fa/disable", &pairs).await;
     assert_eq!(res.status(), Status::UnprocessableEntity, "the laptop's code, replayed");
-    let db = app.db().await;
-    sqlx::query("UPDATE users SET totp_last_step = 0").execute(&db).await.unwrap();
+    sql!(app, execute, sqlx::query("UPDATE users SET totp_last_step = 0"));
     let res = post(&app.client, "/account/2fa/disable", &pairs).await;
     assert_eq!(res.status(), Status::SeeOther);
     assert_eq!(user_status(&laptop).await, Status::SeeOther, "the other session ended");
     assert_eq!(user_status(&app.client).await, Status::Ok);
     let html = body(app.client.get("/account/2fa").dispatch().await).await;
     assert!(html.contains("is <strong>off</strong>"));
-    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM recovery_codes").fetch_one(&db).await.unwrap();
+    let left: i64 = sql!(app, fetch_one, sqlx::query_scalar("SELECT COUNT(*) FROM recovery_codes"));
     assert_eq!(left, 0);
     // And the next login needs the password only.
     logged_in(&laptop, "alice", false).await;
 }
 
-#[rocket::async_test]
-async fn new_recovery_codes_need_password_and_code_and_retire_the_old() {
-    let (app, secret, old) = enrolled().await;
+async fn new_recovery_codes_need_password_and_code_and_retire_the_old(engine: Engine) {
+    let (app, secret, old) = enrolled(engine).await;
     let token = token_of(&app.client, "/account/2fa").await;
     let res = post(
         &app.client,
@@ -413,44 +415,37 @@ async fn new_recovery_codes_need_password_and_code_and_retire_the_old() {
     assert_eq!(send_code(&laptop, &new).await.status(), Status::SeeOther);
 }
 
-#[rocket::async_test]
-async fn the_operator_resets_a_lost_device() {
-    let (app, _, _) = enrolled().await;
-    let work = app.dir.path().to_owned();
-    let run = move |args: &'static [&'static str]| {
-        let work = work.clone();
-        async move { tokio::task::spawn_blocking(move || run_cli(&work, args, None)).await.unwrap() }
-    };
-    let out = run(&["user", "2fa", "alice"]).await;
+async fn the_operator_resets_a_lost_device(engine: Engine) {
+    let (app, _, _) = enrolled(engine).await;
+    let out = app.cli(&["user", "2fa", "alice"]).await;
     assert!(out.status.success());
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(said.starts_with("alice: two-factor authentication on since "), "{said}");
     assert!(said.trim_end().ends_with("10 recovery codes left"), "{said}");
-    let out = run(&["user", "list"]).await;
+    let out = app.cli(&["user", "list"]).await;
     assert!(String::from_utf8_lossy(&out.stdout).contains("\t2fa on"));
 
-    let out = run(&["user", "2fa-reset", "alice"]).await;
+    let out = app.cli(&["user", "2fa-reset", "alice"]).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "turned off two-factor authentication of alice; ended 1 sessions"
     );
     assert_eq!(user_status(&app.client).await, Status::SeeOther, "the running server honours it at once");
-    let out = run(&["user", "2fa", "alice"]).await;
+    let out = app.cli(&["user", "2fa", "alice"]).await;
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "alice: two-factor authentication off");
-    let out = run(&["user", "2fa-reset", "alice"]).await;
+    let out = app.cli(&["user", "2fa-reset", "alice"]).await;
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("already off"));
-    let out = run(&["user", "2fa-reset", "nobody"]).await;
+    let out = app.cli(&["user", "2fa-reset", "nobody"]).await;
     assert!(!out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "sesija: no user \"nobody\"");
     // The password alone logs in again.
     logged_in(&app.client, "alice", false).await;
 }
 
-#[rocket::async_test]
-async fn with_require_2fa_nothing_opens_before_the_set_up() {
-    let app = spawn_app_with(|f| f.merge(("require_2fa", true))).await;
+async fn with_require_2fa_nothing_opens_before_the_set_up(engine: Engine) {
+    let app = spawn_app_on_with(engine, |f| f.merge(("require_2fa", true))).await;
     app.add_user("alice").await;
     let res = login(&app.client, "alice", PASSWORD, false).await;
     assert_eq!(res.headers().get_one("Location"), Some("/account/2fa"));
@@ -501,9 +496,8 @@ async fn check<'c>(client: &'c Client, url: &str, navigation: bool) -> LocalResp
     req.dispatch().await
 }
 
-#[rocket::async_test]
-async fn a_two_factor_rule_sends_a_password_only_session_to_set_up_and_back() {
-    let app = spawn_app_with(two_factor_rules).await;
+async fn a_two_factor_rule_sends_a_password_only_session_to_set_up_and_back(engine: Engine) {
+    let app = spawn_app_on_with(engine, two_factor_rules).await;
     app.add_user("alice").await;
     logged_in(&app.client, "alice", false).await;
     let target = "http://admin.sesija.test/panel";
@@ -563,12 +557,7 @@ async fn a_two_factor_rule_sends_a_password_only_session_to_set_up_and_back() {
 
 #[rocket::async_test]
 async fn secrets_follow_the_key_through_a_rotation() {
-    let (app, secret, _) = enrolled().await;
-    let work = app.dir.path().to_owned();
-    let cli = |args: &'static [&'static str]| {
-        let work = work.clone();
-        async move { tokio::task::spawn_blocking(move || run_cli(&work, args, None)).await.unwrap() }
-    };
+    let (app, secret, _) = enrolled(Engine::Sqlite).await;
     let sealed = || async {
         let sealed: Vec<u8> =
             sqlx::query_scalar("SELECT totp_secret FROM users").fetch_one(&app.db().await).await.unwrap();
@@ -577,15 +566,15 @@ async fn secrets_follow_the_key_through_a_rotation() {
     let before = sealed().await;
 
     // A rotation, then a start: the server seals the secret under the new key.
-    assert!(cli(&["key", "rotate"]).await.status.success());
+    assert!(app.cli(&["key", "rotate"]).await.status.success());
     let _restarted = app.other_browser().await;
     let after_start = sealed().await;
     assert_ne!(after_start, before, "sealed again at start-up");
 
     // Another rotation, and the old key dropped before any start: the
     // command seals the secret under the current key before dropping.
-    assert!(cli(&["key", "rotate"]).await.status.success());
-    let out = cli(&["key", "drop-old"]).await;
+    assert!(app.cli(&["key", "rotate"]).await.status.success());
+    let out = app.cli(&["key", "drop-old"]).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(said.contains("sealed 1 second-factor secret(s) under the current key"), "{said}");
