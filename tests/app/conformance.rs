@@ -1,12 +1,13 @@
 //! The store conformance suite: every rule the session layer relies on from
 //! a [`SessionStore`], run against each implementation (SQLite and
 //! PostgreSQL, the cache in front of each, with room and with room for one,
-//! the peer server's notifying store). A new backend proves itself by
-//! adding one `conformance!` line below.
+//! the peer server's notifying store, and the whole store of an instance on
+//! PostgreSQL). A new backend proves itself by adding one `conformance!`
+//! line below.
 //!
 //! Each rule is a function over `&dyn SessionStore` whose sessions belong
-//! to accounts 1, 2 and 3; `backends!` makes one test per rule and backend,
-//! so a failure names both.
+//! to accounts 1, 2 and 3; `conformance!` makes one test per rule and
+//! backend, so a failure names both.
 
 use sesija::session::{
     self, CachingStore, Ending, Owner, PgStore, Record, SessionKey, SessionStore, SqliteStore, Token, Touch,
@@ -61,6 +62,18 @@ pub async fn postgres() -> Option<Subject> {
 pub async fn cached_postgres() -> Option<Subject> {
     let pool = crate::postgres::open_db(&crate::postgres::cluster()?).await;
     Some(Subject { store: Box::new(CachingStore::new(PgStore::new(pool), 100)), _keep: Box::new(()) })
+}
+
+/// The store an instance on PostgreSQL runs: the cache, trusted only while
+/// this instance hears the others' announcements, behind the barrier that
+/// makes every change count on every instance before it returns.
+pub async fn instance_postgres() -> Option<Subject> {
+    let pool = crate::postgres::open_db(&crate::postgres::cluster()?).await;
+    let coherence = session::Coherence::start(pool.clone(), &[]).await.unwrap();
+    let cache = CachingStore::new(PgStore::new(pool), 100).gated(coherence.trust());
+    coherence.forgets(cache.handle());
+    let store = sesija::control::NotifyingStore::barrier(cache, coherence);
+    Some(Subject { store: Box::new(store), _keep: Box::new(()) })
 }
 
 fn record(user_id: i64, now: i64, expires_in: i64) -> Record {
@@ -391,3 +404,4 @@ conformance!(crowded_cache_sqlite);
 conformance!(notifying_sqlite);
 conformance!(postgres);
 conformance!(cached_postgres);
+conformance!(instance_postgres);
