@@ -949,3 +949,48 @@ async fn two_instances_behind_nginx_serve_one_set_of_users() {
         assert_eq!(page(&fresh).status, 200, "a new login after the kill");
     });
 }
+
+/// A raw SQL edit of a session (an operator's, another program's) is
+/// announced by the database itself, and an instance that holds the session
+/// in memory drops it as soon as the announcement arrives (no barrier
+/// waits for a raw edit): the row deleted, its deadline moved earlier, its
+/// owner changed.
+#[rocket::async_test]
+async fn raw_sql_edits_reach_an_instance_that_holds_the_session_in_memory() {
+    let Some(db) = Installation::new().await else { return };
+    let (a, b) = (db.instance("a").await, db.instance("b").await);
+    db.add_user(&a, "alice").await;
+    db.add_user(&a, "bob").await;
+    let pool = db.pool().await;
+    // B trusts its memory once its first heartbeat came back.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let edits = [
+        ("DELETE FROM sessions", "Log in"),
+        ("UPDATE sessions SET expires_at = 1", "Log in"),
+        ("UPDATE sessions SET user_id = (SELECT id FROM users WHERE username = 'bob')", "Hello, bob!"),
+    ];
+    for (edit, then) in edits {
+        let cookie = sealed(&logged_in(&a, "alice", true).await);
+        for _ in 0..3 {
+            assert_eq!(user_page(&b, &cookie).await, Status::Ok, "B holds the session");
+        }
+        sqlx::query(sqlx::AssertSqlSafe(edit)).execute(&pool).await.unwrap();
+        let started = std::time::Instant::now();
+        loop {
+            let res = b.get("/user").cookie(Cookie::new("sesija", cookie.clone())).dispatch().await;
+            let followed = match res.status() {
+                Status::SeeOther => b.get("/login").dispatch().await.into_string().await.unwrap(),
+                _ => res.into_string().await.unwrap(),
+            };
+            if followed.contains(then) {
+                break;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(3),
+                "{edit}: B still serves the old session"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        sqlx::query("DELETE FROM sessions").execute(&pool).await.unwrap();
+    }
+}
