@@ -150,7 +150,18 @@ impl Coherence {
         let (mut beat, mut applied) = (None, None::<i64>);
         for n in &batch {
             match n.channel() {
-                SESSIONS => ids.extend(n.payload().parse::<i64>().ok()),
+                SESSIONS => match n.payload().parse::<i64>() {
+                    Ok(id) => ids.push(id),
+                    // Something changed that this instance cannot name (a
+                    // hand-sent NOTIFY, a format it does not know): forget
+                    // everything rather than keep what may have changed.
+                    Err(_) => {
+                        log::warn!("unreadable session announcement {:?}: caches emptied", n.payload());
+                        for cache in self.caches.lock().unwrap().iter() {
+                            cache.forget_all();
+                        }
+                    }
+                },
                 HEARTBEATS => {
                     let ours = n.payload().strip_prefix(self.id.as_str()).and_then(|r| r.strip_prefix(':'));
                     if let Some(number) = ours.and_then(|r| r.parse::<u64>().ok()) {

@@ -994,3 +994,36 @@ async fn raw_sql_edits_reach_an_instance_that_holds_the_session_in_memory() {
         sqlx::query("DELETE FROM sessions").execute(&pool).await.unwrap();
     }
 }
+
+/// An announcement on the sessions channel that an instance cannot read
+/// (sent by hand, or in a format a newer release might use) empties its
+/// caches instead of being dropped: something changed that it cannot name.
+/// Shown with a row deleted while the announcing trigger is off, then an
+/// unreadable announcement.
+#[rocket::async_test]
+async fn an_unreadable_announcement_empties_the_caches() {
+    let Some(db) = Installation::new().await else { return };
+    let (a, b) = (db.instance("a").await, db.instance("b").await);
+    db.add_user(&a, "alice").await;
+    let pool = db.pool().await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let cookie = sealed(&logged_in(&a, "alice", true).await);
+    for _ in 0..3 {
+        assert_eq!(user_page(&b, &cookie).await, Status::Ok, "B holds the session");
+    }
+    let mut quiet = pool.begin().await.unwrap();
+    sqlx::query("ALTER TABLE sessions DISABLE TRIGGER sessions_announced")
+        .execute(&mut *quiet)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM sessions").execute(&mut *quiet).await.unwrap();
+    sqlx::query("ALTER TABLE sessions ENABLE TRIGGER sessions_announced").execute(&mut *quiet).await.unwrap();
+    quiet.commit().await.unwrap();
+    assert_eq!(user_page(&b, &cookie).await, Status::Ok, "unannounced: B still serves it from memory");
+    sqlx::query("SELECT pg_notify('sesija_sessions', 'not an id')").execute(&pool).await.unwrap();
+    let started = std::time::Instant::now();
+    while user_page(&b, &cookie).await == Status::Ok {
+        assert!(started.elapsed() < std::time::Duration::from_secs(3), "B kept the session in memory");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
