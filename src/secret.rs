@@ -69,7 +69,7 @@ fn weakness(bytes: &[u8]) -> Option<&'static str> {
 
 const GENERATE: &str = "generate one with `openssl rand -base64 64`";
 
-/// Parses a key as Rocket does (see [`key_bytes`]); 64 bytes are the master
+/// Parses a key as Rocket does (base64 or hex); 64 bytes are the master
 /// key, 32 bytes are expanded (HKDF). `Err` says why the key is refused.
 pub fn parse_key(text: &str) -> Result<cookie::Key, String> {
     let bytes = key_bytes(text).ok_or("is not 44 or 88 base64 characters or 64 hex characters")?;

@@ -267,7 +267,7 @@ async fn beat(me: Arc<Coherence>) {
 }
 
 /// Announces a barrier after what the caller committed and waits (at most
-/// [`BARRIER_TIMEOUT`]) until every server seen in the last seconds has
+/// `BARRIER_TIMEOUT`, 2 s) until every server seen in the last seconds has
 /// applied it. For writers that are no server too (the command line).
 pub async fn barrier(pool: &PgPool) {
     let started = Instant::now();
