@@ -137,10 +137,10 @@ macro_rules! on_each_engine {
 #[allow(unused_imports)]
 pub(crate) use on_each_engine;
 
-/// Runs a query on a test app's (or a [`HasStorage`]'s) database, whichever engine: `$query` is
-/// built once per engine (SQL with numbered `$N` parameters, which both
-/// read), then `fetch_one`, `fetch_all` or `fetch_optional` it, or
-/// `execute` it (how many rows it changed).
+/// Runs a query on the database of a test app (or any [`HasStorage`]),
+/// whichever engine: `$query` is built once per engine (SQL with numbered
+/// `$N` parameters, which both read), then `fetch_one`, `fetch_all` or
+/// `fetch_optional` it, or `execute` it (how many rows it changed).
 macro_rules! sql {
     ($app:expr, execute, $query:expr) => {
         match {
