@@ -10,7 +10,7 @@ use rocket::{get, post, State};
 
 use super::two_factor::SignedIn;
 use super::{csrf, pages, App, Metrics, Notice, Reply};
-use crate::auth::password::{check_new_password, MAX_PASSWORD_BYTES};
+use crate::auth::password::check_new_password;
 use crate::auth::users;
 
 fn form_page(status: Status, csrf_token: &str, notice: Option<Notice>, error: Option<&str>) -> Reply {
@@ -60,23 +60,11 @@ pub async fn change_password(
         Ok(None) => return Reply::to("/login"),
         Err(_) => return Reply::unavailable(),
     };
-    let attempt = match app.throttle.begin(&user.username, ip).await {
-        Ok(attempt) => attempt,
-        Err(refused) => {
-            return Reply::refused(refused, |message| {
-                pages::render(pages::Password { notice: None, error: Some(message), csrf_token: &token })
-            })
-        }
-    };
-    let current = if form.current_password.len() > MAX_PASSWORD_BYTES {
-        String::new()
-    } else {
-        form.current_password.clone()
-    };
-    match app.hasher.verify(current, Some(user.password_hash.clone())).await {
-        Ok(true) => attempt.succeeded().await,
-        Ok(false) => return refuse("The current password is wrong."),
-        Err(_) => return Reply::unavailable(),
+    let page =
+        |error: &str| pages::render(pages::Password { notice: None, error: Some(error), csrf_token: &token });
+    let wrong = "The current password is wrong.";
+    if let Err(reply) = app.confirm_password(&user, &form.current_password, ip, wrong, page).await {
+        return reply;
     }
     if form.new_password != form.confirm_password {
         return refuse("The new passwords do not match.");

@@ -14,6 +14,7 @@ mod setup;
 pub mod two_factor;
 mod user;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use rocket::fairing::{Fairing, Info, Kind};
@@ -23,7 +24,9 @@ use rocket::response::{content::RawHtml, Flash, Redirect, Responder};
 use rocket::{catch, catchers, routes, Build, Request, Rocket, Route};
 
 use crate::auth::identity::Identities;
+use crate::auth::password::MAX_PASSWORD_BYTES;
 use crate::auth::throttle::Refused;
+use crate::auth::users::User;
 use crate::auth::{Hasher, Throttle};
 use crate::config::Settings;
 use crate::db::Storage;
@@ -43,6 +46,36 @@ pub struct App {
     pub portal: portal::Portal,
     /// Who each account is, for forward auth and `/user`.
     pub identities: Arc<Identities>,
+}
+
+impl App {
+    /// The signed-in account's password asked for again (before ending
+    /// other sessions, changing the password or the second factor): through
+    /// the login throttle, so guessing it here is no faster than at login.
+    /// `Err` is the answer: the form again (`page`) when throttled or with
+    /// `wrong` (422), or 503.
+    async fn confirm_password(
+        &self,
+        user: &User,
+        password: &str,
+        ip: Option<IpAddr>,
+        wrong: &str,
+        page: impl Fn(&str) -> String,
+    ) -> Result<(), Reply> {
+        let attempt = self.throttle.begin(&user.username, ip).await.map_err(|r| Reply::refused(r, &page))?;
+        let password = if password.len() > MAX_PASSWORD_BYTES { String::new() } else { password.to_owned() };
+        match self.hasher.verify(password, Some(user.password_hash.clone())).await {
+            Ok(true) => {
+                attempt.succeeded().await;
+                Ok(())
+            }
+            Ok(false) => {
+                log::warn!("password confirmation failed: user {:?}, ip {ip:?}", user.username);
+                Err(Reply::page(Status::UnprocessableEntity, page(wrong)))
+            }
+            Err(_) => Err(Reply::unavailable()),
+        }
+    }
 }
 
 pub fn routes() -> Vec<Route> {

@@ -10,7 +10,6 @@ use std::net::IpAddr;
 
 use super::two_factor::{Factor, SignedIn};
 use super::{csrf, device, pages, App, Metrics, Notice, Reply};
-use crate::auth::password::MAX_PASSWORD_BYTES;
 use crate::auth::users;
 use crate::session::{now, Ending, Owner, Session};
 
@@ -52,28 +51,16 @@ async fn sudo(
             minutes,
         })
     };
-    let confirm = |status: Status, error: Option<&str>| Reply::page(status, form(error));
     if password.is_empty() {
-        return Err(confirm(Status::Forbidden, None));
+        return Err(Reply::page(Status::Forbidden, form(None)));
     }
     let user = match users::by_id(&app.storage, session.user_id()).await {
         Ok(Some(user)) => user,
         Ok(None) => return Err(Reply::to("/login")),
         Err(_) => return Err(Reply::unavailable()),
     };
-    let attempt = match app.throttle.begin(&user.username, ip).await {
-        Ok(attempt) => attempt,
-        Err(refused) => return Err(Reply::refused(refused, |message| form(Some(message)))),
-    };
-    let password = if password.len() > MAX_PASSWORD_BYTES { String::new() } else { password.to_owned() };
-    match app.hasher.verify(password, Some(user.password_hash.clone())).await {
-        Ok(true) => attempt.succeeded().await,
-        Ok(false) => {
-            log::warn!("password confirmation failed: user {:?}, ip {ip:?}", user.username);
-            return Err(confirm(Status::UnprocessableEntity, Some("The password is wrong.")));
-        }
-        Err(_) => return Err(Reply::unavailable()),
-    }
+    app.confirm_password(&user, password, ip, "The password is wrong.", |message| form(Some(message)))
+        .await?;
     session.insert(AUTH_AT_KEY, now).await.map_err(Reply::from)
 }
 

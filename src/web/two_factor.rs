@@ -25,7 +25,6 @@ use rocket::response::{Flash, Redirect};
 use rocket::{get, post, routes, Route, State};
 
 use super::{csrf, pages, App, Metrics, Notice, Reply, BAD_FORM};
-use crate::auth::password::MAX_PASSWORD_BYTES;
 use crate::auth::second_factor::{self, Sealer, Verified};
 use crate::auth::{users, Throttle, User};
 use crate::session::{now, Ending, Session, SessionError, Sessions};
@@ -594,25 +593,8 @@ async fn confirm_both(
         return Err(Reply::see_other(with_rd("/account/2fa", rd)));
     }
     let page = StatusPage::load(app, &user, &form.csrf_token, rd, Factor::of(session)).await?;
-    let attempt = app
-        .throttle
-        .begin(&user.username, ip)
-        .await
-        .map_err(|refused| Reply::refused(refused, |message| page.html(Some(message), None)))?;
-    let password =
-        if form.password.len() > MAX_PASSWORD_BYTES { String::new() } else { form.password.clone() };
-    match app.hasher.verify(password, Some(user.password_hash.clone())).await {
-        Ok(true) => attempt.succeeded().await,
-        Ok(false) => {
-            log::warn!("password confirmation failed: user {:?}, ip {ip:?}", user.username);
-            return Err(Reply::page(
-                Status::UnprocessableEntity,
-                page.html(Some("The password is wrong."), None),
-            ));
-        }
-        Err(_) => return Err(Reply::unavailable()),
-    }
     let render = |message: &str| page.html(Some(message), None);
+    app.confirm_password(&user, &form.password, ip, "The password is wrong.", render).await?;
     check_code(app, second, &user, &form.code, ip, Status::UnprocessableEntity, render).await?;
     Ok(user)
 }
