@@ -166,16 +166,25 @@ impl Drop for Driver {
     }
 }
 
-#[test]
-fn a_person_sets_up_logs_in_survives_a_restart_and_logs_out_in_a_real_browser() {
+/// `true` when the tests were told to skip the browser; otherwise the
+/// browser must be installed.
+fn skipped() -> bool {
     if std::env::var_os("SESIJA_SKIP_BROWSER").is_some() {
         eprintln!("SESIJA_SKIP_BROWSER is set: browser test skipped");
-        return;
+        return true;
     }
     assert!(
         std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists(),
         "install chromium and chromium-driver (scripts/test does), or set SESIJA_SKIP_BROWSER=1"
     );
+    false
+}
+
+#[test]
+fn a_person_sets_up_logs_in_survives_a_restart_and_logs_out_in_a_real_browser() {
+    if skipped() {
+        return;
+    }
     let work = TempDir::new().unwrap();
     let profile = TempDir::new().unwrap();
     let port = free_port();
@@ -251,14 +260,9 @@ fn shown_secret(html: &str) -> Vec<u8> {
 
 #[test]
 fn a_person_turns_on_two_factor_authentication_and_logs_in_with_a_code() {
-    if std::env::var_os("SESIJA_SKIP_BROWSER").is_some() {
-        eprintln!("SESIJA_SKIP_BROWSER is set: browser test skipped");
+    if skipped() {
         return;
     }
-    assert!(
-        std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists(),
-        "install chromium and chromium-driver (scripts/test does), or set SESIJA_SKIP_BROWSER=1"
-    );
     let work = TempDir::new().unwrap();
     let profile = TempDir::new().unwrap();
     let port = free_port();
@@ -310,8 +314,7 @@ fn a_person_turns_on_two_factor_authentication_and_logs_in_with_a_code() {
 /// portal and back, a restart, and the session ended from another browser.
 #[test]
 fn a_person_reaches_an_app_through_nginx_logs_in_once_and_is_logged_out_when_the_session_ends() {
-    if std::env::var_os("SESIJA_SKIP_BROWSER").is_some() {
-        eprintln!("SESIJA_SKIP_BROWSER is set: browser test skipped");
+    if skipped() {
         return;
     }
     let work = TempDir::new().unwrap();

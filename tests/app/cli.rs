@@ -26,9 +26,8 @@ impl Install {
     }
 
     fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let envs: Vec<(String, &str)> =
-            self.settings.iter().map(|(k, v)| (format!("ROCKET_{}", k.to_uppercase()), v.as_str())).collect();
-        let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let envs = rocket_envs(&self.settings);
+        let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         run_cli_with(self.work.path(), &envs, args, stdin)
     }
 

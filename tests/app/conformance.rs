@@ -76,17 +76,14 @@ pub async fn instance_postgres() -> Option<Subject> {
     Some(Subject { store: Box::new(store), _keep: Box::new(()) })
 }
 
+/// A session of `user_id` created at `now`, ending `expires_in` seconds
+/// later, with a user agent and an address (so they round-trip too).
 fn record(user_id: i64, now: i64, expires_in: i64) -> Record {
     Record {
-        handle: session::new_handle(),
-        user_id,
-        data: "{}".into(),
-        created_at: now,
-        last_seen_at: now,
         expires_at: now + expires_in,
-        persistent: false,
         user_agent: Some("test agent".into()),
         ip: Some("192.0.2.1".into()),
+        ..crate::layer::live_record(user_id, now)
     }
 }
 

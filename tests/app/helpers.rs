@@ -77,6 +77,11 @@ pub async fn engine_settings(engine: Engine) -> Vec<(&'static str, String)> {
     }
 }
 
+/// `settings` as the binary reads them from its environment (`ROCKET_*`).
+pub fn rocket_envs(settings: &[(&str, String)]) -> Vec<(String, String)> {
+    settings.iter().map(|(key, value)| (format!("ROCKET_{}", key.to_uppercase()), value.clone())).collect()
+}
+
 /// [`figment`] for a fresh app on `engine`.
 pub async fn figment_on(engine: Engine, data_dir: &Path) -> Figment {
     let mut figment = figment(data_dir);
@@ -189,10 +194,7 @@ impl TestApp {
     /// What [`TestApp::figment`] adds, as the binary reads it from its
     /// environment (for the command line against this app's data).
     pub fn envs(&self) -> Vec<(String, String)> {
-        self.shared
-            .iter()
-            .map(|(key, value)| (format!("ROCKET_{}", key.to_uppercase()), value.clone()))
-            .collect()
+        rocket_envs(&self.shared)
     }
 
     /// Another browser with an empty cookie jar: a second app on the same

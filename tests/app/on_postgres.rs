@@ -70,6 +70,13 @@ async fn user_page(client: &Client, cookie: &str) -> Status {
     client.get("/user").cookie(Cookie::new("sesija", cookie.to_owned())).dispatch().await.status()
 }
 
+/// The `/user` page `client` shows for `cookie` (its logout form carries
+/// the session's token).
+async fn user_html(client: &Client, cookie: &str) -> String {
+    let res = client.get("/user").cookie(Cookie::new("sesija", cookie.to_owned())).dispatch().await;
+    res.into_string().await.unwrap()
+}
+
 /// Logs `cookie`'s session out on `client`, with the form token of the
 /// `/user` page `html` it showed.
 async fn log_out(client: &Client, cookie: &str, html: &str) {
@@ -619,14 +626,7 @@ async fn a_listener_cut_off_by_the_server_never_serves_a_revoked_session() {
     let cookie = sealed(&logged_in(&a, "alice", false).await);
     assert_eq!(user_page(&a, &cookie).await, Status::Ok);
     let b = db.instance("b").await;
-    let html = b
-        .get("/user")
-        .cookie(Cookie::new("sesija", cookie.clone()))
-        .dispatch()
-        .await
-        .into_string()
-        .await
-        .unwrap();
+    let html = user_html(&b, &cookie).await;
     log_out(&b, &cookie, &html).await;
     assert_eq!(user_page(&a, &cookie).await, Status::SeeOther);
 }
@@ -742,14 +742,7 @@ async fn a_logout_waits_for_an_instance_that_has_not_heard_it_yet() {
     db.add_user(&a, "alice").await;
     let cookie = sealed(&logged_in(&a, "alice", false).await);
     assert_eq!(user_page(&a, &cookie).await, Status::Ok, "cached on A");
-    let html = b
-        .get("/user")
-        .cookie(Cookie::new("sesija", cookie.clone()))
-        .dispatch()
-        .await
-        .into_string()
-        .await
-        .unwrap();
+    let html = user_html(&b, &cookie).await;
     // Hold every instance's listener back: the confirmation each writes
     // after a batch of announcements waits for these row locks, so the
     // logout's announcement stays unread meanwhile.
