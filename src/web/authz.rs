@@ -290,8 +290,9 @@ async fn decide(ask: Ask, check: Check<'_>, app: &App, flavour: Flavour) -> Answ
         Err(()) => return Answer::plain(Status::ServiceUnavailable, "the session store is unavailable"),
     };
     // A login still waiting for its code (or for a set-up) is no login.
-    let session = session.filter(|s| Factor::of(s).opens());
-    let second_factor = session.as_ref().is_some_and(|s| Factor::of(s) == Factor::Passed);
+    let factor = session.as_ref().map(Factor::of);
+    let session = session.filter(|_| factor.is_some_and(Factor::opens));
+    let second_factor = factor == Some(Factor::Passed);
     let identity = match &session {
         None => None,
         Some(session) => match app.identities.get(session.user_id()).await {

@@ -107,7 +107,15 @@ pub fn new_session_data(factor: Factor) -> serde_json::Map<String, serde_json::V
 /// The session of someone logged in all the way: every factor the account
 /// needs is done. Forwards (401) otherwise, so the `rank = 2` route of a
 /// page sends the browser on to `/login`, which knows where it stands.
-pub struct SignedIn<'r>(pub Session<'r>);
+pub struct SignedIn<'r>(pub Session<'r>, Factor);
+
+impl SignedIn<'_> {
+    /// How the session got in (password only, or password and code), as
+    /// the guard read it.
+    pub fn factor(&self) -> Factor {
+        self.1
+    }
+}
 
 impl<'r> std::ops::Deref for SignedIn<'r> {
     type Target = Session<'r>;
@@ -122,8 +130,10 @@ impl<'r> FromRequest<'r> for SignedIn<'r> {
 
     async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
         match Session::from_request(req).await {
-            Outcome::Success(session) if Factor::of(&session).opens() => Outcome::Success(SignedIn(session)),
-            Outcome::Success(_) => Outcome::Forward(Status::Unauthorized),
+            Outcome::Success(session) => match Factor::of(&session) {
+                factor if factor.opens() => Outcome::Success(SignedIn(session, factor)),
+                _ => Outcome::Forward(Status::Unauthorized),
+            },
             Outcome::Forward(status) => Outcome::Forward(status),
             Outcome::Error(e) => Outcome::Error(e),
         }

@@ -27,7 +27,7 @@ pub async fn user(session: SignedIn<'_>, app: &State<App>, flash: Option<FlashMe
         }
     };
     let Ok(csrf_token) = csrf::of_session(&session).await else { return Reply::unavailable() };
-    let second_factor = Factor::of(&session) == Factor::Passed;
+    let second_factor = session.factor() == Factor::Passed;
     let who = Who { username: &identity.username, groups: &identity.groups, second_factor };
     let page = pages::User {
         notice: Notice::from_flash(flash),
