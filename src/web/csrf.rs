@@ -84,44 +84,73 @@ impl<'r> FromRequest<'r> for SameOrigin {
         let headers = req.headers();
         let claimed = headers.get_one("Origin").or_else(|| headers.get_one("Referer"));
         let Some(claimed) = claimed else { return Outcome::Success(SameOrigin) };
-        let theirs = origin_authority(claimed);
-        // The portal's own origin is `public_url`'s, or whatever host the
-        // browser addressed (a cross-site form cannot choose the `Host` its
-        // request is sent with, only the `Origin` gives it away).
-        let public =
-            req.rocket().state::<super::App>().and_then(|app| origin_authority(&app.portal.public.origin));
-        let host = headers.get_one("Host").and_then(|host| authority(host, None));
-        match theirs {
-            Some(theirs) if Some(&theirs) == public.as_ref() || Some(&theirs) == host.as_ref() => {
-                Outcome::Success(SameOrigin)
-            }
-            _ => {
-                log::warn!(
-                    "cross-origin POST refused: origin {claimed:?}, host {:?}",
-                    headers.get_one("Host")
-                );
-                Outcome::Error((Status::Forbidden, "cross-origin request"))
-            }
+        let theirs = origin_of(claimed);
+        // The portal's own origin is `public_url`'s (scheme, host and port
+        // exactly), or whatever host the browser addressed (a cross-site
+        // form cannot choose the `Host` its request is sent with, only the
+        // `Origin` gives it away).
+        let public = req.rocket().state::<super::App>().and_then(|app| origin_of(&app.portal.public.origin));
+        let host = headers.get_one("Host").and_then(host_of);
+        let same = theirs.as_ref().is_some_and(|theirs| {
+            Some(theirs) == public.as_ref() || host.as_ref().is_some_and(|host| host.addresses(theirs))
+        });
+        if same {
+            return Outcome::Success(SameOrigin);
         }
+        log::warn!("cross-origin POST refused: origin {claimed:?}, host {:?}", headers.get_one("Host"));
+        Outcome::Error((Status::Forbidden, "cross-origin request"))
     }
 }
 
-/// `(host, port)` of an `Origin` or `Referer` value (`scheme://host[:port][/...]`),
-/// lower-cased, the scheme's default port as none.
-fn origin_authority(url: &str) -> Option<(String, Option<u16>)> {
+/// An origin: scheme, lower-case host, port (the scheme's default when
+/// none is written).
+#[derive(Debug, PartialEq, Eq)]
+struct Origin {
+    scheme: String,
+    host: String,
+    port: u16,
+}
+
+/// A `Host` header: lower-case host and the port, if written.
+#[derive(Debug, PartialEq, Eq)]
+struct HostHeader {
+    host: String,
+    port: Option<u16>,
+}
+
+impl HostHeader {
+    /// Whether a browser at `origin` sent its request to this host: same
+    /// host, and the same port (no port written is the origin scheme's
+    /// default; behind a proxy the scheme of the request itself is not
+    /// known here).
+    fn addresses(&self, origin: &Origin) -> bool {
+        self.host == origin.host && self.port.unwrap_or(default_port(&origin.scheme)) == origin.port
+    }
+}
+
+fn default_port(scheme: &str) -> u16 {
+    if scheme == "https" {
+        443
+    } else {
+        80
+    }
+}
+
+/// The origin of an `Origin` or `Referer` value (`scheme://host[:port][/...]`).
+fn origin_of(url: &str) -> Option<Origin> {
     let (scheme, rest) = url.split_once("://")?;
     let scheme = scheme.to_ascii_lowercase();
     if scheme != "http" && scheme != "https" {
         return None;
     }
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    authority(&rest[..end], Some(if scheme == "https" { 443 } else { 80 }))
+    let HostHeader { host, port } = host_of(&rest[..end])?;
+    let port = port.unwrap_or(default_port(&scheme));
+    Some(Origin { scheme, host, port })
 }
 
-/// `(host, port)` of `host[:port]`; a port of 80 or 443 (or `default`)
-/// counts as none, since behind a proxy the scheme the browser used is not
-/// known here. User info is refused.
-fn authority(text: &str, default: Option<u16>) -> Option<(String, Option<u16>)> {
+/// `host[:port]`; user info is refused.
+fn host_of(text: &str) -> Option<HostHeader> {
     if text.is_empty() || text.contains('@') {
         return None;
     }
@@ -129,8 +158,7 @@ fn authority(text: &str, default: Option<u16>) -> Option<(String, Option<u16>)> 
         Some((host, port)) if !port.contains(']') => (host, Some(port.parse::<u16>().ok()?)),
         _ => (text, None),
     };
-    let port = port.filter(|p| Some(*p) != default && *p != 80 && *p != 443);
-    Some((host.to_ascii_lowercase(), port))
+    Some(HostHeader { host: host.to_ascii_lowercase(), port })
 }
 
 /// A fresh token for a new session's data.
@@ -161,15 +189,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn origins_compare_by_host_and_port() {
-        let host = |h: &str| authority(h, None);
-        assert_eq!(origin_authority("https://Login.Example.org"), host("login.example.org"));
-        assert_eq!(origin_authority("http://127.0.0.1:8000"), host("127.0.0.1:8000"));
-        assert_eq!(origin_authority("https://login.example.org/login?x=1"), host("login.example.org:443"));
-        assert_ne!(origin_authority("https://evil.example"), host("login.example.org"));
-        assert_ne!(origin_authority("http://127.0.0.1:8001"), host("127.0.0.1:8000"));
-        assert_eq!(origin_authority("null"), None);
-        assert_eq!(origin_authority("https://a@login.example.org"), None);
-        assert_eq!(origin_authority("ftp://login.example.org"), None);
+    fn origins_compare_by_scheme_host_and_port() {
+        let origin = |o: &str| origin_of(o).unwrap();
+        assert_eq!(origin("https://Login.Example.org"), origin("https://login.example.org:443/login?x=1"));
+        assert_ne!(origin("http://login.example.org"), origin("https://login.example.org"), "scheme");
+        assert_ne!(origin("http://login.example.org:443"), origin("https://login.example.org"));
+        assert_ne!(origin("http://127.0.0.1:8001"), origin("http://127.0.0.1:8000"));
+        let host = |h: &str| host_of(h).unwrap();
+        assert!(host("127.0.0.1:8000").addresses(&origin("http://127.0.0.1:8000")));
+        assert!(host("login.example.org").addresses(&origin("https://login.example.org")));
+        assert!(host("login.example.org").addresses(&origin("http://login.example.org")));
+        assert!(!host("login.example.org").addresses(&origin("http://login.example.org:443")));
+        assert!(!host("login.example.org:8443").addresses(&origin("https://login.example.org")));
+        assert!(!host("login.example.org").addresses(&origin("https://evil.example")));
+        assert_eq!(origin_of("null"), None);
+        assert_eq!(origin_of("https://a@login.example.org"), None);
+        assert_eq!(origin_of("ftp://login.example.org"), None);
     }
 }
