@@ -6,8 +6,12 @@
 //! A host is exact (`grafana.example.com`) or a wildcard (`*.example.com`:
 //! any subdomain, never `example.com` itself), compared without case. A
 //! path prefix matches whole segments: `/admin` matches `/admin` and
-//! `/admin/users`, not `/administrator` (a prefix ending in `/` matches
-//! anything below it). Hosts no rule matches follow `access_default`.
+//! `/admin/users`, not `/administrator`. Paths compare case-sensitively,
+//! as most apps route them; a trailing `/` in a rule is dropped at
+//! start-up (`/secret/` covers `/secret` too), so the rule never misses the
+//! bare path. A host written in Unicode (`bücher.example.com`) is mapped to
+//! its IDNA form at start-up, the form targets are compared in. Hosts no
+//! rule matches follow `access_default`.
 
 use serde::{Deserialize, Serialize};
 
@@ -99,6 +103,28 @@ impl Rule {
         None
     }
 
+    /// The rule as it is compared: its host in lower-case IDNA form
+    /// without a trailing dot, its paths without a trailing `/`.
+    fn normalised(mut self) -> Result<Rule, String> {
+        let written = self.host.trim().trim_end_matches('.');
+        let (wildcard, bare) = match written.strip_prefix("*.") {
+            Some(bare) => ("*.", bare),
+            None => ("", written),
+        };
+        let ascii = match url::Host::parse(bare) {
+            Ok(url::Host::Domain(domain)) => domain.to_ascii_lowercase(),
+            Ok(url::Host::Ipv4(ip)) if wildcard.is_empty() => ip.to_string(),
+            _ => return Err(format!("host {:?} must be a host name or *.domain", self.host)),
+        };
+        self.host = format!("{wildcard}{ascii}");
+        for path in &mut self.paths {
+            while path.len() > 1 && path.ends_with('/') {
+                path.pop();
+            }
+        }
+        Ok(self)
+    }
+
     fn matches_host(&self, host: &str) -> bool {
         let pattern = self.host.trim().trim_end_matches('.');
         match pattern.strip_prefix("*.") {
@@ -148,6 +174,7 @@ impl Rules {
         if let Some(problem) = rules.iter().find_map(Rule::problem) {
             return Err(problem);
         }
+        let rules = rules.into_iter().map(Rule::normalised).collect::<Result<_, _>>()?;
         Ok(Rules { rules, default })
     }
 
@@ -265,6 +292,33 @@ mod tests {
     }
 
     #[test]
+    fn unicode_hosts_and_trailing_slashes_are_normalised_at_start_up() {
+        let rules = Rules::new(
+            vec![
+                Rule { policy: Some(Policy::Deny), ..rule("B\u{fc}cher.example.com") },
+                Rule { policy: Some(Policy::Deny), ..rule("*.\u{f6}l.example.com.") },
+                Rule {
+                    paths: vec!["/secret/".into()],
+                    policy: Some(Policy::Deny),
+                    ..rule("app.example.com")
+                },
+                Rule { paths: vec!["/".into()], policy: Some(Policy::Bypass), ..rule("open.example.com") },
+            ],
+            DefaultPolicy::Allow,
+        )
+        .unwrap();
+        let bob = Who { username: "bob", groups: &[], second_factor: false };
+        // Targets arrive in IDNA form (the target parser maps them).
+        assert_eq!(rules.decide("xn--bcher-kva.example.com", "/", Some(&bob)), Verdict::Forbidden);
+        assert_eq!(rules.decide("a.xn--l-0ga.example.com", "/", Some(&bob)), Verdict::Forbidden);
+        assert_eq!(rules.decide("app.example.com", "/secret", Some(&bob)), Verdict::Forbidden);
+        assert_eq!(rules.decide("app.example.com", "/secret/x", Some(&bob)), Verdict::Forbidden);
+        assert_eq!(rules.decide("app.example.com", "/secretive", Some(&bob)), Verdict::Allowed);
+        assert_eq!(rules.decide("app.example.com", "/Secret", Some(&bob)), Verdict::Allowed, "case counts");
+        assert_eq!(rules.decide("open.example.com", "/anything", None), Verdict::Public);
+    }
+
+    #[test]
     fn unusable_rules_are_refused() {
         for bad in [
             rule(""),
@@ -274,6 +328,7 @@ mod tests {
             Rule { policy: Some(Policy::Deny), users: vec!["x".into()], ..rule("a.com") },
             Rule { policy: Some(Policy::Bypass), groups: vec!["x".into()], ..rule("a.com") },
             Rule { name: Some("A".into()), ..rule("a.com") },
+            rule("*.127.0.0.1"),
         ] {
             assert!(Rules::new(vec![bad], DefaultPolicy::Allow).is_err());
         }
