@@ -56,9 +56,16 @@ impl Target {
         }
         let raw_path = &uri[..uri.find(['?', '#']).unwrap_or(uri.len())];
         let lower = raw_path.to_ascii_lowercase();
-        if lower.contains("%2f") || lower.contains("%5c") {
-            return Err(BadTarget("the target path holds an encoded slash or backslash"));
+        if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%3b") {
+            return Err(BadTarget("the target path holds an encoded slash, backslash or semicolon"));
         }
+        // Servlet containers (Tomcat, Jetty) and the apps built on them drop
+        // each segment's `;parameters` and merge repeated slashes before
+        // they route: `/admin;x` is `/admin`, `/public/..;/admin` is
+        // `/admin`, `/api//admin` is `/api/admin`. The rules see the path
+        // as they do, so `..` is then refused and `/admin;x` is `/admin`.
+        let stripped = normalise_segments(raw_path);
+        let raw_path = stripped.as_str();
         let path = percent_encoding::percent_decode_str(raw_path)
             .decode_utf8()
             .map_err(|_| BadTarget("the target path is not UTF-8"))?;
@@ -107,6 +114,26 @@ impl Target {
         };
         Target::parse(scheme, authority, &uri, method)
     }
+}
+
+/// `raw_path` with each segment's `;parameters` dropped and runs of `/`
+/// merged into one (a trailing `/` is kept).
+fn normalise_segments(raw_path: &str) -> String {
+    let segments: Vec<&str> =
+        raw_path.split('/').skip(1).map(|segment| segment.split(';').next().unwrap_or_default()).collect();
+    let last = segments.len().saturating_sub(1);
+    let mut path = String::with_capacity(raw_path.len());
+    for (i, segment) in segments.into_iter().enumerate() {
+        if segment.is_empty() && i != last {
+            continue;
+        }
+        path.push('/');
+        path.push_str(segment);
+    }
+    if path.is_empty() {
+        path.push('/');
+    }
+    path
 }
 
 /// The host of `host[:port]` when it is a plain ASCII name (letters,
@@ -365,6 +392,19 @@ mod tests {
     }
 
     #[test]
+    fn path_parameters_and_repeated_slashes_are_seen_as_servlet_containers_see_them() {
+        let path = |uri: &str| Target::parse("https", "app.example.com", uri, "GET").unwrap().path;
+        assert_eq!(path("/admin;jsessionid=1/users"), "/admin/users");
+        assert_eq!(path("/admin;x"), "/admin");
+        assert_eq!(path("/admin;x?y=1;z"), "/admin");
+        assert_eq!(path("/;/admin"), "/admin");
+        assert_eq!(path("/api//admin/"), "/api/admin/");
+        assert_eq!(path("/a;b;c/d;"), "/a/d");
+        assert_eq!(path("/"), "/");
+        assert_eq!(path("/;x"), "/");
+    }
+
+    #[test]
     fn plain_hosts_take_the_short_way_and_agree_with_the_url_parser() {
         for authority in ["app.example.com", "APP.Example.com.", "a-b.example.com:8443", "localhost", "x1.y2"]
         {
@@ -410,6 +450,12 @@ mod tests {
             "https://app.example.com/%ff",
             "https://app.example.com/a%00",
             "https://app.example.com//evil.com",
+            "https://app.example.com/public/..;/admin",
+            "https://app.example.com/public/..;x=1/admin",
+            "https://app.example.com/public/.;/admin",
+            "https://app.example.com/public/%2e%2e;/admin",
+            "https://app.example.com/admin%3bx",
+            "https://app.example.com/admin%3Bx",
         ] {
             assert!(Target::from_url(url, "GET").is_err(), "{url}");
         }
