@@ -55,9 +55,16 @@ enum Command {
     /// Print the effective configuration (secrets masked); non-zero exit on a bad value.
     CheckConfig,
     /// Copy this SQLite installation (accounts, sessions) into an empty PostgreSQL database.
+    ///
+    /// The URL may hold a password: give it with --url-stdin or in the
+    /// SESIJA_MIGRATE_TO_URL environment variable rather than on the
+    /// command line, where every local user can read it while it runs.
     MigrateTo {
-        /// postgres://USER@HOST:PORT/DB
-        database_url: String,
+        /// postgres://USER@HOST:PORT/DB (or --url-stdin, or SESIJA_MIGRATE_TO_URL)
+        database_url: Option<String>,
+        /// Read the URL from the first line of standard input.
+        #[arg(long, conflicts_with = "database_url")]
+        url_stdin: bool,
     },
 }
 
@@ -152,7 +159,9 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<ExitCode, String>
         Command::Key { command } => key(command),
         Command::Backup { path, force } => admin(backup(path, force)),
         Command::CheckConfig => check_config(),
-        Command::MigrateTo { database_url } => admin(migrate_to(database_url)),
+        Command::MigrateTo { database_url, url_stdin } => {
+            admin(async move { migrate_to(target_url(database_url, url_stdin)?).await })
+        }
     }
 }
 
@@ -252,6 +261,28 @@ async fn reseal_second_factors(
         println!("{lost} account(s) have a second-factor secret no configured key opens: `sesija user 2fa-reset NAME`");
     }
     Ok(())
+}
+
+/// The variable `migrate-to` reads its URL from when none is given.
+const MIGRATE_TO_URL_VARIABLE: &str = "SESIJA_MIGRATE_TO_URL";
+
+/// `migrate-to`'s URL: from the command line, standard input or the environment.
+fn target_url(given: Option<String>, from_stdin: bool) -> Result<String, String> {
+    let url = match (given, from_stdin) {
+        (Some(url), _) => url,
+        (None, true) => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).map_err(|e| format!("cannot read the URL: {e}"))?;
+            line.trim().to_owned()
+        }
+        (None, false) => std::env::var(MIGRATE_TO_URL_VARIABLE).unwrap_or_default(),
+    };
+    if url.is_empty() {
+        return Err(format!(
+            "no database URL: give it with --url-stdin, in {MIGRATE_TO_URL_VARIABLE}, or as an argument"
+        ));
+    }
+    Ok(url)
 }
 
 async fn migrate_to(url: String) -> Result<(), String> {

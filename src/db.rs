@@ -430,16 +430,18 @@ impl Db {
 /// answered 503: never a hang while the server is unreachable.
 pub const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// `url` without its password, for messages.
+/// What a message may show of `url`: its scheme, host, port and database
+/// only. A password hides in more places than the user-info part (a
+/// `?password=` parameter, a `passfile`, an `options` value), so nothing
+/// else of the URL is ever shown.
 pub fn redacted(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        Ok(parsed) => parsed.to_string(),
-        Err(_) => "(not a URL)".into(),
+    let Ok(parsed) = url::Url::parse(url) else { return "(not a URL)".into() };
+    let mut shown = format!("{}://{}", parsed.scheme(), parsed.host_str().unwrap_or(""));
+    if let Some(port) = parsed.port() {
+        shown.push_str(&format!(":{port}"));
     }
+    shown.push_str(parsed.path());
+    shown
 }
 
 /// Connects to the PostgreSQL database `url` names and brings its schema up

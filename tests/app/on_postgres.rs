@@ -11,7 +11,7 @@ use rocket::local::asynchronous::Client;
 use tempfile::TempDir;
 
 use crate::helpers::*;
-use crate::http::{free_port, run_cli_with, sesija, Browser, Server};
+use crate::http::{free_port, run_cli, run_cli_with, sesija, Browser, Server};
 use crate::server::log_in;
 
 /// One database, and what every instance of it shares.
@@ -266,7 +266,21 @@ fn bad_postgresql_settings_stop_start_up_in_one_line_without_the_password() {
                 ("ROCKET_DATABASE_URL", "postgres://sesija:hunter2@127.0.0.1:1/sesija"),
                 ("ROCKET_SECRET_KEY", &key),
             ],
-            "database_url postgres://sesija:***@127.0.0.1:1/sesija: cannot connect",
+            "database_url postgres://127.0.0.1:1/sesija: cannot connect",
+        ),
+        (
+            vec![
+                ("ROCKET_DATABASE_URL", "postgres://sesija@127.0.0.1:1/sesija?password=hunter2"),
+                ("ROCKET_SECRET_KEY", &key),
+            ],
+            "database_url postgres://127.0.0.1:1/sesija: cannot connect",
+        ),
+        (
+            vec![
+                ("ROCKET_DATABASE_URL", "mysql://localhost/x?password=hunter2"),
+                ("ROCKET_SECRET_KEY", &key),
+            ],
+            "`database_url` must be a postgres:// URL (got mysql://localhost/x)",
         ),
     ] {
         let (code, said) = start_fails(work.path(), &envs);
@@ -275,6 +289,59 @@ fn bad_postgresql_settings_stop_start_up_in_one_line_without_the_password() {
         assert!(!said.contains("hunter2"), "the password was shown: {said}");
         assert_eq!(said.trim().lines().count(), 1, "{said}");
     }
+}
+
+/// A password given as a `?password=` parameter, or in the user-info part,
+/// is never shown: not by `check-config` (which promises masked secrets),
+/// nor by `migrate-to`'s errors; and `migrate-to` takes its URL from
+/// standard input or the environment, off the command line.
+#[test]
+fn database_urls_are_shown_without_any_password() {
+    let work = TempDir::new().unwrap();
+    let key = random_key(64);
+    for url in [
+        "postgres://sesija@127.0.0.1:1/sesija?password=hunter2",
+        "postgres://sesija:hunter2@127.0.0.1:1/sesija",
+    ] {
+        let out = sesija(work.path(), &[("ROCKET_DATABASE_URL", url), ("ROCKET_SECRET_KEY", &key)])
+            .arg("check-config")
+            .output()
+            .unwrap();
+        let said =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{said}");
+        assert!(said.contains("database_url = postgres://127.0.0.1:1/sesija\n"), "{said}");
+        assert!(!said.contains("hunter2") && !said.contains("sesija@"), "{said}");
+    }
+
+    // migrate-to, with a SQLite installation to copy: the URL as an
+    // argument, on standard input and in the environment; each error names
+    // the database without the password.
+    let added =
+        run_cli(work.path(), &["user", "add", "alice", "--password-stdin"], Some("a long password\n"));
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    let url = "postgres://sesija@127.0.0.1:1/sesija?password=hunter2";
+    for (envs, args, stdin) in [
+        (vec![], vec!["migrate-to", url], None),
+        (vec![], vec!["migrate-to", "--url-stdin"], Some(format!("{url}\n"))),
+        (vec![("SESIJA_MIGRATE_TO_URL", url)], vec!["migrate-to"], None),
+    ] {
+        let out = run_cli_with(work.path(), &envs, &args, stdin.as_deref());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(err.contains("postgres://127.0.0.1:1/sesija") && err.contains("cannot connect"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    let out = run_cli(work.path(), &["migrate-to"], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--url-stdin") && err.contains("SESIJA_MIGRATE_TO_URL"),
+        "{err}"
+    );
+    let help = run_cli(work.path(), &["migrate-to", "--help"], None);
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--url-stdin") && help.contains("SESIJA_MIGRATE_TO_URL"), "{help}");
 }
 
 #[rocket::async_test]
