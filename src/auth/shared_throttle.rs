@@ -6,9 +6,12 @@
 //! account, per address over all names; IPv6 by /64; names no account can
 //! have never stored). **Burst-safe across instances:** an attempt upserts
 //! the rows of its keys in one fixed order, which locks them until its
-//! transaction ends, checks the limits, and counts itself before it
-//! commits; simultaneous attempts on any instance queue on those row locks,
-//! so no more of them get an answer than the limit allows. Times are the
+//! transaction ends, checks the limits, and counts itself as in flight
+//! before it commits; simultaneous attempts on any instance queue on those
+//! row locks, so no more of them get an answer than the limit allows. Its
+//! verdict settles it (a failure is counted then). One that could exceed a
+//! limit only because of attempts in flight looks again every
+//! [`POLL`] until they settle, at most [`IN_FLIGHT_WAIT`]. Times are the
 //! database's clock. Rows whose window passed are deleted now and then.
 
 use std::net::IpAddr;
@@ -17,7 +20,12 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
-use super::throttle::{name_of, source_of, Refused, ACCOUNT_MAX_FAILURES, ACCOUNT_WINDOW, SOURCE_WINDOW};
+use super::throttle::{
+    name_of, source_of, Refused, ACCOUNT_MAX_FAILURES, ACCOUNT_WINDOW, IN_FLIGHT_WAIT, SOURCE_WINDOW,
+};
+
+/// How often an attempt held back by attempts in flight looks again.
+const POLL: Duration = Duration::from_millis(50);
 
 /// What is being guessed: each kind has counters of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,36 +101,48 @@ impl SharedThrottle {
     /// attempt is refused (failing closed), and logged.
     pub async fn begin(&self, username: &str, ip: Option<IpAddr>) -> Result<SharedAttempt, Refused> {
         let keys = self.keys(username, ip);
-        match self.count(&keys).await {
-            Ok(Ok(at)) => {
-                if self.since_cleanup.fetch_add(1, Ordering::Relaxed).is_multiple_of(CLEANUP_EVERY) {
-                    self.cleanup().await;
+        let deadline = tokio::time::Instant::now() + IN_FLIGHT_WAIT;
+        loop {
+            match self.count(&keys).await {
+                Ok(Look::Begun) => {
+                    if self.since_cleanup.fetch_add(1, Ordering::Relaxed).is_multiple_of(CLEANUP_EVERY) {
+                        self.cleanup().await;
+                    }
+                    return Ok(SharedAttempt { pool: self.pool.clone(), keys, done: false });
                 }
-                Ok(SharedAttempt { pool: self.pool.clone(), keys, at })
-            }
-            Ok(Err(wait)) => Err(Refused::Wait(wait)),
-            Err(e) => {
-                log::error!("login throttle: the database did not answer ({e}): attempt refused");
-                Err(Refused::Unavailable)
+                Ok(Look::Locked(wait)) => return Err(Refused::Wait(wait)),
+                Ok(Look::Busy) if tokio::time::Instant::now() + POLL < deadline => {
+                    tokio::time::sleep(POLL).await;
+                }
+                Ok(Look::Busy) => {
+                    log::warn!("login throttle: attempts in flight did not settle in time: refused");
+                    return Err(Refused::Wait(1));
+                }
+                Err(e) => {
+                    log::error!("login throttle: the database did not answer ({e}): attempt refused");
+                    return Err(Refused::Unavailable);
+                }
             }
         }
     }
 
-    /// Locks the keys' rows, checks them, counts the attempt: `Ok(Ok(now))`
-    /// counted, `Ok(Err(wait))` refused.
-    async fn count(&self, keys: &[(Counter, String)]) -> Result<Result<i64, u64>, sqlx::Error> {
+    /// Locks the keys' rows, checks them, and counts the attempt as in
+    /// flight unless a limit stands in the way.
+    async fn count(&self, keys: &[(Counter, String)]) -> Result<Look, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let now: i64 =
             sqlx::query_scalar("SELECT EXTRACT(EPOCH FROM now())::BIGINT").fetch_one(&mut *tx).await?;
         let mut wait: Option<u64> = None;
+        let mut busy = false;
         for (counter, key) in keys {
             // A passed window starts afresh; the row stays locked until commit.
-            let (failures, since): (i32, i64) = sqlx::query_as(
+            let (failures, in_flight, since): (i32, i32, i64) = sqlx::query_as(
                 "INSERT INTO login_failures (scope, key, failures, since) VALUES ($1, $2, 0, $3) \
                  ON CONFLICT (scope, key) DO UPDATE SET \
                  failures = CASE WHEN login_failures.since + $4 <= $3 THEN 0 ELSE login_failures.failures END, \
+                 in_flight = CASE WHEN login_failures.since + $4 <= $3 THEN 0 ELSE login_failures.in_flight END, \
                  since = CASE WHEN login_failures.since + $4 <= $3 THEN $3 ELSE login_failures.since END \
-                 RETURNING failures, since",
+                 RETURNING failures, in_flight, since",
             )
             .bind(counter.scope)
             .bind(key)
@@ -134,20 +154,25 @@ impl SharedThrottle {
                 let left = (since + counter.window - now).max(1) as u64;
                 wait = Some(wait.map_or(left, |w| w.max(left)));
             }
+            busy |= i64::from(failures) + i64::from(in_flight) >= i64::from(counter.limit);
         }
         if let Some(wait) = wait {
             tx.commit().await?;
-            return Ok(Err(wait));
+            return Ok(Look::Locked(wait));
+        }
+        if busy {
+            tx.commit().await?;
+            return Ok(Look::Busy);
         }
         for (counter, key) in keys {
-            sqlx::query("UPDATE login_failures SET failures = failures + 1 WHERE scope = $1 AND key = $2")
+            sqlx::query("UPDATE login_failures SET in_flight = in_flight + 1 WHERE scope = $1 AND key = $2")
                 .bind(counter.scope)
                 .bind(key)
                 .execute(&mut *tx)
                 .await?;
         }
         tx.commit().await?;
-        Ok(Ok(now))
+        Ok(Look::Begun)
     }
 
     async fn cleanup(&self) {
@@ -164,48 +189,97 @@ impl SharedThrottle {
     }
 }
 
-/// An attempt counted by [`SharedThrottle::begin`].
+/// What one look at the shared counts allows.
+enum Look {
+    Begun,
+    /// A limit is reached by settled failures: the seconds to wait.
+    Locked(u64),
+    /// A limit could be reached by the attempts in flight.
+    Busy,
+}
+
+/// An attempt in flight, begun by [`SharedThrottle::begin`]; dropped
+/// without a verdict, it counts as a failure (written by a task of its
+/// own, as a drop cannot wait).
 #[must_use = "call succeeded() when the password was right"]
 pub struct SharedAttempt {
     pool: PgPool,
     keys: Vec<(Counter, String)>,
-    /// When it was counted (the database's clock).
-    at: i64,
+    done: bool,
+}
+
+/// How an attempt ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Failed,
+    NeverChecked,
+    Succeeded,
 }
 
 impl SharedAttempt {
-    /// Takes this attempt's failure back from `keys`, in the window it was
-    /// counted in; deletes the rows of `clear`.
-    async fn settle(self, clear: Option<&'static str>) {
+    /// Takes this attempt out of flight on every key, counting a failure
+    /// if it failed; a success also clears the failures of its pair.
+    async fn settle(pool: PgPool, keys: Vec<(Counter, String)>, verdict: Verdict) {
         let mut result = Ok(());
-        for (counter, key) in &self.keys {
-            let statement = match clear == Some(counter.scope) {
-                true => {
-                    sqlx::query("DELETE FROM login_failures WHERE scope = $1 AND key = $2 AND since <= $3")
+        for (counter, key) in &keys {
+            let statement = match verdict {
+                Verdict::Failed => {
+                    "UPDATE login_failures SET in_flight = GREATEST(in_flight - 1, 0), failures = failures + 1 \
+                     WHERE scope = $1 AND key = $2"
                 }
-                false => sqlx::query(
-                    "UPDATE login_failures SET failures = GREATEST(failures - 1, 0) \
-                     WHERE scope = $1 AND key = $2 AND since <= $3",
-                ),
+                Verdict::Succeeded if counter.scope.ends_with(":pair") => {
+                    "UPDATE login_failures SET in_flight = GREATEST(in_flight - 1, 0), failures = 0 \
+                     WHERE scope = $1 AND key = $2"
+                }
+                _ => {
+                    "UPDATE login_failures SET in_flight = GREATEST(in_flight - 1, 0) \
+                     WHERE scope = $1 AND key = $2"
+                }
             };
-            result = result.and(
-                statement.bind(counter.scope).bind(key).bind(self.at).execute(&self.pool).await.map(drop),
-            );
+            result = result
+                .and(sqlx::query(statement).bind(counter.scope).bind(key).execute(&pool).await.map(drop));
         }
         if let Err(e) = result {
-            log::warn!("login throttle: an attempt was not refunded: {e}");
+            log::warn!("login throttle: an attempt was not settled: {e}");
         }
+    }
+
+    async fn finish(mut self, verdict: Verdict) {
+        self.done = true;
+        let keys = std::mem::take(&mut self.keys);
+        SharedAttempt::settle(self.pool.clone(), keys, verdict).await
+    }
+
+    /// The password was wrong: counted as a failure.
+    pub async fn failed(self) {
+        self.finish(Verdict::Failed).await
     }
 
     /// The password was never checked: the attempt does not count.
     pub async fn refund(self) {
-        self.settle(None).await
+        self.finish(Verdict::NeverChecked).await
     }
 
-    /// The password was right: refunded, and that name's failures from
-    /// that address cleared.
+    /// The password was right: it does not count, and that name's failures
+    /// from that address are cleared.
     pub async fn succeeded(self) {
-        let pair = self.keys.iter().map(|(c, _)| c.scope).find(|s| s.ends_with(":pair"));
-        self.settle(pair).await
+        self.finish(Verdict::Succeeded).await
+    }
+}
+
+impl Drop for SharedAttempt {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let (pool, keys) = (self.pool.clone(), std::mem::take(&mut self.keys));
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(SharedAttempt::settle(pool, keys, Verdict::Failed));
+            }
+            // No runtime to write it on: it stays in flight until its
+            // window passes, holding back (never letting through) others.
+            Err(_) => log::warn!("login throttle: a failed attempt could not be counted"),
+        }
     }
 }

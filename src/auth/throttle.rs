@@ -14,11 +14,15 @@
 //! the right password included, so the refusal says nothing about it.
 //! Unknown user names are counted like known ones.
 //!
-//! **Burst-safe.** [`MemoryThrottle::begin`] counts the attempt as a failure
-//! before the password is checked, under the same lock that checks the
-//! limits, so simultaneous attempts cannot all slip past a check that has
-//! not seen the others yet; a successful attempt is refunded
-//! ([`Attempt::succeeded`]).
+//! **Burst-safe, and fair to right passwords.** [`MemoryThrottle::begin`]
+//! counts an attempt as in flight before its password is checked, under
+//! the same lock that checks the limits, and its verdict settles it: a
+//! failure is counted, a success is not (and clears that name's failures
+//! from that address). An attempt that would exceed a limit only because of
+//! attempts still in flight waits for their verdicts (at most
+//! [`IN_FLIGHT_WAIT`]) instead of being refused at once: twenty
+//! simultaneous wrong guesses still get at most `login_max_failures`
+//! verdicts, and twenty simultaneous right passwords all get in.
 //!
 //! **Bounded.** A name that cannot be an account (empty, or longer than any
 //! valid user name) is never stored: only its
@@ -39,6 +43,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
+
 use super::users::MAX_USERNAME_CHARS;
 
 pub const ACCOUNT_MAX_FAILURES: u32 = 100;
@@ -47,13 +53,18 @@ pub const ACCOUNT_WINDOW: Duration = Duration::from_secs(3600);
 pub const SOURCE_WINDOW: Duration = Duration::from_secs(3600);
 /// Most keys each table holds.
 pub const DEFAULT_CAPACITY: usize = 50_000;
+/// Longest an attempt waits for the verdicts of attempts in flight before
+/// it is refused.
+pub const IN_FLIGHT_WAIT: Duration = Duration::from_secs(5);
 
-/// Failures of one key within its current window.
+/// Failures of one key within its current window, and its attempts in flight.
 #[derive(Clone, Copy)]
 struct Count {
     failures: u32,
     /// When the first failure of this window was counted.
     since: Instant,
+    /// Attempts begun and not yet settled.
+    in_flight: u32,
 }
 
 /// One table of counts: keys, their limit and window, a bound on its size.
@@ -68,17 +79,25 @@ impl<K: Hash + Eq + Clone> Table<K> {
         Table { counts: HashMap::new(), limit, window }
     }
 
-    /// The live count of `key` at `now` (a passed window counts nothing).
-    fn live(&self, key: &K, now: Instant) -> Option<Count> {
-        self.counts.get(key).copied().filter(|c| now.duration_since(c.since) < self.window)
+    /// The failures of `key` counted in its live window at `now`.
+    fn failures(&self, key: &K, now: Instant) -> u32 {
+        self.counts.get(key).filter(|c| now.duration_since(c.since) < self.window).map_or(0, |c| c.failures)
     }
 
+    /// Seconds to wait when `key` is at its limit by settled failures.
     fn locked(&self, key: &K, now: Instant) -> Option<u64> {
-        let count = self.live(key, now)?;
-        (count.failures >= self.limit).then(|| {
+        let count = self.counts.get(key)?;
+        (self.failures(key, now) >= self.limit).then(|| {
             let left = self.window.saturating_sub(now.duration_since(count.since));
             (left.as_secs_f64().ceil() as u64).max(1)
         })
+    }
+
+    /// Whether one more attempt could exceed the limit, were the attempts
+    /// in flight to fail.
+    fn busy(&self, key: &K, now: Instant) -> bool {
+        let in_flight = self.counts.get(key).map_or(0, |c| c.in_flight);
+        self.failures(key, now) + in_flight >= self.limit
     }
 
     /// Whether a new key fits, making room if it must (see the module docs).
@@ -87,28 +106,47 @@ impl<K: Hash + Eq + Clone> Table<K> {
             return true;
         }
         let (window, limit) = (self.window, self.limit);
-        self.counts.retain(|_, c| now.duration_since(c.since) < window);
+        self.counts.retain(|_, c| c.in_flight > 0 || now.duration_since(c.since) < window);
         if self.counts.len() >= capacity {
-            self.counts.retain(|_, c| c.failures >= limit);
+            self.counts.retain(|_, c| c.in_flight > 0 || c.failures >= limit);
         }
         self.counts.len() < capacity
     }
 
-    fn add(&mut self, key: K, now: Instant) {
-        let window = self.window;
-        let count = self.counts.entry(key).or_insert(Count { failures: 0, since: now });
-        if now.duration_since(count.since) >= window {
-            *count = Count { failures: 0, since: now };
-        }
-        count.failures += 1;
+    fn start(&mut self, key: K, now: Instant) {
+        self.counts.entry(key).or_insert(Count { failures: 0, since: now, in_flight: 0 }).in_flight += 1;
     }
 
-    fn refund(&mut self, key: &K, since: Instant) {
-        if let Some(count) = self.counts.get_mut(key) {
-            // Only a count of the window the attempt was counted in.
-            if count.since <= since {
-                count.failures = count.failures.saturating_sub(1);
+    /// Settles one attempt of `key`: counted as a failure if `failed`.
+    fn settle(&mut self, key: &K, failed: bool, now: Instant) {
+        let window = self.window;
+        let count = match self.counts.get_mut(key) {
+            Some(count) => {
+                count.in_flight = count.in_flight.saturating_sub(1);
+                count
             }
+            None if failed => {
+                self.counts.entry(key.clone()).or_insert(Count { failures: 0, since: now, in_flight: 0 })
+            }
+            None => return,
+        };
+        if failed {
+            if now.duration_since(count.since) >= window {
+                count.failures = 0;
+                count.since = now;
+            }
+            count.failures += 1;
+        }
+    }
+
+    /// Forgets the failures of `key` (attempts in flight stay counted).
+    fn clear(&mut self, key: &K) {
+        match self.counts.get_mut(key) {
+            Some(count) if count.in_flight > 0 => count.failures = 0,
+            Some(_) => {
+                self.counts.remove(key);
+            }
+            None => {}
         }
     }
 }
@@ -141,10 +179,21 @@ struct State {
     by_source: Table<Option<IpAddr>>,
 }
 
+/// What one look at the counts allows.
+#[derive(Debug, PartialEq, Eq)]
+enum Look {
+    /// A limit is reached by settled failures: the seconds to wait.
+    Locked(u64),
+    /// A limit could be reached by the attempts in flight: wait for them.
+    Busy,
+}
+
 /// The login throttle of one server, in memory (shared by the login form
 /// and every password prompt).
 pub struct MemoryThrottle {
     state: Arc<Mutex<State>>,
+    /// Woken whenever an attempt settles.
+    settled: Arc<Notify>,
     capacity: usize,
 }
 
@@ -167,26 +216,59 @@ impl MemoryThrottle {
             by_account: Table::new(ACCOUNT_MAX_FAILURES, ACCOUNT_WINDOW),
             by_source: Table::new(per_source, SOURCE_WINDOW),
         };
-        MemoryThrottle { state: Arc::new(Mutex::new(state)), capacity: capacity.max(1) }
+        MemoryThrottle {
+            state: Arc::new(Mutex::new(state)),
+            settled: Arc::new(Notify::new()),
+            capacity: capacity.max(1),
+        }
     }
 
-    /// Counts an attempt for `username` from `ip` as failed before its
-    /// password is checked, unless a limit is reached: then `Err(seconds to
-    /// wait)`. Keep the [`Attempt`] and call [`Attempt::succeeded`] if the
-    /// password was right; dropping it leaves the failure counted.
-    pub fn begin(&self, username: &str, ip: Option<IpAddr>) -> Result<Attempt, u64> {
+    /// Counts an attempt for `username` from `ip` as in flight before its
+    /// password is checked, unless a limit is reached: then `Err(seconds
+    /// to wait)`. When only attempts in flight stand in the way, waits for
+    /// their verdicts, at most [`IN_FLIGHT_WAIT`]. Keep the [`Attempt`] and
+    /// call [`Attempt::succeeded`] if the password was right; dropping it
+    /// counts a failure.
+    pub async fn begin(&self, username: &str, ip: Option<IpAddr>) -> Result<Attempt, u64> {
+        let deadline = tokio::time::Instant::now() + IN_FLIGHT_WAIT;
+        loop {
+            // Registered before the look, so a verdict in between wakes it.
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            match self.try_begin(username, ip) {
+                Ok(attempt) => return Ok(attempt),
+                Err(Look::Locked(wait)) => return Err(wait),
+                Err(Look::Busy) => {
+                    if tokio::time::timeout_at(deadline, settled).await.is_err() {
+                        log::warn!("login throttle: attempts in flight did not settle in time: refused");
+                        return Err(1);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One look at the counts: the attempt begun, or why not.
+    fn try_begin(&self, username: &str, ip: Option<IpAddr>) -> Result<Attempt, Look> {
         let now = Instant::now();
         let mut state = self.state.lock().unwrap();
         let source = source_of(ip);
         let name = name_of(username);
         let mut wait = state.by_source.locked(&source, now);
+        let mut busy = state.by_source.busy(&source, now);
         if let Some(name) = &name {
-            let by_pair = state.by_name_and_source.locked(&(name.clone(), ip), now);
+            let pair = (name.clone(), ip);
+            let by_pair = state.by_name_and_source.locked(&pair, now);
             let by_account = state.by_account.locked(name, now);
             wait = [wait, by_pair, by_account].into_iter().flatten().max();
+            busy |= state.by_name_and_source.busy(&pair, now) || state.by_account.busy(name, now);
         }
         if let Some(wait) = wait {
-            return Err(wait);
+            return Err(Look::Locked(wait));
+        }
+        if busy {
+            return Err(Look::Busy);
         }
         let capacity = self.capacity;
         let full = |state: &mut State| {
@@ -202,14 +284,21 @@ impl MemoryThrottle {
         };
         if full(&mut state) {
             log::warn!("login throttle tables are full: attempt refused");
-            return Err(SOURCE_WINDOW.as_secs().min(60));
+            return Err(Look::Locked(SOURCE_WINDOW.as_secs().min(60)));
         }
-        state.by_source.add(source, now);
+        state.by_source.start(source, now);
         if let Some(name) = &name {
-            state.by_name_and_source.add((name.clone(), ip), now);
-            state.by_account.add(name.clone(), now);
+            state.by_name_and_source.start((name.clone(), ip), now);
+            state.by_account.start(name.clone(), now);
         }
-        Ok(Attempt { state: self.state.clone(), name, ip, source, at: now })
+        Ok(Attempt {
+            state: self.state.clone(),
+            settled: self.settled.clone(),
+            name,
+            ip,
+            source,
+            done: false,
+        })
     }
 
     /// Keys tracked in all tables together (for tests and metrics).
@@ -219,37 +308,64 @@ impl MemoryThrottle {
     }
 }
 
-/// An attempt counted as failed by [`MemoryThrottle::begin`].
+/// An attempt in flight, begun by [`MemoryThrottle::begin`]; dropped
+/// without a verdict, it counts as a failure.
 #[must_use = "call succeeded() when the password was right"]
 pub struct Attempt {
     state: Arc<Mutex<State>>,
+    settled: Arc<Notify>,
     name: Option<String>,
     ip: Option<IpAddr>,
     source: Option<IpAddr>,
-    at: Instant,
+    done: bool,
+}
+
+/// How an attempt ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Failed,
+    NeverChecked,
+    Succeeded,
 }
 
 impl Attempt {
-    /// The password was never checked (no hashing slot, the database
-    /// down): the attempt does not count.
-    pub fn refund(self) {
-        let mut state = self.state.lock().unwrap();
-        state.by_source.refund(&self.source, self.at);
-        if let Some(name) = &self.name {
-            state.by_account.refund(name, self.at);
-            state.by_name_and_source.refund(&(name.clone(), self.ip), self.at);
+    fn settle(&mut self, verdict: Verdict) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
         }
+        let now = Instant::now();
+        let failed = verdict == Verdict::Failed;
+        {
+            let mut state = self.state.lock().unwrap();
+            state.by_source.settle(&self.source, failed, now);
+            if let Some(name) = &self.name {
+                let pair = (name.clone(), self.ip);
+                state.by_account.settle(name, failed, now);
+                state.by_name_and_source.settle(&pair, failed, now);
+                if verdict == Verdict::Succeeded {
+                    state.by_name_and_source.clear(&pair);
+                }
+            }
+        }
+        self.settled.notify_waiters();
     }
 
-    /// The password was right: the attempt is refunded, and the failures of
-    /// that name from that IP are cleared.
-    pub fn succeeded(self) {
-        let mut state = self.state.lock().unwrap();
-        state.by_source.refund(&self.source, self.at);
-        if let Some(name) = &self.name {
-            state.by_account.refund(name, self.at);
-            state.by_name_and_source.counts.remove(&(name.clone(), self.ip));
-        }
+    /// The password was never checked (no hashing slot, the database
+    /// down): the attempt does not count.
+    pub fn refund(mut self) {
+        self.settle(Verdict::NeverChecked);
+    }
+
+    /// The password was right: the attempt does not count, and the
+    /// failures of that name from that IP are cleared.
+    pub fn succeeded(mut self) {
+        self.settle(Verdict::Succeeded);
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        self.settle(Verdict::Failed);
     }
 }
 
@@ -271,15 +387,16 @@ pub enum Throttle {
 }
 
 impl Throttle {
-    /// Counts an attempt as failed before its password (or code) is
-    /// checked, unless a limit is reached or the counts cannot be read.
-    /// Call [`LoginAttempt::succeeded`] if it was right, or
-    /// [`LoginAttempt::refund`] if it was never checked; dropping it leaves
-    /// the failure counted.
+    /// Counts an attempt as in flight before its password (or code) is
+    /// checked, unless a limit is reached or the counts cannot be read;
+    /// waits a little for the verdicts of attempts in flight when only they
+    /// stand in the way. Call [`LoginAttempt::succeeded`] if it was right,
+    /// or [`LoginAttempt::refund`] if it was never checked; dropping it
+    /// counts a failure.
     pub async fn begin(&self, username: &str, ip: Option<IpAddr>) -> Result<LoginAttempt, Refused> {
         match self {
             Throttle::Memory(memory) => {
-                memory.begin(username, ip).map(LoginAttempt::Memory).map_err(Refused::Wait)
+                memory.begin(username, ip).await.map(LoginAttempt::Memory).map_err(Refused::Wait)
             }
             Throttle::Shared(shared) => shared.begin(username, ip).await.map(LoginAttempt::Shared),
         }
@@ -294,6 +411,15 @@ pub enum LoginAttempt {
 }
 
 impl LoginAttempt {
+    /// The password (or code) was wrong: counted as a failure. Dropping
+    /// the attempt does the same, later for the shared throttle.
+    pub async fn failed(self) {
+        match self {
+            LoginAttempt::Memory(attempt) => drop(attempt),
+            LoginAttempt::Shared(attempt) => attempt.failed().await,
+        }
+    }
+
     /// The password was never checked: the attempt does not count.
     pub async fn refund(self) {
         match self {
@@ -320,63 +446,127 @@ mod tests {
         Some(text.parse().unwrap())
     }
 
+    /// One look, as a sequential caller sees it (nothing is in flight).
+    fn begin(t: &MemoryThrottle, name: &str, ip: Option<IpAddr>) -> Result<Attempt, u64> {
+        t.try_begin(name, ip).map_err(|look| match look {
+            Look::Locked(wait) => wait,
+            Look::Busy => panic!("busy with nothing in flight"),
+        })
+    }
+
     #[test]
     fn locks_after_max_failures_per_source_and_per_account() {
         let t = MemoryThrottle::new(3, Duration::from_secs(60), 1000);
         for _ in 0..3 {
-            drop(t.begin("alice", ip("10.0.0.1")).unwrap());
+            drop(begin(&t, "alice", ip("10.0.0.1")).unwrap());
         }
-        let wait = t.begin("Alice", ip("10.0.0.1")).err().unwrap();
+        let wait = begin(&t, "Alice", ip("10.0.0.1")).err().unwrap();
         assert!((59..=60).contains(&wait), "{wait}");
-        assert!(t.begin("alice", ip("10.0.0.2")).is_ok());
+        assert!(begin(&t, "alice", ip("10.0.0.2")).is_ok());
 
         let t = MemoryThrottle::new(1000, Duration::from_secs(60), 1000);
         for i in 0..ACCOUNT_MAX_FAILURES {
-            drop(t.begin("bob", Some(IpAddr::from([10, 0, (i / 256) as u8, (i % 256) as u8]))).unwrap());
+            drop(begin(&t, "bob", Some(IpAddr::from([10, 0, (i / 256) as u8, (i % 256) as u8]))).unwrap());
         }
-        assert!(t.begin("bob", ip("192.0.2.1")).is_err());
+        assert!(begin(&t, "bob", ip("192.0.2.1")).is_err());
     }
 
     #[test]
     fn a_success_is_refunded_and_clears_that_pair() {
         let t = MemoryThrottle::new(3, Duration::from_secs(60), 1000);
         for _ in 0..2 {
-            drop(t.begin("alice", ip("10.0.0.1")).unwrap());
+            drop(begin(&t, "alice", ip("10.0.0.1")).unwrap());
         }
-        t.begin("alice", ip("10.0.0.1")).unwrap().succeeded();
+        begin(&t, "alice", ip("10.0.0.1")).unwrap().succeeded();
         for _ in 0..3 {
-            drop(t.begin("alice", ip("10.0.0.1")).unwrap());
+            drop(begin(&t, "alice", ip("10.0.0.1")).unwrap());
         }
-        assert!(t.begin("alice", ip("10.0.0.1")).is_err());
+        assert!(begin(&t, "alice", ip("10.0.0.1")).is_err());
     }
 
     #[test]
     fn an_attempt_whose_password_was_never_checked_does_not_count() {
         let t = MemoryThrottle::new(2, Duration::from_secs(60), 1000);
         for _ in 0..5 {
-            t.begin("alice", ip("10.0.0.1")).unwrap().refund();
+            begin(&t, "alice", ip("10.0.0.1")).unwrap().refund();
         }
-        drop(t.begin("alice", ip("10.0.0.1")).unwrap());
-        assert!(t.begin("alice", ip("10.0.0.1")).is_ok(), "one failure counted, not six");
+        drop(begin(&t, "alice", ip("10.0.0.1")).unwrap());
+        assert!(begin(&t, "alice", ip("10.0.0.1")).is_ok(), "one failure counted, not six");
     }
 
     #[test]
-    fn attempts_in_flight_count_before_their_outcome() {
+    fn attempts_in_flight_hold_back_those_that_could_exceed_the_limit() {
         let t = MemoryThrottle::new(5, Duration::from_secs(60), 1000);
-        // Twenty attempts begun at once, none finished yet.
-        let begun: Vec<_> = (0..20).map(|_| t.begin("alice", ip("10.0.0.1"))).collect();
+        // Twenty attempts begun at once, none settled yet.
+        let begun: Vec<_> = (0..20).map(|_| t.try_begin("alice", ip("10.0.0.1"))).collect();
         assert_eq!(begun.iter().filter(|b| b.is_ok()).count(), 5);
+        assert!(begun.iter().skip(5).all(|b| matches!(b, Err(Look::Busy))));
+    }
+
+    /// Twenty simultaneous attempts, each settled as `settle` says after
+    /// a while: how many got a verdict, and the refusals' waits.
+    async fn burst(t: Arc<MemoryThrottle>, right: bool) -> (usize, Vec<u64>) {
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let t = t.clone();
+                tokio::spawn(async move {
+                    let attempt = t.begin("alice", ip("10.0.0.1")).await?;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    if right {
+                        attempt.succeeded();
+                    }
+                    Ok::<(), u64>(())
+                })
+            })
+            .collect();
+        let mut verdicts = 0;
+        let mut refused = Vec::new();
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(()) => verdicts += 1,
+                Err(wait) => refused.push(wait),
+            }
+        }
+        (verdicts, refused)
+    }
+
+    #[rocket::async_test]
+    async fn simultaneous_right_passwords_all_get_in() {
+        let t = Arc::new(MemoryThrottle::new(5, Duration::from_secs(60), 1000));
+        let (verdicts, refused) = burst(t.clone(), true).await;
+        assert_eq!((verdicts, refused.len()), (20, 0));
+        assert!(begin(&t, "alice", ip("10.0.0.1")).is_ok(), "nothing left counted");
+    }
+
+    #[rocket::async_test]
+    async fn simultaneous_wrong_guesses_get_no_more_verdicts_than_the_limit() {
+        let t = Arc::new(MemoryThrottle::new(5, Duration::from_secs(60), 1000));
+        let (verdicts, refused) = burst(t.clone(), false).await;
+        assert_eq!((verdicts, refused.len()), (5, 15));
+        assert!(refused.iter().all(|&wait| wait > 1), "locked, not timed out: {refused:?}");
+        assert!(begin(&t, "alice", ip("10.0.0.1")).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_for_attempts_in_flight_is_bounded() {
+        let t = MemoryThrottle::new(1, Duration::from_secs(60), 1000);
+        let held = t.begin("alice", ip("10.0.0.1")).await.unwrap();
+        let started = tokio::time::Instant::now();
+        assert_eq!(t.begin("alice", ip("10.0.0.1")).await.err(), Some(1));
+        assert_eq!(started.elapsed(), IN_FLIGHT_WAIT, "the paused clock moved by the bound, no more");
+        held.succeeded();
+        assert!(t.begin("alice", ip("10.0.0.1")).await.is_ok());
     }
 
     #[test]
     fn one_address_is_limited_across_names_and_ipv6_counts_by_64() {
         let t = MemoryThrottle::new(5, Duration::from_secs(60), 100);
         for i in 0..100 {
-            drop(t.begin(&format!("user{i}"), ip("2001:db8:1:2::1")).unwrap());
+            drop(begin(&t, &format!("user{i}"), ip("2001:db8:1:2::1")).unwrap());
         }
-        assert!(t.begin("someone-else", ip("2001:db8:1:2:ffff::9")).is_err(), "same /64");
-        assert!(t.begin("someone-else", ip("2001:db8:1:3::1")).is_ok(), "another /64");
-        assert!(t.begin("someone-else", ip("10.0.0.1")).is_ok());
+        assert!(begin(&t, "someone-else", ip("2001:db8:1:2:ffff::9")).is_err(), "same /64");
+        assert!(begin(&t, "someone-else", ip("2001:db8:1:3::1")).is_ok(), "another /64");
+        assert!(begin(&t, "someone-else", ip("10.0.0.1")).is_ok());
     }
 
     #[test]
@@ -384,7 +574,11 @@ mod tests {
         let t = MemoryThrottle::new(5, Duration::from_secs(60), 1_000_000);
         for i in 0..3000 {
             let name = format!("{i}{}", "x".repeat(32_000));
-            drop(t.begin(&name, Some(IpAddr::from([10, (i / 65536) as u8, (i / 256 % 256) as u8, i as u8]))));
+            drop(begin(
+                &t,
+                &name,
+                Some(IpAddr::from([10, (i / 65536) as u8, (i / 256 % 256) as u8, i as u8])),
+            ));
         }
         // Only the 3,000 addresses: no name of 32 KB was kept.
         assert_eq!(t.tracked(), 3000);
@@ -396,25 +590,25 @@ mod tests {
     fn a_full_table_never_drops_a_lockout() {
         let t = MemoryThrottle::with_capacity(3, Duration::from_secs(60), 1_000_000, 100);
         for _ in 0..3 {
-            drop(t.begin("alice", ip("10.0.0.1")).unwrap());
+            drop(begin(&t, "alice", ip("10.0.0.1")).unwrap());
         }
-        assert!(t.begin("alice", ip("10.0.0.1")).is_err());
+        assert!(begin(&t, "alice", ip("10.0.0.1")).is_err());
         // A flood of other names from other addresses fills the tables.
         let mut refused = 0;
         for i in 0..1000u32 {
-            let b = t.begin(&format!("n{i}"), Some(IpAddr::from([10, 1, (i / 256) as u8, i as u8])));
+            let b = begin(&t, &format!("n{i}"), Some(IpAddr::from([10, 1, (i / 256) as u8, i as u8])));
             refused += usize::from(b.is_err());
         }
         assert!(t.tracked() <= 300, "bounded: {}", t.tracked());
         assert_eq!(refused, 0, "keys below their limit make room");
-        assert!(t.begin("alice", ip("10.0.0.1")).is_err(), "the lockout survived the flood");
+        assert!(begin(&t, "alice", ip("10.0.0.1")).is_err(), "the lockout survived the flood");
 
         // When every key is at its limit, a new key is refused, not counted.
         let t = MemoryThrottle::with_capacity(1, Duration::from_secs(60), 1_000_000, 10);
         for i in 0..10u8 {
-            drop(t.begin(&format!("n{i}"), Some(IpAddr::from([10, 2, 0, i]))).unwrap());
+            drop(begin(&t, &format!("n{i}"), Some(IpAddr::from([10, 2, 0, i]))).unwrap());
         }
-        assert!(t.begin("fresh", ip("10.3.0.1")).is_err());
-        assert!(t.begin("n0", Some(IpAddr::from([10, 2, 0, 0]))).is_err(), "still locked");
+        assert!(begin(&t, "fresh", ip("10.3.0.1")).is_err());
+        assert!(begin(&t, "n0", Some(IpAddr::from([10, 2, 0, 0]))).is_err(), "still locked");
     }
 }

@@ -70,6 +70,7 @@ impl App {
                 Ok(())
             }
             Ok(false) => {
+                attempt.failed().await;
                 log::warn!("password confirmation failed: user {:?}, ip {ip:?}", user.username);
                 Err(Reply::page(Status::UnprocessableEntity, page(wrong)))
             }
