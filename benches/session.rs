@@ -20,6 +20,7 @@ fn record(now: i64, expires_at: i64) -> Record {
         created_at: now,
         last_seen_at: now,
         expires_at,
+        ends_at: None,
         persistent: false,
         user_agent: Some("Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0".into()),
         ip: Some("192.0.2.7".into()),

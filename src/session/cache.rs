@@ -263,7 +263,7 @@ impl<S: SessionStore> SessionStore for CachingStore<S> {
                 match state.entries.get_mut(&t.key) {
                     Some(entry) if entry.stored_expires_at - now > FLUSH_MARGIN => {
                         entry.record.last_seen_at = entry.record.last_seen_at.max(t.last_seen_at);
-                        entry.record.expires_at = entry.record.expires_at.max(t.expires_at);
+                        entry.record.expires_at = entry.record.moved_deadline(t.expires_at);
                         state.pending.insert(t.key, *t);
                         held += 1;
                     }
@@ -345,7 +345,8 @@ impl<S: SessionStore> SessionStore for CachingStore<S> {
                 let mut state = self.state.lock().unwrap();
                 for t in &batch {
                     if let Some(entry) = state.entries.get_mut(&t.key) {
-                        entry.stored_expires_at = entry.stored_expires_at.max(t.expires_at);
+                        let moved = entry.record.ends_at.map_or(t.expires_at, |end| t.expires_at.min(end));
+                        entry.stored_expires_at = entry.stored_expires_at.max(moved);
                     }
                 }
                 Ok(inner + batch.len() as u64)

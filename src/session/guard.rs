@@ -227,7 +227,7 @@ impl SessionManager {
         }
 
         if now - record.last_seen_at >= self.config.touch_interval && now > record.last_seen_at {
-            let expires_at = self.deadline(record.created_at, now);
+            let expires_at = record.moved_deadline(self.deadline(record.created_at, now));
             let touch = Touch { key, last_seen_at: now, expires_at };
             if self.store.touch(&[touch], now).await? == 0 {
                 jar.remove_private(self.removal());
@@ -410,7 +410,30 @@ impl<'r> Sessions<'r> {
         persistent: bool,
         data: Map<String, Value>,
     ) -> Result<Session<'r>, SessionError> {
+        self.begin(user_id, persistent, data, None).await
+    }
+
+    /// [`Sessions::start`] for a session that ends `lifetime` seconds from
+    /// now whatever its activity (a login waiting for a second factor).
+    pub async fn start_brief(
+        &self,
+        user_id: i64,
+        persistent: bool,
+        data: Map<String, Value>,
+        lifetime: i64,
+    ) -> Result<Session<'r>, SessionError> {
+        self.begin(user_id, persistent, data, Some(lifetime)).await
+    }
+
+    async fn begin(
+        &self,
+        user_id: i64,
+        persistent: bool,
+        data: Map<String, Value>,
+        lifetime: Option<i64>,
+    ) -> Result<Session<'r>, SessionError> {
         let now = now();
+        let ends_at = lifetime.map(|lifetime| now + lifetime);
         let replaces = self.manager.key(self.jar, now).await?.map(|k| k.key);
         let token = Token::generate();
         let record = Record {
@@ -419,7 +442,9 @@ impl<'r> Sessions<'r> {
             data: serde_json::to_string(&data)?,
             created_at: now,
             last_seen_at: now,
-            expires_at: self.manager.deadline(now, now),
+            expires_at: ends_at
+                .map_or(self.manager.deadline(now, now), |end| end.min(self.manager.deadline(now, now))),
+            ends_at,
             persistent,
             user_agent: self.user_agent.clone(),
             ip: self.ip.clone(),

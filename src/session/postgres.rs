@@ -23,7 +23,7 @@ use super::token::{SessionKey, TokenHash};
 
 macro_rules! columns {
     () => {
-        "handle, user_id, data, created_at, last_seen_at, expires_at, persistent, user_agent, ip"
+        "handle, user_id, data, created_at, last_seen_at, expires_at, ends_at, persistent, user_agent, ip"
     };
 }
 
@@ -92,7 +92,7 @@ impl PgStore {
             let query = sqlx::query(concat!(
                 "INSERT INTO sessions (id, token_hash, ",
                 columns!(),
-                ") OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                ") OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
             ))
             .bind(s.id)
             .bind(&s.token_hash.0[..]);
@@ -126,6 +126,7 @@ fn bind_record<'q>(
         .bind(r.created_at)
         .bind(r.last_seen_at)
         .bind(r.expires_at)
+        .bind(r.ends_at)
         .bind(r.persistent)
         .bind(&r.user_agent)
         .bind(&r.ip)
@@ -143,6 +144,7 @@ fn record(row: &PgRow) -> Result<Record, sqlx::Error> {
         created_at: row.try_get("created_at")?,
         last_seen_at: row.try_get("last_seen_at")?,
         expires_at: row.try_get("expires_at")?,
+        ends_at: row.try_get("ends_at")?,
         persistent: row.try_get("persistent")?,
         user_agent: row.try_get("user_agent")?,
         ip: row.try_get("ip")?,
@@ -169,7 +171,7 @@ impl SessionStore for PgStore {
         let query = sqlx::query(concat!(
             "INSERT INTO sessions (token_hash, ",
             columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id"
         ))
         .bind(&token_hash.0[..]);
         let id: i64 = bind_record(query, r)
@@ -211,10 +213,10 @@ impl SessionStore for PgStore {
         let seen: Vec<i64> = touches.iter().map(|t| t.last_seen_at).collect();
         let expires: Vec<i64> = touches.iter().map(|t| t.expires_at).collect();
         // One statement for the batch; a batch may land after a later single
-        // touch, so a deadline never moves back.
+        // touch, so a deadline never moves back; nor past a hard end.
         let done = sqlx::query(
             "UPDATE sessions AS s SET last_seen_at = GREATEST(s.last_seen_at, t.seen), \
-             expires_at = GREATEST(s.expires_at, t.expires) \
+             expires_at = GREATEST(s.expires_at, LEAST(t.expires, COALESCE(s.ends_at, t.expires))) \
              FROM UNNEST($1::BIGINT[], $2::BYTEA[], $3::BIGINT[], $4::BIGINT[]) AS t(id, hash, seen, expires) \
              WHERE s.id = t.id AND s.token_hash = t.hash AND s.expires_at > $5",
         )

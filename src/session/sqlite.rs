@@ -19,7 +19,7 @@ use crate::sql::{write_transaction, ExecuteOn};
 
 macro_rules! columns {
     () => {
-        "handle, user_id, data, created_at, last_seen_at, expires_at, persistent, user_agent, ip"
+        "handle, user_id, data, created_at, last_seen_at, expires_at, ends_at, persistent, user_agent, ip"
     };
 }
 
@@ -229,6 +229,7 @@ fn record(row: &SqliteRow) -> Result<Record, sqlx::Error> {
         created_at: row.try_get("created_at")?,
         last_seen_at: row.try_get("last_seen_at")?,
         expires_at: row.try_get("expires_at")?,
+        ends_at: row.try_get("ends_at")?,
         persistent: row.try_get("persistent")?,
         user_agent: row.try_get("user_agent")?,
         ip: row.try_get("ip")?,
@@ -256,7 +257,7 @@ impl SessionStore for SqliteStore {
                 let done = sqlx::query(concat!(
                     "INSERT INTO sessions (token_hash, ",
                     columns!(),
-                    ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 ))
                 .bind(&token_hash.0[..])
                 .bind(&r.handle)
@@ -265,6 +266,7 @@ impl SessionStore for SqliteStore {
                 .bind(r.created_at)
                 .bind(r.last_seen_at)
                 .bind(r.expires_at)
+                .bind(r.ends_at)
                 .bind(r.persistent)
                 .bind(&r.user_agent)
                 .bind(&r.ip)
@@ -282,9 +284,10 @@ impl SessionStore for SqliteStore {
     }
 
     async fn touch(&self, touches: &[Touch], now: i64) -> Result<u64, StoreError> {
-        // A batch may land after a later single move: never move back.
+        // A batch may land after a later single move: never move back; and
+        // never past the session's hard end.
         const TOUCH: &str =
-            update_live!("last_seen_at = MAX(last_seen_at, ?), expires_at = MAX(expires_at, ?)");
+            update_live!("last_seen_at = MAX(last_seen_at, ?), expires_at = MAX(expires_at, MIN(?, IFNULL(ends_at, 1 << 62)))");
         match touches {
             [] => Ok(0),
             [t] => {

@@ -17,10 +17,23 @@ pub struct Record {
     pub last_seen_at: i64,
     /// The earlier of the idle and the absolute deadline.
     pub expires_at: i64,
+    /// A hard end no activity moves the deadline past (a login waiting
+    /// for its second factor); `None` for an ordinary session, whose
+    /// deadline slides up to the absolute one.
+    pub ends_at: Option<i64>,
     /// "Remember me": the cookie outlives the browser session.
     pub persistent: bool,
     pub user_agent: Option<String>,
     pub ip: Option<String>,
+}
+
+impl Record {
+    /// The deadline after a move to `proposed`: never earlier than now
+    /// stored, never past the hard end ([`Record::ends_at`]). Every store
+    /// moves deadlines by this rule.
+    pub fn moved_deadline(&self, proposed: i64) -> i64 {
+        self.expires_at.max(self.ends_at.map_or(proposed, |end| proposed.min(end)))
+    }
 }
 
 /// A stored session whole, as one store hands it to another (moving an

@@ -108,8 +108,8 @@ pub async fn login(
         log::warn!("login refused: bad csrf token (user {:?}, ip {ip:?})", form.username);
         return login_page(Status::Forbidden, jar, app, None, Some(BAD_FORM), &form.username, &rd);
     }
-    // Counted as a failure before the password is checked (refunded on
-    // success), so a burst of simultaneous attempts cannot pass the limit.
+    // Counted as in flight before the password is checked, and settled by
+    // its verdict, so a burst of simultaneous attempts cannot pass the limit.
     let attempt = match app.throttle.begin(&form.username, ip).await {
         Ok(attempt) => attempt,
         Err(refused) => {
@@ -166,7 +166,10 @@ pub async fn login(
         log::warn!("login failed: user {:?}, ip {ip:?}", form.username);
         login_page(Status::Unauthorized, jar, app, None, Some(WRONG_CREDENTIALS), &form.username, &rd)
     };
-    let Some(user) = user.filter(|_| ok) else { return wrong() };
+    let Some(user) = user.filter(|_| ok) else {
+        attempt.failed().await;
+        return wrong();
+    };
     attempt.succeeded().await;
     let verified = stronger_hash(app, &user, password).await;
 
@@ -177,7 +180,15 @@ pub async fn login(
         (false, true) => Factor::Enrol,
         (false, false) => Factor::Password,
     };
-    let session = match sessions.start(user.id, form.remember, two_factor::new_session_data(factor)).await {
+    let data = two_factor::new_session_data(factor);
+    // A login waiting for its code ends after `two_factor_pending_timeout`,
+    // however often its page is reloaded: the purge removes it then, and
+    // no list shows it as live.
+    let started = match factor {
+        Factor::Pending => sessions.start_brief(user.id, form.remember, data, second.pending_timeout).await,
+        _ => sessions.start(user.id, form.remember, data).await,
+    };
+    let session = match started {
         Ok(session) => session,
         Err(e) => {
             // The account may have gone meanwhile (its sessions cannot be

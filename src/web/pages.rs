@@ -79,7 +79,8 @@ pub struct Sessions<'a> {
     pub needs_password: bool,
 }
 
-/// "Confirm your password" before ending sessions (sudo mode).
+/// "Confirm your password" before ending sessions or changing how the
+/// account logs in (sudo mode).
 #[derive(Template)]
 #[template(path = "confirm.html")]
 pub struct Confirm<'a> {
@@ -87,6 +88,11 @@ pub struct Confirm<'a> {
     pub error: Option<&'a str>,
     pub action: &'a str,
     pub handle: Option<&'a str>,
+    pub rd: &'a str,
+    /// What is being confirmed ("Ending sessions").
+    pub what: &'a str,
+    /// The page to go back to.
+    pub back: &'a str,
     pub csrf_token: &'a str,
     pub minutes: i64,
 }
@@ -121,6 +127,8 @@ pub struct TwoFactor<'a> {
     pub codes_left: i64,
     /// `require_2fa`: nothing else opens until it is set up.
     pub required: bool,
+    /// Setting it up asks for the password (no recent one on this session).
+    pub needs_password: bool,
 }
 
 /// A new secret to confirm with one code.

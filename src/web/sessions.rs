@@ -19,21 +19,36 @@ pub const AUTH_AT_KEY: &str = "auth_at";
 /// asking again ("sudo mode", ASVS 3.3.4).
 pub const SUDO_WINDOW: i64 = 600;
 
-fn recently_authenticated(session: &Session<'_>, now: i64) -> bool {
+pub(super) fn recently_authenticated(session: &Session<'_>, now: i64) -> bool {
     session.get::<i64>(AUTH_AT_KEY).is_some_and(|at| at <= now && now - at < SUDO_WINDOW)
 }
 
-/// What ending sessions from `action` needs: nothing within [`SUDO_WINDOW`]
-/// of the last proved password, else the password in the form (checked and
-/// throttled like a login). `Err` is the page to answer with: the
-/// confirmation form (403 without a password, 422 with a wrong one) or 429.
-async fn sudo(
+/// What a password confirmation is for: where its form posts, and what
+/// the page says.
+pub(super) struct Confirming<'a> {
+    /// Where the confirmation form posts.
+    pub action: &'a str,
+    /// The session to end, for `/sessions/revoke`.
+    pub handle: Option<&'a str>,
+    /// Where to go after the action, carried through the form.
+    pub rd: &'a str,
+    /// The action in words, "Ending sessions".
+    pub what: &'a str,
+    /// The page the form offers to go back to.
+    pub back: &'a str,
+}
+
+/// What ending sessions, or changing how the account logs in, needs:
+/// nothing within [`SUDO_WINDOW`] of the last proved password, else the
+/// password in the form (checked and throttled like a login). `Err` is the
+/// page to answer with: the confirmation form (403 without a password, 422
+/// with a wrong one) or 429.
+pub(super) async fn sudo(
     session: &Session<'_>,
     app: &App,
     ip: Option<IpAddr>,
     password: &str,
-    action: &str,
-    handle: Option<&str>,
+    confirming: Confirming<'_>,
 ) -> Result<(), Reply> {
     let now = now();
     if recently_authenticated(session, now) {
@@ -45,8 +60,11 @@ async fn sudo(
         pages::render(pages::Confirm {
             notice: None,
             error,
-            action,
-            handle,
+            action: confirming.action,
+            handle: confirming.handle,
+            rd: confirming.rd,
+            what: confirming.what,
+            back: confirming.back,
             csrf_token: &csrf_token,
             minutes,
         })
@@ -62,6 +80,11 @@ async fn sudo(
     app.confirm_password(&user, password, ip, "The password is wrong.", |message| form(Some(message)))
         .await?;
     session.insert(AUTH_AT_KEY, now).await.map_err(Reply::from)
+}
+
+/// [`Confirming`] for ending sessions from `action`.
+fn ending_sessions<'a>(action: &'a str, handle: Option<&'a str>) -> Confirming<'a> {
+    Confirming { action, handle, rd: "", what: "Ending sessions", back: "/sessions" }
 }
 
 #[get("/sessions")]
@@ -128,7 +151,8 @@ pub async fn revoke(
         // Ending another session needs a recent password; ending this one
         // is a logout.
         if let Err(reply) =
-            sudo(&session, app, ip, &form.password, "/sessions/revoke", Some(&form.handle)).await
+            sudo(&session, app, ip, &form.password, ending_sessions("/sessions/revoke", Some(&form.handle)))
+                .await
         {
             return reply;
         }
@@ -184,7 +208,9 @@ pub async fn revoke_others(
     if !csrf::session_ok(&session, &form.csrf_token) {
         return Reply::error(Status::Forbidden, super::BAD_FORM);
     }
-    if let Err(reply) = sudo(&session, app, ip, &form.password, "/sessions/revoke-others", None).await {
+    if let Err(reply) =
+        sudo(&session, app, ip, &form.password, ending_sessions("/sessions/revoke-others", None)).await
+    {
         return reply;
     }
     let ending = Ending::OwnedBy { user_id: session.user_id(), keep: Some(session.handle()) };

@@ -268,6 +268,7 @@ async fn check_code(
     };
     match second_factor::verify(&app.storage, &app.hasher, &second.sealer, user.id, code, now()).await {
         Ok(Verified::Wrong) => {
+            attempt.failed().await;
             log::warn!("second factor failed: user {:?}, ip {ip:?}", user.username);
             Metrics::count(&app.metrics.logins_failed, 1);
             Err(Reply::page(wrong, render(WRONG_CODE)))
@@ -364,6 +365,7 @@ struct StatusPage<'a> {
     csrf_token: &'a str,
     rd: &'a str,
     factor: Factor,
+    needs_password: bool,
 }
 
 impl<'a> StatusPage<'a> {
@@ -372,12 +374,14 @@ impl<'a> StatusPage<'a> {
         user: &User,
         csrf_token: &'a str,
         rd: &'a str,
-        factor: Factor,
+        session: &Session<'_>,
     ) -> Result<Self, Reply> {
         let enrolment = second_factor::status(&app.storage, user.id)
             .await
             .map_err(|e| Reply::down("second factor", e))?;
-        Ok(StatusPage { enrolment, csrf_token, rd, factor })
+        let factor = Factor::of(session);
+        let needs_password = !super::sessions::recently_authenticated(session, now());
+        Ok(StatusPage { enrolment, csrf_token, rd, factor, needs_password })
     }
 
     fn html(&self, error: Option<&str>, notice: Option<Notice>) -> String {
@@ -389,6 +393,7 @@ impl<'a> StatusPage<'a> {
             enabled_since: self.enrolment.as_ref().map(|e| super::device::date(e.enabled_at)),
             codes_left: self.enrolment.as_ref().map(|e| e.codes_left).unwrap_or_default(),
             required: self.factor == Factor::Enrol,
+            needs_password: self.needs_password,
         })
     }
 }
@@ -404,7 +409,7 @@ pub async fn status(
     let session = settings_session(session, &rd)?;
     let user = account(app, &session).await?;
     let csrf_token = csrf::of_session(&session).await?;
-    let page = StatusPage::load(app, &user, &csrf_token, &rd, Factor::of(&session)).await?;
+    let page = StatusPage::load(app, &user, &csrf_token, &rd, &session).await?;
     Ok(Reply::page(Status::Ok, page.html(None, Notice::from_flash(flash))))
 }
 
@@ -461,8 +466,33 @@ pub struct SetupForm {
     csrf_token: String,
     #[field(default = String::new())]
     rd: String,
+    /// Unless this session proved its password in the sudo window.
+    #[field(default = String::new())]
+    password: String,
 }
 
+/// Turning the second factor on ends every other session and changes how
+/// the account logs in: like ending sessions, it needs a password proved
+/// within the sudo window, asked for at the set-up (`password`). A stolen
+/// cookie alone cannot lock its owner out behind a factor of the thief's.
+async fn sudo_for_setup(
+    session: &Session<'_>,
+    app: &App,
+    ip: Option<IpAddr>,
+    password: &str,
+    rd: &str,
+) -> Result<(), Reply> {
+    let confirming = super::sessions::Confirming {
+        action: "/account/2fa/setup",
+        handle: None,
+        rd,
+        what: "Setting up two-factor authentication",
+        back: "/account/2fa",
+    };
+    super::sessions::sudo(session, app, ip, password, confirming).await
+}
+
+#[allow(clippy::too_many_arguments)]
 #[post("/account/2fa/setup", data = "<form>")]
 pub async fn setup(
     _origin: csrf::SameOrigin,
@@ -470,6 +500,7 @@ pub async fn setup(
     form: Form<SetupForm>,
     app: &State<App>,
     second: &State<SecondFactor>,
+    ip: Option<IpAddr>,
 ) -> Result<Reply, Reply> {
     let rd = app.portal.safe_rd(&form.rd).unwrap_or_default();
     let session = settings_session(session, &rd)?;
@@ -480,6 +511,7 @@ pub async fn setup(
     if user.two_factor {
         return Ok(Reply::see_other(with_rd("/account/2fa", &rd)));
     }
+    sudo_for_setup(&session, app, ip, &form.password, &rd).await?;
     // A new secret each time: the last one shown is the one to confirm.
     let secret = second_factor::new_secret();
     use base64::Engine;
@@ -520,6 +552,9 @@ pub async fn enable(
     if user.two_factor {
         return Ok(Reply::see_other(with_rd("/account/2fa", &rd)));
     }
+    // The password proved at the set-up must still be recent: else the
+    // confirmation form, which starts the set-up again.
+    sudo_for_setup(&session, app, ip, "", &rd).await?;
     let Some(secret) = pending_secret(&session, second) else {
         return Ok(Reply::Flash(Flash::warning(
             Redirect::to(with_rd("/account/2fa", &rd)),
@@ -531,6 +566,7 @@ pub async fn enable(
         second.throttle.begin(&user.username, ip).await.map_err(|refused| Reply::refused(refused, render))?;
     let now = now();
     let Some(step) = second_factor::step_of(&secret, &form.code, now) else {
+        attempt.failed().await;
         log::warn!("second factor set-up: wrong code, user {:?}, ip {ip:?}", user.username);
         let message = "That code is not right. Enter the 6-digit code your app shows now.";
         return Ok(setup_page(
@@ -602,7 +638,7 @@ async fn confirm_both(
     if !user.two_factor {
         return Err(Reply::see_other(with_rd("/account/2fa", rd)));
     }
-    let page = StatusPage::load(app, &user, &form.csrf_token, rd, Factor::of(session)).await?;
+    let page = StatusPage::load(app, &user, &form.csrf_token, rd, session).await?;
     let render = |message: &str| page.html(Some(message), None);
     app.confirm_password(&user, &form.password, ip, "The password is wrong.", render).await?;
     check_code(app, second, &user, &form.code, ip, Status::UnprocessableEntity, render).await?;

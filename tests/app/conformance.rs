@@ -190,6 +190,30 @@ pub mod rules {
         assert!(!end(store, &other_token(&short)).await);
     }
 
+    /// A session with a hard end keeps it: no move, single or batched, takes
+    /// its deadline past it, and it is gone from loads, lists and counts after.
+    pub async fn hard_ends_hold(store: &dyn SessionStore) {
+        let now = session::now();
+        let brief = Record { ends_at: Some(now + 30), ..record(7, now, 30) };
+        let key = create(store, &brief).await;
+        assert_eq!(store.load(&key, now).await.unwrap(), Some(brief.clone()), "round-trips");
+        assert!(touch(store, &key, now + 10, now + 600, now + 10).await);
+        let other = create(store, &record(7, now, 30)).await;
+        let batch = [
+            Touch { key, last_seen_at: now + 20, expires_at: now + 900 },
+            Touch { key: other, last_seen_at: now + 20, expires_at: now + 900 },
+        ];
+        assert_eq!(store.touch(&batch, now + 20).await.unwrap(), 2);
+        store.flush().await.unwrap();
+        let r = store.load(&key, now + 20).await.unwrap().unwrap();
+        assert_eq!((r.last_seen_at, r.expires_at), (now + 20, now + 30), "capped at its end");
+        assert_eq!(store.load(&other, now + 20).await.unwrap().unwrap().expires_at, now + 900);
+        assert_eq!(store.load(&key, now + 30).await.unwrap(), None);
+        let listed = store.list(Owner::User(7), now + 30).await.unwrap();
+        assert_eq!(listed.len(), 1, "only the ordinary one: {listed:?}");
+        assert_eq!(store.backend().count_live(now + 30).await.unwrap(), 1);
+    }
+
     /// Deadlines move forward; a late batch never moves one back.
     pub async fn touches_move_deadlines_forward_only(store: &dyn SessionStore) {
         let now = session::now();
@@ -382,6 +406,7 @@ macro_rules! conformance {
             }
             rule!(create_and_load);
             rule!(deadlines_hold);
+            rule!(hard_ends_hold);
             rule!(create_replaces_the_previous_session);
             rule!(no_resurrection);
             rule!(touches_move_deadlines_forward_only);

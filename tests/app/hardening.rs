@@ -599,7 +599,7 @@ async fn a_weaker_stored_hash_is_replaced_at_login(engine: Engine) {
 
 /// Makes the password of every session of the app's database older than
 /// the sudo window, and the running apps forget their caches.
-async fn age_the_password(app: &TestApp, clients: &[&Client]) {
+pub async fn age_the_password(app: &TestApp, clients: &[&Client]) {
     let age = match app.engine {
         Engine::Sqlite => "UPDATE sessions SET data = json_set(data, '$.auth_at', 0)",
         Engine::Postgres => "UPDATE sessions SET data = jsonb_set(data::jsonb, '{auth_at}', '0')::text",

@@ -434,6 +434,7 @@ pub fn live_record(user_id: i64, now: i64) -> Record {
         created_at: now,
         last_seen_at: now,
         expires_at: now + 60,
+        ends_at: None,
         persistent: false,
         user_agent: None,
         ip: None,

@@ -23,6 +23,8 @@ on_each_engine!(
     the_operator_resets_a_lost_device,
     with_require_2fa_nothing_opens_before_the_set_up,
     a_two_factor_rule_sends_a_password_only_session_to_set_up_and_back,
+    a_login_waiting_for_its_code_ends_for_good,
+    turning_it_on_asks_for_the_password_unless_proved_recently,
 );
 
 /// The code of `secret` for the step `offset` steps from now.
@@ -333,7 +335,12 @@ async fn a_login_waiting_for_its_code_expires(engine: Engine) {
     assert_eq!(res.status(), Status::SeeOther);
     assert_eq!(res.headers().get_one("Location"), Some("/login"));
     assert_eq!(user_status(&laptop).await, Status::SeeOther);
-    assert_eq!(app.session_rows().await, 1, "the waiting session was ended");
+    let live: i64 = sql!(
+        app,
+        fetch_one,
+        sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE expires_at > $1").bind(now())
+    );
+    assert_eq!(live, 1, "the waiting session has ended");
     // The code was not used up by the late attempt (checked on a server
     // that waits the default 5 minutes).
     let phone = app.other_browser().await;
@@ -585,4 +592,120 @@ async fn secrets_follow_the_key_through_a_rotation() {
     password_step(&laptop, "alice", false).await;
     assert_eq!(send_code(&laptop, &code(&secret, 1)).await.status(), Status::SeeOther);
     assert_eq!(user_status(&laptop).await, Status::Ok);
+}
+
+/// Moves every session waiting for its code `seconds` into the past, as if
+/// the clock had moved on for them, and makes the running apps forget
+/// their caches.
+async fn age_waiting_sessions(app: &TestApp, clients: &[&Client], seconds: i64) {
+    let aged = sql!(
+        app,
+        execute,
+        sqlx::query(
+            "UPDATE sessions SET created_at = created_at - $1, last_seen_at = last_seen_at - $1, \
+             expires_at = expires_at - $1, ends_at = ends_at - $1 WHERE data LIKE '%\"factor\":\"pending\"%'"
+        )
+        .bind(seconds)
+    );
+    assert_eq!(aged, 1);
+    for client in clients {
+        let manager = client.rocket().state::<std::sync::Arc<sesija::session::SessionManager>>().unwrap();
+        manager.store().invalidate().await;
+    }
+}
+
+/// A login waiting for its code lives `two_factor_pending_timeout`, not the
+/// idle deadline of a session: after it, no page lists it, the command line
+/// does not either, the purge removes it, and reloading the code prompt
+/// meanwhile does not extend it.
+async fn a_login_waiting_for_its_code_ends_for_good(engine: Engine) {
+    let (app, _, _) = enrolled(engine).await;
+    let laptop = app.other_browser().await;
+    password_step(&laptop, "alice", false).await;
+    let (deadline, ends_at): (i64, Option<i64>) = sql!(
+        app,
+        fetch_one,
+        sqlx::query_as("SELECT expires_at, ends_at FROM sessions WHERE data LIKE '%pending%'")
+    );
+    assert_eq!(Some(deadline), ends_at);
+    assert!(deadline - now() <= 300, "the pending timeout, not days: {deadline}");
+    let page = body(app.client.get("/sessions").dispatch().await).await;
+    assert!(page.contains("not finished"), "listed while it waits: {page}");
+    let listed = app.cli(&["sessions", "list", "--user", "alice"]).await;
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).lines().count(), 3, "header and two sessions");
+
+    // Ten minutes on, for the waiting login only.
+    age_waiting_sessions(&app, &[&app.client, &laptop], 600).await;
+    assert_eq!(laptop.get("/login/2fa").dispatch().await.status(), Status::SeeOther, "it opens nothing");
+    let page = body(app.client.get("/sessions").dispatch().await).await;
+    assert!(!page.contains("not finished"), "no longer listed: {page}");
+    let listed = app.cli(&["sessions", "list", "--user", "alice"]).await;
+    let out = String::from_utf8_lossy(&listed.stdout).to_string();
+    assert_eq!(out.lines().count(), 2, "only the session that finished its login: {out}");
+    let purged = app.cli(&["sessions", "purge"]).await;
+    assert!(purged.status.success(), "{}", String::from_utf8_lossy(&purged.stderr));
+    assert_eq!(app.session_rows().await, 1, "the purge removed it");
+}
+
+/// Turning the second factor on ends every other session and changes how
+/// the account logs in: a session that has not proved its password within
+/// the sudo window (a stolen cookie, say) must prove it first, at the
+/// set-up and still at the confirmation.
+async fn turning_it_on_asks_for_the_password_unless_proved_recently(engine: Engine) {
+    let app = spawn_app_on(engine).await;
+    app.add_user("alice").await;
+    logged_in(&app.client, "alice", false).await;
+    let owner = app.other_browser().await;
+    logged_in(&owner, "alice", false).await;
+    crate::hardening::age_the_password(&app, &[&app.client, &owner]).await;
+
+    // The set-up: 403 with the confirmation form, 422 for a wrong password.
+    let page = body(app.client.get("/account/2fa").dispatch().await).await;
+    assert!(page.contains(r#"id="setup-password""#), "the page asks for it up front: {page}");
+    let token = csrf_in(&page);
+    let res = post(&app.client, "/account/2fa/setup", &[("csrf_token", &token)]).await;
+    assert_eq!(res.status(), Status::Forbidden);
+    let html = body(res).await;
+    assert!(html.contains("Confirm your password") && html.contains(r#"action="/account/2fa/setup""#));
+    assert!(!html.contains("otpauth://"), "no secret shown");
+    let res =
+        post(&app.client, "/account/2fa/setup", &[("csrf_token", &token), ("password", "wrong one")]).await;
+    assert_eq!(res.status(), Status::UnprocessableEntity);
+    assert!(!body(res).await.contains("otpauth://"));
+    assert_eq!(user_status(&owner).await, Status::Ok, "nothing ended");
+
+    // A secret set up while the password was recent cannot be confirmed
+    // once the window has passed: the confirmation asks again.
+    let res =
+        post(&app.client, "/account/2fa/setup", &[("csrf_token", &token), ("password", PASSWORD)]).await;
+    assert_eq!(res.status(), Status::Ok);
+    let text = between(&body(res).await, r#"<code id="secret">"#, "</code>").replace(' ', "");
+    let secret = totp_rs::Secret::try_from_base32(&text).unwrap().as_bytes().to_vec();
+    crate::hardening::age_the_password(&app, &[&app.client, &owner]).await;
+    early_in_step().await;
+    let res =
+        post(&app.client, "/account/2fa/enable", &[("code", &code(&secret, 0)), ("csrf_token", &token)])
+            .await;
+    assert_eq!(res.status(), Status::Forbidden);
+    assert!(body(res).await.contains("Confirm your password"));
+    assert_eq!(user_status(&owner).await, Status::Ok, "the owner is still in");
+    let status: Option<i64> = sql!(
+        app,
+        fetch_one,
+        sqlx::query_scalar("SELECT totp_enabled_at FROM users WHERE username = 'alice'")
+    );
+    assert_eq!(status, None, "still off");
+
+    // With the password, the set-up and the confirmation go through.
+    let res =
+        post(&app.client, "/account/2fa/setup", &[("csrf_token", &token), ("password", PASSWORD)]).await;
+    assert_eq!(res.status(), Status::Ok);
+    let text = between(&body(res).await, r#"<code id="secret">"#, "</code>").replace(' ', "");
+    let secret = totp_rs::Secret::try_from_base32(&text).unwrap().as_bytes().to_vec();
+    early_in_step().await;
+    let res =
+        post(&app.client, "/account/2fa/enable", &[("code", &code(&secret, 0)), ("csrf_token", &token)])
+            .await;
+    assert_eq!(res.status(), Status::Ok);
+    assert_eq!(user_status(&owner).await, Status::SeeOther, "now the other sessions end");
 }
