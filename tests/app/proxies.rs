@@ -48,7 +48,7 @@ fn echo(mut stream: TcpStream) -> std::io::Result<()> {
             break;
         }
         let lower = line.to_ascii_lowercase();
-        if lower.starts_with("remote-") {
+        if lower.starts_with("remote-") || lower.starts_with("remote_") {
             seen.push_str(lower.trim_end());
             seen.push('\n');
         }
@@ -69,8 +69,46 @@ pub struct Proxy {
     _dir: TempDir,
 }
 
+impl Proxy {
+    /// The processes the proxy's main process started (nginx's workers).
+    fn children(&self) -> Vec<u32> {
+        children_of(self.child.id())
+    }
+}
+
+/// The processes whose parent is `pid`, from /proc.
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            // pid (comm) state ppid ...: comm may hold spaces, so count from its ')'.
+            let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+            after.split_whitespace().nth(1) == Some(&pid.to_string())
+        })
+        .collect()
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+}
+
 impl Drop for Proxy {
     fn drop(&mut self) {
+        // SIGTERM: nginx's master stops its workers and waits for them
+        // (SIGKILL would orphan them, listening sockets and all); Caddy
+        // shuts down. SIGKILL only if it does not exit in time.
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -98,6 +136,7 @@ fn deployed(
         .replace("127.0.0.1:8000", sesija_at)
         .replace("127.0.0.1:3000", &format!("127.0.0.1:{app_port}"))
         .replace("listen 80;", &format!("listen 127.0.0.1:{proxy_port};"))
+        .replace("listen 80 default_server;", &format!("listen 127.0.0.1:{proxy_port} default_server;"))
 }
 
 fn wait_for_port(port: u16, child: &mut Child, what: &str, log: &Path) {
@@ -202,6 +241,20 @@ pub fn via(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> Response {
+    let (raw, response) = via_raw(proxy, method, host, path, headers, body);
+    response.unwrap_or_else(|| panic!("a response: {}", String::from_utf8_lossy(&raw)))
+}
+
+/// [`via`], with what came back: the bytes, and the response if they
+/// hold one (a proxy may close the connection without a word).
+fn via_raw(
+    proxy: u16,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (Vec<u8>, Option<Response>) {
     let mut stream = TcpStream::connect(("127.0.0.1", proxy)).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}:{proxy}\r\nConnection: close\r\n");
@@ -220,8 +273,8 @@ pub fn via(
     stream.write_all(body.as_bytes()).unwrap();
     let mut raw = Vec::new();
     let _ = stream.read_to_end(&mut raw);
-    crate::http::parse_response(&raw)
-        .unwrap_or_else(|| panic!("a response: {}", String::from_utf8_lossy(&raw)))
+    let response = crate::http::parse_response(&raw);
+    (raw, response)
 }
 
 /// `name=value` of every cookie a response sets (value as sent).
@@ -237,11 +290,16 @@ pub const HTML: (&str, &str) = ("Accept", "text/html,application/xhtml+xml");
 /// Logs alice in through the proxy's portal host with `rd`; returns the
 /// Cookie header value holding the session.
 pub fn log_in_through(proxy: u16, rd: &str) -> (String, Response) {
+    log_in_as_through(proxy, "alice", rd)
+}
+
+/// [`log_in_through`] as `name`.
+pub fn log_in_as_through(proxy: u16, name: &str, rd: &str) -> (String, Response) {
     let page = via(proxy, "GET", "auth.sesija.test", &format!("/login?rd={}", urlencode(rd)), &[HTML], None);
     assert_eq!(page.status, 200, "{}", page.body);
     let csrf: Vec<String> = cookies_of(&page).into_iter().map(|(k, v)| format!("{k}={v}")).collect();
     let body = form(&[
-        ("username", "alice"),
+        ("username", name),
         ("password", PASSWORD),
         ("csrf_token", &csrf_in(&page.body)),
         ("rd", rd),
@@ -359,5 +417,191 @@ fn the_readme_shows_the_very_configurations_the_tests_run() {
     for file in ["nginx-forward-auth.conf", "Caddyfile"] {
         let text = std::fs::read_to_string(format!("{root}/deploy/{file}")).unwrap();
         assert!(readme.contains(text.trim_end()), "README.md must show deploy/{file} as it is");
+    }
+}
+
+#[test]
+fn a_stopped_proxy_leaves_no_process_behind() {
+    if skip() {
+        return;
+    }
+    let app = EchoApp::start();
+    for start in [nginx as fn(u16, u16) -> Proxy, caddy] {
+        let proxy = start(free_port(), app.port);
+        let main = proxy.child.id();
+        let workers = proxy.children();
+        let port = proxy.port;
+        drop(proxy);
+        assert!(!alive(main), "the main process ended");
+        for worker in workers {
+            assert!(!alive(worker), "worker {worker} outlived its proxy");
+        }
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "nothing listens on {port} any more");
+    }
+}
+
+/// The users and rules the attacks below are tried against: alice in
+/// `admins`, bob in no group; `/public` on the app open to anyone, `/admin`
+/// to admins only; `open.sesija.test`, a host no proxy serves, open to
+/// anyone.
+fn guarded(start_proxy: fn(u16, u16) -> Proxy) -> (TempDir, EchoApp, Proxy, Server) {
+    let work = TempDir::new().unwrap();
+    for (name, groups) in [("alice", &["--group", "admins"][..]), ("bob", &[][..])] {
+        let mut args = vec!["user", "add", name, "--password-stdin"];
+        args.extend_from_slice(groups);
+        let add = run_cli(work.path(), &args, Some(&format!("{PASSWORD}\n")));
+        assert!(add.status.success(), "{}", String::from_utf8_lossy(&add.stderr));
+    }
+    let app = EchoApp::start();
+    let sesija_port = free_port();
+    let proxy = start_proxy(sesija_port, app.port);
+    let public = format!("http://auth.sesija.test:{}", proxy.port);
+    let access = r#"[{host="app.sesija.test", paths=["/public"], policy="bypass"},
+        {host="app.sesija.test", paths=["/admin"], groups=["admins"]},
+        {host="open.sesija.test", policy="bypass"}]"#;
+    let envs = [
+        ("ROCKET_PUBLIC_URL", public.as_str()),
+        ("ROCKET_COOKIE_DOMAIN", "sesija.test"),
+        ("ROCKET_ACCESS", access),
+    ];
+    let server = Server::start(work.path(), sesija_port, &envs);
+    (work, app, proxy, server)
+}
+
+/// Whether the app answered (its page came back).
+fn reached_app(res: &Option<Response>) -> bool {
+    res.as_ref().is_some_and(|r| r.body.contains("app page"))
+}
+
+/// Host confusion: nginx's check must be about the host nginx serves, not
+/// about whatever the client's Host header says.
+fn host_confusion(start_proxy: fn(u16, u16) -> Proxy) {
+    let (_work, _app, proxy, _server) = guarded(start_proxy);
+    let p = proxy.port;
+    let target = format!("http://app.sesija.test:{p}/");
+    let (bob, _) = log_in_as_through(p, "bob", &target);
+
+    // An absolute-form request line for the app, with the portal's Host:
+    // the check is about /admin of the app, which bob may not open.
+    let absolute = format!("http://app.sesija.test:{p}/admin/users");
+    let (_, res) = via_raw(p, "GET", "auth.sesija.test", &absolute, &[HTML, ("Cookie", &bob)], None);
+    assert!(!reached_app(&res), "bob reached /admin through an absolute-form request: {res:?}");
+    // The same for a host no server serves, anonymous: no app behind it.
+    let absolute = format!("http://app.sesija.test:{p}/admin");
+    let (_, res) = via_raw(p, "GET", "open.sesija.test", &absolute, &[], None);
+    assert!(!reached_app(&res), "anonymous reached /admin: {res:?}");
+    // A Host that no server names never reaches an app's block.
+    for host in ["open.sesija.test", "elsewhere.example"] {
+        let (_, res) = via_raw(p, "GET", host, "/admin", &[], None);
+        assert!(!reached_app(&res), "Host {host} reached the app: {res:?}");
+        let (_, res) = via_raw(p, "GET", host, "/admin", &[("Cookie", &bob)], None);
+        assert!(!reached_app(&res), "Host {host} reached the app for bob: {res:?}");
+    }
+    // The ordinary request still works, and bob's own pages are his.
+    let res = via(p, "GET", "app.sesija.test", "/page", &[HTML, ("Cookie", &bob)], None);
+    assert!(res.body.contains("remote-user: bob"), "{}", res.body);
+    let res = via(p, "GET", "app.sesija.test", "/admin", &[HTML, ("Cookie", &bob)], None);
+    assert_eq!(res.status, 403, "{}", res.body);
+}
+
+#[test]
+fn nginx_asks_about_the_host_it_serves_never_the_client_s_host_header() {
+    if !skip() {
+        host_confusion(nginx);
+    }
+}
+
+#[test]
+fn caddy_asks_about_the_host_it_serves_never_the_client_s_host_header() {
+    if !skip() {
+        host_confusion(caddy);
+    }
+}
+
+/// `;` path parameters, as servlet containers read them, and forged
+/// identity headers in the underscore spelling CGI-style servers read.
+fn paths_and_headers(start_proxy: fn(u16, u16) -> Proxy) {
+    let (_work, _app, proxy, _server) = guarded(start_proxy);
+    let p = proxy.port;
+    let target = format!("http://app.sesija.test:{p}/");
+    let (bob, _) = log_in_as_through(p, "bob", &target);
+    let (alice, _) = log_in_as_through(p, "alice", &target);
+
+    for path in ["/public/..;/admin", "/public/..;x=1/admin/users", "/public/%2e%2e;/admin", "/public;/../admin"] {
+        let (_, res) = via_raw(p, "GET", "app.sesija.test", path, &[], None);
+        assert!(!reached_app(&res), "anonymous reached {path}: {res:?}");
+        let (_, res) = via_raw(p, "GET", "app.sesija.test", path, &[("Cookie", &bob)], None);
+        assert!(!reached_app(&res), "bob reached {path}: {res:?}");
+    }
+    for path in ["/admin;jsessionid=1/users", "/admin;x", "//admin", "/;/admin", "/x/..;/admin"] {
+        let (_, res) = via_raw(p, "GET", "app.sesija.test", path, &[HTML, ("Cookie", &bob)], None);
+        assert!(!reached_app(&res), "bob reached {path}: {res:?}");
+    }
+    let res = via(p, "GET", "app.sesija.test", "/admin;jsessionid=1/users", &[("Cookie", &alice)], None);
+    assert!(res.body.contains("remote-user: alice"), "an admin still gets in: {}", res.body);
+    let res = via(p, "GET", "app.sesija.test", "/public;v=1/x", &[], None);
+    assert!(res.body.contains("app page"), "a public page with a parameter stays public: {}", res.body);
+
+    // Forged identities in every spelling, anonymous and logged in.
+    let forged = [
+        ("Remote_User", "mallory"),
+        ("Remote_Groups", "admins"),
+        ("Remote_Name", "Mallory"),
+        ("Remote_Email", "m@example.com"),
+        ("remote_user", "mallory"),
+    ];
+    let res = via(p, "GET", "app.sesija.test", "/public/x", &forged, None);
+    assert!(res.body.contains("app page"), "{}", res.body);
+    assert!(!res.body.contains("remote"), "a forged header reached the app: {}", res.body);
+    let mut headers = forged.to_vec();
+    headers.push(("Cookie", &bob));
+    let res = via(p, "GET", "app.sesija.test", "/page", &headers, None);
+    assert!(res.body.contains("remote-user: bob"), "{}", res.body);
+    assert!(!res.body.contains("mallory") && !res.body.contains("remote_"), "{}", res.body);
+}
+
+#[test]
+fn nginx_refuses_path_parameters_and_forged_underscore_headers() {
+    if !skip() {
+        paths_and_headers(nginx);
+    }
+}
+
+#[test]
+fn caddy_refuses_path_parameters_and_forged_underscore_headers() {
+    if !skip() {
+        paths_and_headers(caddy);
+    }
+}
+
+/// A user a rule refuses sees sesija's 403 page (naming them, with a way
+/// to log in as someone else), not the proxy's bare one.
+fn forbidden_page(start_proxy: fn(u16, u16) -> Proxy) {
+    let (_work, _app, proxy, _server) = guarded(start_proxy);
+    let p = proxy.port;
+    let target = format!("http://app.sesija.test:{p}/");
+    let (bob, _) = log_in_as_through(p, "bob", &target);
+    for method in ["GET", "POST"] {
+        let body = (method == "POST").then_some("a=1");
+        let res = via(p, method, "app.sesija.test", "/admin/users", &[HTML, ("Cookie", &bob)], body);
+        assert_eq!(res.status, 403, "{method}: {}", res.body);
+        assert!(res.body.contains("<strong>bob</strong>"), "{method}: the page names the user: {}", res.body);
+        assert!(res.body.contains(&format!("http://auth.sesija.test:{p}/logout")), "{}", res.body);
+        assert!(!res.body.contains("app page"));
+        assert!(res.set_cookies().next().is_none(), "no cookie from a check");
+    }
+}
+
+#[test]
+fn nginx_shows_sesija_s_forbidden_page() {
+    if !skip() {
+        forbidden_page(nginx);
+    }
+}
+
+#[test]
+fn caddy_shows_sesija_s_forbidden_page() {
+    if !skip() {
+        forbidden_page(caddy);
     }
 }
