@@ -522,3 +522,35 @@ async fn a_post_from_the_public_url_is_the_portals_own_whatever_the_host(engine:
         .await;
     assert_eq!(res.status(), Status::SeeOther);
 }
+
+/// A rule written with a Unicode host decides for that host (targets are
+/// compared in IDNA form), and a path written with a trailing `/` covers
+/// the bare path too.
+#[rocket::async_test]
+async fn rules_written_in_unicode_or_with_a_trailing_slash_still_match() {
+    let app = spawn_app_with(|f| {
+        portal(f).merge((
+            "access",
+            serde_json::json!([
+                {"host": "b\u{fc}cher.sesija.test", "policy": "deny"},
+                {"host": "*.\u{f6}l.sesija.test", "policy": "deny"},
+                {"host": "wiki.sesija.test", "paths": ["/secret/"], "policy": "deny"},
+            ]),
+        ))
+    })
+    .await;
+    app.add_user("alice").await;
+    logged_in(&app.client, "alice", false).await;
+    for url in [
+        "http://xn--bcher-kva.sesija.test/",
+        "http://B\u{fc}cher.sesija.test/x",
+        "http://a.xn--l-0ga.sesija.test/",
+        "http://wiki.sesija.test/secret",
+        "http://wiki.sesija.test/secret/x",
+    ] {
+        let res = auth_request(&app.client, url, &[]).await;
+        assert_eq!(res.status(), Status::Forbidden, "{url}");
+    }
+    let res = auth_request(&app.client, "http://wiki.sesija.test/secretive", &[]).await;
+    assert_eq!(res.status(), Status::Ok);
+}

@@ -29,6 +29,7 @@ on_each_engine!(
     ids_are_never_reused_and_sessions_end_with_their_account,
     a_burst_of_wrong_passwords_gets_at_most_the_limit_of_401s,
     twenty_simultaneous_guesses_yield_at_most_max_failures_401s,
+    twenty_simultaneous_right_logins_from_one_address_all_get_in,
     one_address_spraying_many_names_is_locked_for_every_name,
     a_weaker_stored_hash_is_replaced_at_login,
     ending_other_sessions_asks_for_the_password_unless_it_was_entered_recently,
@@ -271,6 +272,34 @@ async fn twenty_simultaneous_guesses_yield_at_most_max_failures_401s(engine: Eng
         }
     }
     assert_eq!(unauthorized, 3);
+}
+
+/// Attempts in flight hold back those that could exceed a limit, but only
+/// until their verdicts: right passwords are never refused because others
+/// were being checked at the same moment.
+async fn twenty_simultaneous_right_logins_from_one_address_all_get_in(engine: Engine) {
+    let dir = TempDir::new().unwrap();
+    let client = untracked(figment_on(engine, &dir.path().join("data")).await).await;
+    let hash = Hasher::default().hash(PASSWORD.into()).await.unwrap();
+    for name in ["alice", "bob"] {
+        users::create(&app_state(&client).storage, name, &hash).await.unwrap();
+    }
+    let (cookie, token) = login_form(&client).await;
+    let from = Some("192.0.2.10:4000".parse().unwrap());
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let (client, cookie, token) = (client.clone(), cookie.clone(), token.clone());
+            let name = if i % 2 == 0 { "alice" } else { "bob" };
+            tokio::spawn(async move { post_login(&client, &cookie, &token, name, PASSWORD, from).await })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        let (status, session) = task.await.unwrap();
+        statuses.push(status);
+        assert!(status != Status::SeeOther || session.is_some(), "a login gives a session");
+    }
+    assert!(statuses.iter().all(|s| *s == Status::SeeOther), "{statuses:?}");
 }
 
 #[rocket::async_test]
@@ -688,6 +717,29 @@ fn the_setup_token_reaches_no_log_at_any_level() {
     let out = server.output();
     assert_eq!(out.matches(&token).count(), 1, "printed once, at start-up, and never logged: {out}");
     assert!(out.contains("GET /setup"), "the request itself is logged: {out}");
+}
+
+/// The portal's own origin is public_url's scheme, host and port exactly:
+/// the same host under another scheme or port is another origin.
+#[rocket::async_test]
+async fn the_public_origin_matches_by_scheme_host_and_port() {
+    let app = spawn_app_with(|f| f.merge(("public_url", "https://portal.example"))).await;
+    app.add_user("alice").await;
+    let token = login_token(&app.client).await;
+    let body = form(&[("username", "alice"), ("password", PASSWORD), ("csrf_token", &token)]);
+    let post = |origin: &'static str| {
+        app.client
+            .post("/login")
+            .header(ContentType::Form)
+            .header(Header::new("Host", "127.0.0.1:8000"))
+            .header(Header::new("Origin", origin))
+            .body(body.clone())
+            .dispatch()
+    };
+    for origin in ["http://portal.example", "https://portal.example:8443", "http://portal.example:443"] {
+        assert_eq!(post(origin).await.status(), Status::Forbidden, "{origin}");
+    }
+    assert_eq!(post("https://portal.example").await.status(), Status::SeeOther);
 }
 
 #[rocket::async_test]

@@ -298,12 +298,8 @@ pub fn log_in_as_through(proxy: u16, name: &str, rd: &str) -> (String, Response)
     let page = via(proxy, "GET", "auth.sesija.test", &format!("/login?rd={}", urlencode(rd)), &[HTML], None);
     assert_eq!(page.status, 200, "{}", page.body);
     let csrf: Vec<String> = cookies_of(&page).into_iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let body = form(&[
-        ("username", name),
-        ("password", PASSWORD),
-        ("csrf_token", &csrf_in(&page.body)),
-        ("rd", rd),
-    ]);
+    let body =
+        form(&[("username", name), ("password", PASSWORD), ("csrf_token", &csrf_in(&page.body)), ("rd", rd)]);
     let res = via(proxy, "POST", "auth.sesija.test", "/login", &[("Cookie", &csrf.join("; "))], Some(&body));
     assert_eq!(res.status, 303, "{}", res.body);
     let set = res.set_cookies().find(|c| c.starts_with("sesija=")).expect("session cookie").to_owned();
@@ -527,7 +523,9 @@ fn paths_and_headers(start_proxy: fn(u16, u16) -> Proxy) {
     let (bob, _) = log_in_as_through(p, "bob", &target);
     let (alice, _) = log_in_as_through(p, "alice", &target);
 
-    for path in ["/public/..;/admin", "/public/..;x=1/admin/users", "/public/%2e%2e;/admin", "/public;/../admin"] {
+    for path in
+        ["/public/..;/admin", "/public/..;x=1/admin/users", "/public/%2e%2e;/admin", "/public;/../admin"]
+    {
         let (_, res) = via_raw(p, "GET", "app.sesija.test", path, &[], None);
         assert!(!reached_app(&res), "anonymous reached {path}: {res:?}");
         let (_, res) = via_raw(p, "GET", "app.sesija.test", path, &[("Cookie", &bob)], None);
