@@ -6,6 +6,7 @@ pub mod identity;
 pub mod password;
 pub mod second_factor;
 pub mod shared_throttle;
+pub mod state;
 pub mod throttle;
 pub mod users;
 

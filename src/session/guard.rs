@@ -323,6 +323,24 @@ impl<'r> Session<'r> {
         self.save(&text).await
     }
 
+    /// Changes the values at once with `change`; written once, and only if
+    /// something changed.
+    ///
+    /// # Errors
+    /// [`SessionError::Ended`] when the session was ended meanwhile.
+    pub async fn update(&self, change: impl FnOnce(&mut Map<String, Value>)) -> Result<(), SessionError> {
+        let text = {
+            let mut data = self.live.data.lock().unwrap();
+            let before = data.clone();
+            change(&mut data);
+            if *data == before {
+                return Ok(());
+            }
+            serde_json::to_string(&*data)?
+        };
+        self.save(&text).await
+    }
+
     /// Removes a value and returns it; writes only if it was there.
     pub async fn remove(&self, key: &str) -> Result<Option<Value>, SessionError> {
         let (old, text) = {

@@ -8,7 +8,7 @@ use rocket::request::FlashMessage;
 use rocket::response::{Flash, Redirect};
 use rocket::{get, post, State};
 
-use super::two_factor::SignedIn;
+use super::guards::SignedIn;
 use super::{csrf, pages, App, Metrics, Notice, Reply};
 use crate::auth::password::check_new_password;
 use crate::auth::users;
@@ -86,7 +86,9 @@ pub async fn change_password(
         return Reply::from(e);
     }
     // The password was just proved.
-    if let Err(e) = session.insert(super::sessions::AUTH_AT_KEY, crate::session::now()).await {
+    let mut state = super::guards::auth_state(&session);
+    state.confirmed_at = crate::session::now();
+    if let Err(e) = super::guards::save_auth_state(&session, &state).await {
         return Reply::from(e);
     }
     log::info!("password changed: user {:?}, ended {ended} other sessions", user.username);

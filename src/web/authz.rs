@@ -15,7 +15,6 @@ use rocket::request::{FromRequest, Outcome, Request};
 use rocket::response::{self, Responder, Response};
 use rocket::{get, State};
 
-use super::two_factor::Factor;
 use super::{pages, App};
 use crate::auth::access::{Verdict, Who};
 use crate::auth::identity::Identity;
@@ -317,9 +316,9 @@ async fn decide(ask: Ask, check: Check<'_>, app: &App, flavour: Flavour) -> Answ
         Err(()) => return Answer::plain(Status::ServiceUnavailable, "the session store is unavailable"),
     };
     // A login still waiting for its code (or for a set-up) is no login.
-    let factor = session.as_ref().map(Factor::of);
-    let session = session.filter(|_| factor.is_some_and(Factor::opens));
-    let second_factor = factor == Some(Factor::Passed);
+    let state = session.as_ref().map(super::guards::auth_state);
+    let session = session.filter(|_| state.as_ref().is_some_and(|s| s.opens()));
+    let second_factor = state.is_some_and(|s| s.opens() && s.second_factor());
     let identity = match &session {
         None => None,
         Some(session) => match app.identities.get(session.user_id()).await {

@@ -7,9 +7,11 @@ use rocket::response::{Flash, Redirect};
 use rocket::{get, post, State};
 use std::net::IpAddr;
 
-use super::two_factor::{self, Factor, SecondFactor, SignedIn};
+use super::guards::{new_session_data, SignedIn};
+use super::two_factor::{self, SecondFactor};
 use super::{csrf, pages, App, Metrics, Notice, Reply, BAD_FORM};
 use crate::auth::password::{needs_rehash, MAX_PASSWORD_BYTES};
+use crate::auth::state::{AuthState, Stage};
 use crate::auth::users::MAX_USERNAME_CHARS;
 use crate::auth::{users, HashError, User};
 use crate::session::{Session, SessionError, Sessions};
@@ -175,18 +177,16 @@ pub async fn login(
 
     // With a second factor, the session waits for its code and opens
     // nothing meanwhile; where one is required, it opens only the set-up.
-    let factor = match (user.two_factor, second.required) {
-        (true, _) => Factor::Pending,
-        (false, true) => Factor::Enrol,
-        (false, false) => Factor::Password,
-    };
-    let data = two_factor::new_session_data(factor);
+    let stage = Stage::after_password(user.two_factor, second.required);
+    let data = new_session_data(&AuthState::after_password(stage, crate::session::now()));
     // A login waiting for its code ends after `two_factor_pending_timeout`,
     // however often its page is reloaded: the purge removes it then, and
     // no list shows it as live.
-    let started = match factor {
-        Factor::Pending => sessions.start_brief(user.id, form.remember, data, second.pending_timeout).await,
-        _ => sessions.start(user.id, form.remember, data).await,
+    let started = match stage {
+        Stage::SecondFactorPending => {
+            sessions.start_brief(user.id, form.remember, data, second.pending_timeout).await
+        }
+        Stage::Complete | Stage::MustEnrol => sessions.start(user.id, form.remember, data).await,
     };
     let session = match started {
         Ok(session) => session,
@@ -222,8 +222,8 @@ pub async fn login(
         }
     }
     csrf::forget_anonymous(jar, &app.settings);
-    match factor {
-        Factor::Pending => {
+    match stage {
+        Stage::SecondFactorPending => {
             log::info!(
                 "login: user {:?}, ip {ip:?}, session {}: code awaited",
                 user.username,
@@ -231,7 +231,7 @@ pub async fn login(
             );
             return Reply::see_other(two_factor::with_rd("/login/2fa", &rd));
         }
-        Factor::Enrol => {
+        Stage::MustEnrol => {
             log::info!(
                 "login: user {:?}, ip {ip:?}, session {}: must set up 2FA",
                 user.username,
@@ -239,7 +239,7 @@ pub async fn login(
             );
             return Reply::see_other(two_factor::with_rd("/account/2fa", &rd));
         }
-        Factor::Password | Factor::Passed => {}
+        Stage::Complete => {}
     }
     log::info!("login: user {:?}, ip {ip:?}, session {}", user.username, session.handle());
     Metrics::count(&app.metrics.logins_succeeded, 1);

@@ -4,6 +4,7 @@ mod account;
 pub mod authz;
 mod csrf;
 mod device;
+mod guards;
 mod health;
 mod login;
 mod metrics;
@@ -287,19 +288,6 @@ impl Reply {
         log::error!("{what}: {e}");
         Reply::unavailable()
     }
-}
-
-/// What every new session starts with: its CSRF token and when the
-/// password was proved; [`two_factor::new_session_data`] adds how far the
-/// login got. (Who it belongs to comes from the identity cache, not the
-/// session: a name kept here would be parsed on every request and read by
-/// nothing.)
-fn new_session_data() -> serde_json::Map<String, serde_json::Value> {
-    let mut data = csrf::new_session_token();
-    // The password was just proved: ending other sessions asks for it again
-    // only after `sessions::SUDO_WINDOW`.
-    data.insert(sessions::AUTH_AT_KEY.into(), crate::session::now().into());
-    data
 }
 
 const BAD_FORM: &str = "This form has expired or came from another site. Please try again.";

@@ -8,20 +8,11 @@ use rocket::{get, post, State};
 
 use std::net::IpAddr;
 
-use super::two_factor::{Factor, SignedIn};
+use super::guards::{auth_state, auth_state_of_data, save_auth_state, SignedIn};
 use super::{csrf, device, pages, App, Metrics, Notice, Reply};
+use crate::auth::state::SUDO_WINDOW;
 use crate::auth::users;
 use crate::session::{now, Ending, Owner, Session};
-
-/// Session value: when this session last proved its password (unix seconds).
-pub const AUTH_AT_KEY: &str = "auth_at";
-/// How long a proved password lets this session end other sessions without
-/// asking again ("sudo mode", ASVS 3.3.4).
-pub const SUDO_WINDOW: i64 = 600;
-
-pub(super) fn recently_authenticated(session: &Session<'_>, now: i64) -> bool {
-    session.get::<i64>(AUTH_AT_KEY).is_some_and(|at| at <= now && now - at < SUDO_WINDOW)
-}
 
 /// What a password confirmation is for: where its form posts, and what
 /// the page says.
@@ -51,7 +42,8 @@ pub(super) async fn sudo(
     confirming: Confirming<'_>,
 ) -> Result<(), Reply> {
     let now = now();
-    if recently_authenticated(session, now) {
+    let mut state = auth_state(session);
+    if state.recently_confirmed(now) {
         return Ok(());
     }
     let Ok(csrf_token) = csrf::of_session(session).await else { return Err(Reply::unavailable()) };
@@ -79,7 +71,8 @@ pub(super) async fn sudo(
     };
     app.confirm_password(&user, password, ip, "The password is wrong.", |message| form(Some(message)))
         .await?;
-    session.insert(AUTH_AT_KEY, now).await.map_err(Reply::from)
+    state.confirmed_at = now;
+    save_auth_state(session, &state).await.map_err(Reply::from)
 }
 
 /// [`Confirming`] for ending sessions from `action`.
@@ -105,7 +98,8 @@ pub async fn list(session: SignedIn<'_>, flash: Option<FlashMessage<'_>>) -> Rep
     let Ok(csrf_token) = csrf::of_session(&session).await else { return Reply::unavailable() };
     let sessions = records
         .iter()
-        .map(|r| pages::SessionRow {
+        .map(|r| (r, auth_state_of_data(&r.data, r.created_at)))
+        .map(|(r, state)| pages::SessionRow {
             current: r.handle == session.handle(),
             handle: r.handle.clone(),
             device: device::describe(r.user_agent.as_deref()),
@@ -113,15 +107,15 @@ pub async fn list(session: SignedIn<'_>, flash: Option<FlashMessage<'_>>) -> Rep
             signed_in: device::date(r.created_at),
             last_active: device::ago(r.last_seen_at, now),
             remembered: r.persistent,
-            second_factor: Factor::of_data(&r.data) == Factor::Passed,
-            pending: !Factor::of_data(&r.data).opens(),
+            second_factor: state.opens() && state.second_factor(),
+            pending: !state.opens(),
         })
         .collect();
     let page = pages::Sessions {
         notice: Notice::from_flash(flash),
         sessions,
         csrf_token: &csrf_token,
-        needs_password: !recently_authenticated(&session, now),
+        needs_password: !session.state().recently_confirmed(now),
     };
     Reply::page(Status::Ok, pages::render(page))
 }
@@ -159,7 +153,7 @@ pub async fn revoke(
     }
     if form.handle == session.handle() {
         let handle = session.handle().to_owned();
-        return match session.0.destroy().await {
+        return match session.session.destroy().await {
             Ok(()) => {
                 log::info!("session {handle} ended by its owner");
                 Metrics::count(&app.metrics.ended_revoke, 1);

@@ -167,16 +167,17 @@ pub async fn setup(
     };
     app.setup.clear();
     println!("sesija: created the first account, {:?}", form.username);
-    use super::two_factor::{new_session_data, Factor};
-    let factor = if second.required { Factor::Enrol } else { Factor::Password };
-    let session = sessions.start(id, false, new_session_data(factor)).await.map_err(|e| {
+    use crate::auth::state::{AuthState, Stage};
+    let stage = Stage::after_password(false, second.required);
+    let data = super::guards::new_session_data(&AuthState::after_password(stage, crate::session::now()));
+    let session = sessions.start(id, false, data).await.map_err(|e| {
         log::error!("setup: {e}");
         Status::ServiceUnavailable
     })?;
     log::info!("setup: user {:?}, session {}", form.username, session.handle());
     csrf::forget_anonymous(jar, &app.settings);
-    Ok(match factor {
-        Factor::Enrol => Reply::to("/account/2fa"),
-        _ => Reply::to("/user"),
+    Ok(match stage {
+        Stage::MustEnrol => Reply::to("/account/2fa"),
+        Stage::Complete | Stage::SecondFactorPending => Reply::to("/user"),
     })
 }

@@ -1,17 +1,11 @@
-//! The second factor as the browser sees it: where a session stands
-//! ([`Factor`]), the guard every page of a logged-in person takes
-//! ([`SignedIn`]), the code prompt after the password (`/login/2fa`) and
-//! the set-up page (`/account/2fa`).
+//! The second factor as the browser sees it: the code prompt after the
+//! password (`/login/2fa`) and the set-up page (`/account/2fa`).
 //!
-//! A session records in its data how it was opened:
-//! * no mark: by password, for an account without a second factor;
-//! * `pending`: the password was right, the code is awaited. Such a session
-//!   opens nothing but the code prompt (and logout), and only for
-//!   `two_factor_pending_timeout` seconds after it began;
-//! * `enrol`: `require_2fa` is on and the account has no second factor: only
-//!   the set-up page opens until it has one;
-//! * `passed`: password and second factor (the devices page says so, and
-//!   `policy = "two_factor"` rules let only these in).
+//! How far a session's login got is its [`AuthState`] (see
+//! [`super::guards`]): a login waiting for its code opens nothing but the
+//! code prompt (and logout), and only for `two_factor_pending_timeout`
+//! seconds after it began; one that must set up a second factor
+//! (`require_2fa`) opens only the set-up page.
 //!
 //! A right code does not mark the waiting session: it replaces it by a
 //! new one (new token, same "remember me"), as a login does.
@@ -20,19 +14,16 @@ use std::net::IpAddr;
 
 use rocket::form::{Form, FromForm};
 use rocket::http::Status;
-use rocket::request::{FlashMessage, FromRequest, Outcome, Request};
+use rocket::request::FlashMessage;
 use rocket::response::{Flash, Redirect};
 use rocket::{get, post, routes, Route, State};
 
+use super::guards::{auth_state, new_session_data, save_auth_state};
 use super::{csrf, pages, App, Metrics, Notice, Reply, BAD_FORM};
 use crate::auth::second_factor::{self, Sealer, Verified};
+use crate::auth::state::{AuthState, Method, Stage};
 use crate::auth::{users, Throttle, User};
-use crate::session::{now, Ending, Session, SessionError, Sessions};
-
-/// Session value: how far the session's login got (see the module docs).
-pub const FACTOR_KEY: &str = "factor";
-/// Session value: the secret being set up, sealed, base64.
-const SETUP_KEY: &str = "totp_setup";
+use crate::session::{now, Ending, Session, Sessions};
 
 /// Second-factor settings and state, managed beside [`App`].
 pub struct SecondFactor {
@@ -43,101 +34,6 @@ pub struct SecondFactor {
     pub required: bool,
     /// Seconds a password-only login may wait for its code.
     pub pending_timeout: i64,
-}
-
-/// Where a session stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Factor {
-    /// Opened by password; the account had no second factor.
-    Password,
-    /// Password right, code awaited.
-    Pending,
-    /// Must set up a second factor first.
-    Enrol,
-    /// Password and second factor.
-    Passed,
-}
-
-impl Factor {
-    pub fn of(session: &Session<'_>) -> Factor {
-        Factor::parse(session.get::<String>(FACTOR_KEY).as_deref())
-    }
-
-    /// From a stored session's data (JSON text).
-    pub fn of_data(data: &str) -> Factor {
-        let value = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(data).ok();
-        Factor::parse(value.as_ref().and_then(|d| d.get(FACTOR_KEY)).and_then(|v| v.as_str()))
-    }
-
-    fn parse(mark: Option<&str>) -> Factor {
-        match mark {
-            None => Factor::Password,
-            Some("passed") => Factor::Passed,
-            Some("enrol") => Factor::Enrol,
-            // Anything else opens nothing.
-            Some(_) => Factor::Pending,
-        }
-    }
-
-    fn mark(self) -> Option<&'static str> {
-        match self {
-            Factor::Password => None,
-            Factor::Pending => Some("pending"),
-            Factor::Enrol => Some("enrol"),
-            Factor::Passed => Some("passed"),
-        }
-    }
-
-    /// Whether a session in this state opens the portal and the apps.
-    pub fn opens(self) -> bool {
-        matches!(self, Factor::Password | Factor::Passed)
-    }
-}
-
-/// What a new session starts with: its CSRF token, when the password was
-/// proved, and how far its login got.
-pub fn new_session_data(factor: Factor) -> serde_json::Map<String, serde_json::Value> {
-    let mut data = super::new_session_data();
-    if let Some(mark) = factor.mark() {
-        data.insert(FACTOR_KEY.into(), mark.into());
-    }
-    data
-}
-
-/// The session of someone logged in all the way: every factor the account
-/// needs is done. Forwards (401) otherwise, so the `rank = 2` route of a
-/// page sends the browser on to `/login`, which knows where it stands.
-pub struct SignedIn<'r>(pub Session<'r>, Factor);
-
-impl SignedIn<'_> {
-    /// How the session got in (password only, or password and code), as
-    /// the guard read it.
-    pub fn factor(&self) -> Factor {
-        self.1
-    }
-}
-
-impl<'r> std::ops::Deref for SignedIn<'r> {
-    type Target = Session<'r>;
-    fn deref(&self) -> &Session<'r> {
-        &self.0
-    }
-}
-
-#[rocket::async_trait]
-impl<'r> FromRequest<'r> for SignedIn<'r> {
-    type Error = SessionError;
-
-    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
-        match Session::from_request(req).await {
-            Outcome::Success(session) => match Factor::of(&session) {
-                factor if factor.opens() => Outcome::Success(SignedIn(session, factor)),
-                _ => Outcome::Forward(Status::Unauthorized),
-            },
-            Outcome::Forward(status) => Outcome::Forward(status),
-            Outcome::Error(e) => Outcome::Error(e),
-        }
-    }
 }
 
 /// `path`, with `?rd=` when there is somewhere to return to.
@@ -159,14 +55,14 @@ pub async fn next_step(
     second: &SecondFactor,
     rd: &str,
 ) -> Result<Option<Reply>, Reply> {
-    match Factor::of(&session) {
-        Factor::Pending if expired(&session, second) => {
+    match auth_state(&session).stage {
+        Stage::SecondFactorPending if expired(&session, second) => {
             let _ = session.destroy().await;
             Err(too_late(rd))
         }
-        Factor::Pending => Ok(Some(Reply::see_other(with_rd("/login/2fa", rd)))),
-        Factor::Enrol => Ok(Some(Reply::see_other(with_rd("/account/2fa", rd)))),
-        Factor::Password | Factor::Passed => Ok(None),
+        Stage::SecondFactorPending => Ok(Some(Reply::see_other(with_rd("/login/2fa", rd)))),
+        Stage::MustEnrol => Ok(Some(Reply::see_other(with_rd("/account/2fa", rd)))),
+        Stage::Complete => Ok(None),
     }
 }
 
@@ -201,16 +97,17 @@ pub async fn code_form(
     second: &State<SecondFactor>,
 ) -> Result<Reply, Reply> {
     let rd = app.portal.safe_rd(rd.unwrap_or_default()).unwrap_or_default();
-    match Factor::of(&session) {
-        Factor::Pending if expired(&session, second) => {
+    let state = auth_state(&session);
+    match state.stage {
+        Stage::SecondFactorPending if expired(&session, second) => {
             let _ = session.destroy().await;
             return Ok(too_late(&rd));
         }
-        Factor::Pending => {}
-        Factor::Enrol => return Ok(Reply::see_other(with_rd("/account/2fa", &rd))),
-        Factor::Passed => return Ok(super::login::after_login(app, &rd)),
-        Factor::Password if account(app, &session).await?.two_factor => {}
-        Factor::Password => return Ok(Reply::see_other(with_rd("/account/2fa", &rd))),
+        Stage::SecondFactorPending => {}
+        Stage::MustEnrol => return Ok(Reply::see_other(with_rd("/account/2fa", &rd))),
+        Stage::Complete if state.second_factor() => return Ok(super::login::after_login(app, &rd)),
+        Stage::Complete if account(app, &session).await?.two_factor => {}
+        Stage::Complete => return Ok(Reply::see_other(with_rd("/account/2fa", &rd))),
     }
     let csrf_token = csrf::of_session(&session).await?;
     Ok(code_page(Status::Ok, &csrf_token, &rd, None))
@@ -300,14 +197,15 @@ pub async fn verify_code(
     ip: Option<IpAddr>,
 ) -> Result<Reply, Reply> {
     let rd = app.portal.safe_rd(&form.rd).unwrap_or_default();
-    match Factor::of(&session) {
-        Factor::Pending if expired(&session, second) => {
+    let state = auth_state(&session);
+    match state.stage {
+        Stage::SecondFactorPending if expired(&session, second) => {
             let _ = session.destroy().await;
             return Ok(too_late(&rd));
         }
-        Factor::Pending | Factor::Password => {}
-        Factor::Enrol => return Ok(Reply::see_other(with_rd("/account/2fa", &rd))),
-        Factor::Passed => return Ok(super::login::after_login(app, &rd)),
+        Stage::MustEnrol => return Ok(Reply::see_other(with_rd("/account/2fa", &rd))),
+        Stage::Complete if state.second_factor() => return Ok(super::login::after_login(app, &rd)),
+        Stage::SecondFactorPending | Stage::Complete => {}
     }
     if !csrf::session_ok(&session, &form.csrf_token) {
         return Ok(code_page(Status::Forbidden, &form.csrf_token, &rd, Some(BAD_FORM)));
@@ -319,11 +217,13 @@ pub async fn verify_code(
         return Ok(Reply::to("/login"));
     }
     let render = |message: &str| code_html(&form.csrf_token, &rd, Some(message));
-    check_code(app, second, &user, &form.code, ip, Status::Unauthorized, render).await?;
+    let verified = check_code(app, second, &user, &form.code, ip, Status::Unauthorized, render).await?;
+    let method = if verified == Verified::RecoveryCode { Method::RecoveryCode } else { Method::Totp };
     // A new session replaces the waiting one (a fresh token after the
     // login completes), keeping "remember me".
     let persistent = session.record().persistent;
-    let started = sessions.start(user.id, persistent, new_session_data(Factor::Passed)).await?;
+    let state = AuthState::after_second_factor(method, now());
+    let started = sessions.start(user.id, persistent, new_session_data(&state)).await?;
     // As at the password step: a password change, a removal or a reset
     // committed meanwhile must win.
     match users::has_password(&app.storage, user.id, &user.password_hash).await {
@@ -353,9 +253,9 @@ pub fn verify_code_anonymous() -> Redirect {
 // not a hot path for its size.
 #[allow(clippy::result_large_err)]
 fn settings_session<'r>(session: Session<'r>, rd: &str) -> Result<Session<'r>, Reply> {
-    match Factor::of(&session) {
-        Factor::Pending => Err(Reply::see_other(with_rd("/login/2fa", rd))),
-        _ => Ok(session),
+    match auth_state(&session).stage {
+        Stage::SecondFactorPending => Err(Reply::see_other(with_rd("/login/2fa", rd))),
+        Stage::Complete | Stage::MustEnrol => Ok(session),
     }
 }
 
@@ -364,8 +264,7 @@ struct StatusPage<'a> {
     enrolment: Option<second_factor::Enrolment>,
     csrf_token: &'a str,
     rd: &'a str,
-    factor: Factor,
-    needs_password: bool,
+    state: AuthState,
 }
 
 impl<'a> StatusPage<'a> {
@@ -379,9 +278,7 @@ impl<'a> StatusPage<'a> {
         let enrolment = second_factor::status(&app.storage, user.id)
             .await
             .map_err(|e| Reply::down("second factor", e))?;
-        let factor = Factor::of(session);
-        let needs_password = !super::sessions::recently_authenticated(session, now());
-        Ok(StatusPage { enrolment, csrf_token, rd, factor, needs_password })
+        Ok(StatusPage { enrolment, csrf_token, rd, state: auth_state(session) })
     }
 
     fn html(&self, error: Option<&str>, notice: Option<Notice>) -> String {
@@ -392,8 +289,8 @@ impl<'a> StatusPage<'a> {
             rd: self.rd,
             enabled_since: self.enrolment.as_ref().map(|e| super::device::date(e.enabled_at)),
             codes_left: self.enrolment.as_ref().map(|e| e.codes_left).unwrap_or_default(),
-            required: self.factor == Factor::Enrol,
-            needs_password: self.needs_password,
+            required: self.state.stage == Stage::MustEnrol,
+            needs_password: !self.state.recently_confirmed(now()),
         })
     }
 }
@@ -516,7 +413,9 @@ pub async fn setup(
     let secret = second_factor::new_secret();
     use base64::Engine;
     let sealed = base64::engine::general_purpose::STANDARD.encode(second.sealer.seal(&secret));
-    session.insert(SETUP_KEY, sealed).await?;
+    let mut state = auth_state(&session);
+    state.enrolling = Some(sealed);
+    save_auth_state(&session, &state).await?;
     Ok(setup_page(Status::Ok, &user, &secret, &form.csrf_token, &rd, None))
 }
 
@@ -528,7 +427,7 @@ pub fn setup_anonymous() -> Redirect {
 /// The secret being set up in this session, if any.
 fn pending_secret(session: &Session<'_>, second: &SecondFactor) -> Option<Vec<u8>> {
     use base64::Engine;
-    let sealed = session.get::<String>(SETUP_KEY)?;
+    let sealed = auth_state(session).enrolling?;
     let sealed = base64::engine::general_purpose::STANDARD.decode(sealed).ok()?;
     second.sealer.open(&sealed).map(|(secret, _)| secret)
 }
@@ -591,8 +490,9 @@ pub async fn enable(
     }
     // This session just proved the new factor; every other one (a session
     // opened with the password alone, perhaps not by this person) ends.
-    session.remove(SETUP_KEY).await?;
-    session.insert(FACTOR_KEY, Factor::Passed.mark()).await?;
+    let mut state = auth_state(&session);
+    state.enrolled(Method::Totp);
+    save_auth_state(&session, &state).await?;
     session.rotate().await?;
     let ended = end_other_sessions(&session, &user, app).await?;
     log::info!("second factor on: user {:?}, ended {ended} other sessions", user.username);
@@ -660,11 +560,9 @@ pub async fn disable(
     second_factor::disable(&app.storage, user.id).await.map_err(|e| Reply::down("second factor off", e))?;
     // Where 2FA is required, this session must set it up again before
     // anything else opens.
-    if second.required {
-        session.insert(FACTOR_KEY, Factor::Enrol.mark()).await?;
-    } else {
-        session.remove(FACTOR_KEY).await?;
-    }
+    let mut state = auth_state(&session);
+    state.factor_removed(second.required);
+    save_auth_state(&session, &state).await?;
     session.rotate().await?;
     let ended = end_other_sessions(&session, &user, app).await?;
     log::info!("second factor off: user {:?}, ended {ended} other sessions", user.username);

@@ -5,7 +5,7 @@ use rocket::request::FlashMessage;
 use rocket::response::{Flash, Redirect};
 use rocket::{get, State};
 
-use super::two_factor::{Factor, SignedIn};
+use super::guards::SignedIn;
 use super::{csrf, pages, App, Notice, Reply};
 use crate::auth::access::Who;
 use crate::session::Sessions;
@@ -18,7 +18,7 @@ pub async fn user(session: SignedIn<'_>, app: &State<App>, flash: Option<FlashMe
         Ok(Some(identity)) => identity,
         Ok(None) => {
             // The account is gone: so is this session.
-            let _ = session.0.destroy().await;
+            let _ = session.session.destroy().await;
             return Reply::to("/login");
         }
         Err(e) => {
@@ -27,7 +27,7 @@ pub async fn user(session: SignedIn<'_>, app: &State<App>, flash: Option<FlashMe
         }
     };
     let Ok(csrf_token) = csrf::of_session(&session).await else { return Reply::unavailable() };
-    let second_factor = session.factor() == Factor::Passed;
+    let second_factor = session.state().second_factor();
     let who = Who { username: &identity.username, groups: &identity.groups, second_factor };
     let page = pages::User {
         notice: Notice::from_flash(flash),

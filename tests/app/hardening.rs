@@ -630,8 +630,10 @@ async fn a_weaker_stored_hash_is_replaced_at_login(engine: Engine) {
 /// the sudo window, and the running apps forget their caches.
 pub async fn age_the_password(app: &TestApp, clients: &[&Client]) {
     let age = match app.engine {
-        Engine::Sqlite => "UPDATE sessions SET data = json_set(data, '$.auth_at', 0)",
-        Engine::Postgres => "UPDATE sessions SET data = jsonb_set(data::jsonb, '{auth_at}', '0')::text",
+        Engine::Sqlite => "UPDATE sessions SET data = json_set(data, '$.auth.confirmed_at', 0)",
+        Engine::Postgres => {
+            "UPDATE sessions SET data = jsonb_set(data::jsonb, '{auth,confirmed_at}', '0')::text"
+        }
     };
     sql!(app, execute, sqlx::query(age));
     for client in clients {

@@ -25,6 +25,7 @@ on_each_engine!(
     a_two_factor_rule_sends_a_password_only_session_to_set_up_and_back,
     a_login_waiting_for_its_code_ends_for_good,
     turning_it_on_asks_for_the_password_unless_proved_recently,
+    sessions_stored_by_the_earlier_release_keep_their_standing,
 );
 
 /// The code of `secret` for the step `offset` steps from now.
@@ -603,7 +604,7 @@ async fn age_waiting_sessions(app: &TestApp, clients: &[&Client], seconds: i64) 
         execute,
         sqlx::query(
             "UPDATE sessions SET created_at = created_at - $1, last_seen_at = last_seen_at - $1, \
-             expires_at = expires_at - $1, ends_at = ends_at - $1 WHERE data LIKE '%\"factor\":\"pending\"%'"
+             expires_at = expires_at - $1, ends_at = ends_at - $1 WHERE data LIKE '%\"stage\":\"second_factor_pending\"%'"
         )
         .bind(seconds)
     );
@@ -625,7 +626,7 @@ async fn a_login_waiting_for_its_code_ends_for_good(engine: Engine) {
     let (deadline, ends_at): (i64, Option<i64>) = sql!(
         app,
         fetch_one,
-        sqlx::query_as("SELECT expires_at, ends_at FROM sessions WHERE data LIKE '%pending%'")
+        sqlx::query_as("SELECT expires_at, ends_at FROM sessions WHERE ends_at IS NOT NULL")
     );
     assert_eq!(Some(deadline), ends_at);
     assert!(deadline - now() <= 300, "the pending timeout, not days: {deadline}");
@@ -708,4 +709,62 @@ async fn turning_it_on_asks_for_the_password_unless_proved_recently(engine: Engi
             .await;
     assert_eq!(res.status(), Status::Ok);
     assert_eq!(user_status(&owner).await, Status::SeeOther, "now the other sessions end");
+}
+
+/// Sessions stored by the release before the login state became one typed
+/// value kept loose values (`factor`, `auth_at`, `totp_setup`): after the
+/// upgrade they open what they opened, keep their second factor and their
+/// sudo window, and get the typed value at their first change.
+async fn sessions_stored_by_the_earlier_release_keep_their_standing(engine: Engine) {
+    let (app, _, _) = enrolled(engine).await;
+    let phone = app.other_browser().await;
+    app.add_user("bob").await;
+    logged_in(&phone, "bob", false).await;
+    let rows: Vec<(i64, String)> =
+        sql!(app, fetch_all, sqlx::query_as("SELECT user_id, data FROM sessions ORDER BY id"));
+    assert_eq!(rows.len(), 2);
+    // As the earlier release wrote them: alice with her code, a minute
+    // ago; bob by password, long ago.
+    for (user_id, data) in rows {
+        let data: serde_json::Value = serde_json::from_str(&data).unwrap();
+        assert!(data.get("auth").is_some(), "{data}");
+        let csrf = data["csrf"].as_str().unwrap();
+        let earlier = if user_id == 1 {
+            serde_json::json!({"csrf": csrf, "auth_at": now() - 60, "factor": "passed"})
+        } else {
+            serde_json::json!({"csrf": csrf, "auth_at": 0})
+        };
+        sql!(
+            app,
+            execute,
+            sqlx::query("UPDATE sessions SET data = $1 WHERE user_id = $2")
+                .bind(earlier.to_string())
+                .bind(user_id)
+        );
+    }
+    for client in [&app.client, &phone] {
+        let manager = client.rocket().state::<std::sync::Arc<sesija::session::SessionManager>>().unwrap();
+        manager.store().invalidate().await;
+    }
+
+    assert_eq!(user_status(&app.client).await, Status::Ok);
+    assert_eq!(user_status(&phone).await, Status::Ok);
+    let page = body(app.client.get("/sessions").dispatch().await).await;
+    assert!(page.contains("password and code"), "alice's second factor is still known: {page}");
+    // Alice proved her password a minute ago: ending sessions does not ask.
+    let token = csrf_in(&page);
+    let res = post(&app.client, "/sessions/revoke-others", &[("csrf_token", &token)]).await;
+    assert_eq!(res.status(), Status::SeeOther);
+    // Bob's proof is old: it asks, and his session gets the typed value.
+    let token = csrf_in(&body(phone.get("/sessions").dispatch().await).await);
+    let res = post(&phone, "/sessions/revoke-others", &[("csrf_token", &token)]).await;
+    assert_eq!(res.status(), Status::Forbidden);
+    let res =
+        post(&phone, "/sessions/revoke-others", &[("csrf_token", &token), ("password", PASSWORD)]).await;
+    assert_eq!(res.status(), Status::SeeOther);
+    let data: String =
+        sql!(app, fetch_one, sqlx::query_scalar("SELECT data FROM sessions WHERE user_id = $1").bind(2_i64));
+    let data: serde_json::Value = serde_json::from_str(&data).unwrap();
+    assert!(data.get("auth").is_some() && data.get("auth_at").is_none(), "{data}");
+    assert_eq!(user_status(&phone).await, Status::Ok);
 }
