@@ -12,7 +12,7 @@ use crate::auth::identity::Identities;
 use crate::auth::second_factor::{self, Sealer};
 use crate::auth::shared_throttle::{Kind, SharedThrottle};
 use crate::auth::throttle::MemoryThrottle;
-use crate::auth::{users, Hasher, Throttle};
+use crate::auth::{users, Authenticator, Hasher, Throttle};
 use crate::config::Settings;
 use crate::control::{self, Claim, NotifyingStore};
 use crate::db::{Db, Storage};
@@ -143,12 +143,15 @@ pub async fn app(figment: Figment) -> Result<Rocket<Build>, StartupError> {
         }
         Err(e) => return Err(StartupError(format!("cannot write {}: {e}", storage.describe()))),
     }
-    let second = SecondFactor {
+    let auth = Authenticator::new(
+        storage.clone(),
+        Hasher::default(),
+        throttle(&settings, &storage, Kind::Login),
+        throttle(&settings, &storage, Kind::Code),
         sealer,
-        throttle: throttle(&settings, &storage, Kind::Code),
-        required: settings.require_2fa,
-        pending_timeout: settings.two_factor_pending_timeout,
-    };
+        settings.require_2fa,
+    );
+    let second = SecondFactor { pending_timeout: settings.two_factor_pending_timeout };
 
     let setup = match users::count(&storage).await {
         Ok(0) => SetupToken::new(),
@@ -218,18 +221,9 @@ pub async fn app(figment: Figment) -> Result<Rocket<Build>, StartupError> {
         rules: settings.rules().map_err(|e| StartupError(e.to_string()))?,
     };
     let sessions = SessionLayer::from_manager(manager);
-    let app = App {
-        metrics: Arc::default(),
-        throttle: throttle(&settings, &storage, Kind::Login),
-        hasher: Hasher::default(),
-        setup,
-        storage,
-        settings,
-        portal,
-        identities,
-    };
+    let app = App { metrics: Arc::default(), setup, storage, settings, portal, identities };
 
-    let rocket = rocket::custom(figment).manage(app).manage(second).attach(sessions).attach(
+    let rocket = rocket::custom(figment).manage(app).manage(auth).manage(second).attach(sessions).attach(
         AdHoc::on_liftoff("setup link", |rocket| {
             Box::pin(async move {
                 let Some(app) = rocket.state::<App>() else { return };

@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod identity;
+pub mod login;
 pub mod password;
 pub mod second_factor;
 pub mod shared_throttle;
@@ -10,6 +11,7 @@ pub mod state;
 pub mod throttle;
 pub mod users;
 
+pub use login::{Authenticator, LoginError, Verdict};
 pub use password::{HashError, Hasher};
 pub use throttle::Throttle;
 pub use users::{User, UserError};

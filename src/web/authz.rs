@@ -15,7 +15,7 @@ use rocket::request::{FromRequest, Outcome, Request};
 use rocket::response::{self, Responder, Response};
 use rocket::{get, State};
 
-use super::{pages, App};
+use super::{pages, App, WebError, WebResult};
 use crate::auth::access::{Verdict, Who};
 use crate::auth::identity::Identity;
 use crate::session::Session;
@@ -272,10 +272,6 @@ impl<'r> Responder<'r, 'static> for Answer {
 }
 
 impl Answer {
-    fn plain(status: Status, message: &str) -> Answer {
-        Answer { status, headers: Vec::new(), body: Some((ContentType::Plain, format!("{message}\n"))) }
-    }
-
     fn allowed(identity: Option<&Identity>) -> Answer {
         let headers = match identity {
             None => Vec::new(),
@@ -291,48 +287,32 @@ impl Answer {
 }
 
 #[get("/api/authz/auth-request")]
-pub async fn auth_request(ask: OriginalRequest, check: Check<'_>, app: &State<App>) -> Answer {
+pub async fn auth_request(ask: OriginalRequest, check: Check<'_>, app: &State<App>) -> WebResult<Answer> {
     decide(ask.0, check, app, Flavour::AuthRequest).await
 }
 
 #[get("/api/authz/forward-auth")]
-pub async fn forward_auth(ask: ForwardedRequest, check: Check<'_>, app: &State<App>) -> Answer {
+pub async fn forward_auth(ask: ForwardedRequest, check: Check<'_>, app: &State<App>) -> WebResult<Answer> {
     decide(ask.0, check, app, Flavour::ForwardAuth).await
 }
 
-async fn decide(ask: Ask, check: Check<'_>, app: &App, flavour: Flavour) -> Answer {
-    let target = match ask.target {
-        Ok(target) => target,
-        Err(BadTarget(why)) => return Answer::plain(Status::BadRequest, why),
-    };
+async fn decide(ask: Ask, check: Check<'_>, app: &App, flavour: Flavour) -> WebResult<Answer> {
+    let target = ask.target.map_err(|BadTarget(why)| WebError::Invalid(why))?;
     if !app.portal.covers(&target.host) {
-        return Answer::plain(
-            Status::BadRequest,
-            "the target host is neither the portal's nor under cookie_domain",
-        );
+        return Err(WebError::Invalid("the target host is neither the portal's nor under cookie_domain"));
     }
-    let session = match check.0 {
-        Ok(session) => session,
-        Err(()) => return Answer::plain(Status::ServiceUnavailable, "the session store is unavailable"),
-    };
+    let session = check.0.map_err(|()| WebError::Unavailable("the session store is unavailable"))?;
     // A login still waiting for its code (or for a set-up) is no login.
     let state = session.as_ref().map(super::guards::auth_state);
     let session = session.filter(|_| state.as_ref().is_some_and(|s| s.opens()));
     let second_factor = state.is_some_and(|s| s.opens() && s.second_factor());
     let identity = match &session {
         None => None,
-        Some(session) => match app.identities.get(session.user_id()).await {
-            Ok(Some(identity)) => Some(identity),
-            // The account is gone: so is this session.
-            Ok(None) => None,
-            Err(e) => {
-                log::error!("forward auth: {e}");
-                return Answer::plain(Status::ServiceUnavailable, "the account store is unavailable");
-            }
-        },
+        // The account gone: so is this session.
+        Some(session) => app.identities.get(session.user_id()).await?,
     };
     let who = identity.as_ref().map(|i| Who { username: &i.username, groups: &i.groups, second_factor });
-    match app.portal.rules.decide(&target.host, &target.path, who.as_ref()) {
+    Ok(match app.portal.rules.decide(&target.host, &target.path, who.as_ref()) {
         Verdict::Public => Answer::allowed(identity.as_deref()),
         Verdict::Allowed => Answer::allowed(identity.as_deref()),
         Verdict::LoginRequired => login_required(app, &target, ask.navigation, flavour, "/login"),
@@ -340,7 +320,7 @@ async fn decide(ask: Ask, check: Check<'_>, app: &App, flavour: Flavour) -> Answ
         // second factor: then back to the app.
         Verdict::SecondFactorRequired => login_required(app, &target, ask.navigation, flavour, "/login/2fa"),
         Verdict::Forbidden => forbidden(app, identity.as_deref()),
-    }
+    })
 }
 
 fn login_required(app: &App, target: &Target, navigation: bool, flavour: Flavour, page: &str) -> Answer {

@@ -4,6 +4,7 @@ mod account;
 pub mod authz;
 mod csrf;
 mod device;
+mod error;
 mod guards;
 mod health;
 mod login;
@@ -25,13 +26,13 @@ use rocket::response::{content::RawHtml, Flash, Redirect, Responder};
 use rocket::{catch, catchers, routes, Build, Request, Rocket, Route};
 
 use crate::auth::identity::Identities;
-use crate::auth::password::MAX_PASSWORD_BYTES;
 use crate::auth::throttle::Refused;
 use crate::auth::users::User;
-use crate::auth::{Hasher, Throttle};
+use crate::auth::{Authenticator, Verdict};
 use crate::config::Settings;
 use crate::db::Storage;
 
+pub use error::WebError;
 pub use metrics::Metrics;
 pub use setup::SetupToken;
 
@@ -40,8 +41,6 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub storage: Storage,
     pub settings: Settings,
-    pub hasher: Hasher,
-    pub throttle: Throttle,
     pub setup: SetupToken,
     /// Public address, cookie domain, access rules.
     pub portal: portal::Portal,
@@ -50,33 +49,32 @@ pub struct App {
 }
 
 impl App {
-    /// The signed-in account's password asked for again (before ending
-    /// other sessions, changing the password or the second factor): through
-    /// the login throttle, so guessing it here is no faster than at login.
-    /// `Err` is the answer: the form again (`page`) when throttled or with
-    /// `wrong` (422), or 503.
-    async fn confirm_password(
-        &self,
-        user: &User,
-        password: &str,
-        ip: Option<IpAddr>,
-        wrong: &str,
-        page: impl Fn(&str) -> String,
-    ) -> Result<(), Reply> {
-        let attempt = self.throttle.begin(&user.username, ip).await.map_err(|r| Reply::refused(r, &page))?;
-        let password = if password.len() > MAX_PASSWORD_BYTES { String::new() } else { password.to_owned() };
-        match self.hasher.verify(password, Some(user.password_hash.clone())).await {
-            Ok(true) => {
-                attempt.succeeded().await;
-                Ok(())
-            }
-            Ok(false) => {
-                attempt.failed().await;
-                log::warn!("password confirmation failed: user {:?}, ip {ip:?}", user.username);
-                Err(Reply::page(Status::UnprocessableEntity, page(wrong)))
-            }
-            Err(_) => Err(Reply::unavailable()),
+    /// The account a session belongs to; gone (removed meanwhile), the
+    /// login page.
+    async fn account(&self, user_id: i64) -> WebResult<User> {
+        crate::auth::users::by_id(&self.storage, user_id).await?.ok_or(WebError::LoggedOut)
+    }
+}
+
+/// The signed-in account's password asked for again (before ending other
+/// sessions, changing the password or setting up a second factor). `Err`
+/// is the answer: the form again (`page`) when throttled or with `wrong`
+/// (422), or 503.
+async fn confirm_password(
+    auth: &Authenticator,
+    user: &User,
+    password: &str,
+    ip: Option<IpAddr>,
+    wrong: &str,
+    page: impl Fn(&str) -> String,
+) -> WebResult<()> {
+    match auth.confirm_password(user, password, ip).await? {
+        Verdict::Right(()) => Ok(()),
+        Verdict::Wrong => {
+            log::warn!("password confirmation failed: user {:?}, ip {ip:?}", user.username);
+            Err(WebError::page(Status::UnprocessableEntity, page(wrong)))
         }
+        Verdict::Throttled(wait) => Err(WebError::throttled(Refused::Wait(wait), page)),
     }
 }
 
@@ -200,13 +198,13 @@ impl Fairing for SecurityHeaders {
     }
 }
 
-/// Every kind of answer a handler gives.
+/// Every kind of answer a handler gives when it does what was asked (its
+/// failures are [`WebError`]s).
 #[derive(Responder)]
 pub enum Reply {
     Page((Status, RawHtml<String>)),
     Redirect(Redirect),
     Flash(Flash<Redirect>),
-    Throttled(Throttled),
     SeeOther(SeeOther),
 }
 
@@ -218,36 +216,9 @@ pub struct SeeOther {
     location: Header<'static>,
 }
 
-/// 429 with the seconds to wait.
-#[derive(Responder)]
-#[response(status = 429)]
-pub struct Throttled {
-    page: RawHtml<String>,
-    retry_after: Header<'static>,
-}
-
 impl Reply {
     pub fn page(status: Status, html: String) -> Reply {
         Reply::Page((status, RawHtml(html)))
-    }
-
-    /// 429 with `Retry-After`; `page` renders the refused form around the
-    /// message it is given.
-    pub fn throttled(wait: u64, page: impl FnOnce(&str) -> String) -> Reply {
-        let message = format!("Too many failed attempts. Try again in {wait} seconds.");
-        Reply::Throttled(Throttled {
-            page: RawHtml(page(&message)),
-            retry_after: Header::new("Retry-After", wait.to_string()),
-        })
-    }
-
-    /// A refused attempt: 429 with the form ([`Reply::throttled`]) while a
-    /// limit holds, 503 when the counts could not be read.
-    pub fn refused(refused: Refused, page: impl FnOnce(&str) -> String) -> Reply {
-        match refused {
-            Refused::Wait(wait) => Reply::throttled(wait, page),
-            Refused::Unavailable => Reply::unavailable(),
-        }
     }
 
     pub fn see_other(location: String) -> Reply {
@@ -257,41 +228,12 @@ impl Reply {
     pub fn to(uri: &'static str) -> Reply {
         Reply::Redirect(Redirect::to(uri))
     }
-
-    pub fn error(status: Status, message: &str) -> Reply {
-        Reply::page(status, pages::error(status, message, None))
-    }
-
-    pub fn unavailable() -> Reply {
-        Reply::error(Status::ServiceUnavailable, UNAVAILABLE)
-    }
 }
 
-/// A session operation that failed ends a handler: a session ended
-/// meanwhile sends the browser to the login page, anything else is 503.
-/// Handlers returning `Result<Reply, Reply>` use `?` on it.
-impl From<crate::session::SessionError> for Reply {
-    fn from(e: crate::session::SessionError) -> Reply {
-        match e {
-            crate::session::SessionError::Ended => Reply::to("/login"),
-            e => {
-                log::error!("{e}");
-                Reply::unavailable()
-            }
-        }
-    }
-}
-
-impl Reply {
-    /// 503 for a store or database failure, logged with `what` was asked.
-    pub fn down(what: &str, e: impl std::fmt::Display) -> Reply {
-        log::error!("{what}: {e}");
-        Reply::unavailable()
-    }
-}
+/// What a handler returns: its answer, or why not.
+pub type WebResult<T = Reply> = Result<T, WebError>;
 
 const BAD_FORM: &str = "This form has expired or came from another site. Please try again.";
-const UNAVAILABLE: &str = "sesija cannot reach its database right now. Try again in a moment.";
 
 /// A flash message as the templates show it.
 pub struct Notice {
@@ -312,7 +254,7 @@ fn default_catcher(status: Status, _: &Request<'_>) -> (Status, RawHtml<String>)
         403 => "This request is not allowed.",
         404 => "There is nothing here.",
         413 => "The request is too large.",
-        503 => UNAVAILABLE,
+        503 => error::UNAVAILABLE,
         _ => "Something went wrong on our side.",
     };
     (status, RawHtml(pages::error(status, message, None)))

@@ -9,9 +9,9 @@ use rocket::{get, post, State};
 use std::net::IpAddr;
 
 use super::guards::{auth_state, auth_state_of_data, save_auth_state, SignedIn};
-use super::{csrf, device, pages, App, Metrics, Notice, Reply};
+use super::{csrf, device, pages, App, Metrics, Notice, Reply, WebError, WebResult};
 use crate::auth::state::SUDO_WINDOW;
-use crate::auth::users;
+use crate::auth::Authenticator;
 use crate::session::{now, Ending, Owner, Session};
 
 /// What a password confirmation is for: where its form posts, and what
@@ -37,16 +37,17 @@ pub(super) struct Confirming<'a> {
 pub(super) async fn sudo(
     session: &Session<'_>,
     app: &App,
+    auth: &Authenticator,
     ip: Option<IpAddr>,
     password: &str,
     confirming: Confirming<'_>,
-) -> Result<(), Reply> {
+) -> WebResult<()> {
     let now = now();
     let mut state = auth_state(session);
     if state.recently_confirmed(now) {
         return Ok(());
     }
-    let Ok(csrf_token) = csrf::of_session(session).await else { return Err(Reply::unavailable()) };
+    let csrf_token = csrf::of_session(session).await?;
     let form = |error: Option<&str>| {
         let minutes = SUDO_WINDOW / 60;
         pages::render(pages::Confirm {
@@ -62,17 +63,13 @@ pub(super) async fn sudo(
         })
     };
     if password.is_empty() {
-        return Err(Reply::page(Status::Forbidden, form(None)));
+        return Err(WebError::page(Status::Forbidden, form(None)));
     }
-    let user = match users::by_id(&app.storage, session.user_id()).await {
-        Ok(Some(user)) => user,
-        Ok(None) => return Err(Reply::to("/login")),
-        Err(_) => return Err(Reply::unavailable()),
-    };
-    app.confirm_password(&user, password, ip, "The password is wrong.", |message| form(Some(message)))
-        .await?;
+    let user = app.account(session.user_id()).await?;
+    let wrong = "The password is wrong.";
+    super::confirm_password(auth, &user, password, ip, wrong, |message| form(Some(message))).await?;
     state.confirmed_at = now;
-    save_auth_state(session, &state).await.map_err(Reply::from)
+    Ok(save_auth_state(session, &state).await?)
 }
 
 /// [`Confirming`] for ending sessions from `action`.
@@ -81,21 +78,15 @@ fn ending_sessions<'a>(action: &'a str, handle: Option<&'a str>) -> Confirming<'
 }
 
 #[get("/sessions")]
-pub async fn list(session: SignedIn<'_>, flash: Option<FlashMessage<'_>>) -> Reply {
+pub async fn list(session: SignedIn<'_>, flash: Option<FlashMessage<'_>>) -> WebResult {
     let now = now();
-    let mut records = match session.manager().store().list(Owner::User(session.user_id()), now).await {
-        Ok(records) => records,
-        Err(e) => {
-            log::error!("sessions page: {e}");
-            return Reply::unavailable();
-        }
-    };
+    let mut records = session.manager().store().list(Owner::User(session.user_id()), now).await?;
     // The session asking is active now, whatever its stored deadline says.
     if let Some(at) = records.iter().position(|r| r.handle == session.handle()) {
         let current = records.remove(at);
         records.insert(0, current);
     }
-    let Ok(csrf_token) = csrf::of_session(&session).await else { return Reply::unavailable() };
+    let csrf_token = csrf::of_session(&session).await?;
     let sessions = records
         .iter()
         .map(|r| (r, auth_state_of_data(&r.data, r.created_at)))
@@ -117,7 +108,7 @@ pub async fn list(session: SignedIn<'_>, flash: Option<FlashMessage<'_>>) -> Rep
         csrf_token: &csrf_token,
         needs_password: !session.state().recently_confirmed(now),
     };
-    Reply::page(Status::Ok, pages::render(page))
+    Ok(Reply::page(Status::Ok, pages::render(page)))
 }
 
 #[derive(FromForm)]
@@ -136,51 +127,36 @@ pub async fn revoke(
     session: SignedIn<'_>,
     form: Form<RevokeForm>,
     app: &State<App>,
+    auth: &State<Authenticator>,
     ip: Option<IpAddr>,
-) -> Reply {
+) -> WebResult {
     if !csrf::session_ok(&session, &form.csrf_token) {
-        return Reply::error(Status::Forbidden, super::BAD_FORM);
-    }
-    if form.handle != session.handle() {
-        // Ending another session needs a recent password; ending this one
-        // is a logout.
-        if let Err(reply) =
-            sudo(&session, app, ip, &form.password, ending_sessions("/sessions/revoke", Some(&form.handle)))
-                .await
-        {
-            return reply;
-        }
+        return Err(WebError::refused(Status::Forbidden, super::BAD_FORM));
     }
     if form.handle == session.handle() {
+        // Ending this session is a logout.
         let handle = session.handle().to_owned();
-        return match session.session.destroy().await {
-            Ok(()) => {
-                log::info!("session {handle} ended by its owner");
-                Metrics::count(&app.metrics.ended_revoke, 1);
-                Reply::Flash(Flash::success(Redirect::to("/login"), "Session ended"))
-            }
-            Err(_) => Reply::unavailable(),
-        };
+        session.session.destroy().await?;
+        log::info!("session {handle} ended by its owner");
+        Metrics::count(&app.metrics.ended_revoke, 1);
+        return Ok(Reply::Flash(Flash::success(Redirect::to("/login"), "Session ended")));
     }
+    // Ending another session needs a recent password.
+    let confirming = ending_sessions("/sessions/revoke", Some(&form.handle));
+    sudo(&session, app, auth, ip, &form.password, confirming).await?;
     let ending = Ending::Handle { handle: &form.handle, owner: Some(session.user_id()) };
-    match session.manager().store().end(ending).await {
-        Ok(1..) => {
-            Metrics::count(&app.metrics.ended_revoke, 1);
-            log::info!(
-                "session {} ended by user {} from session {}",
-                form.handle,
-                session.user_id(),
-                session.handle()
-            );
-            Reply::Flash(Flash::success(Redirect::to("/sessions"), "Session ended"))
-        }
+    if session.manager().store().end(ending).await? == 0 {
         // Not this user's, or no such session: the same answer.
-        Ok(_) => Reply::error(Status::NotFound, "There is no such session."),
-        Err(e) => {
-            log::error!("revoke: {e}");
-            Reply::unavailable()
-        }
+        return Err(WebError::refused(Status::NotFound, "There is no such session."));
     }
+    Metrics::count(&app.metrics.ended_revoke, 1);
+    log::info!(
+        "session {} ended by user {} from session {}",
+        form.handle,
+        session.user_id(),
+        session.handle()
+    );
+    Ok(Reply::Flash(Flash::success(Redirect::to("/sessions"), "Session ended")))
 }
 
 #[derive(FromForm)]
@@ -197,33 +173,19 @@ pub async fn revoke_others(
     session: SignedIn<'_>,
     form: Form<RevokeOthersForm>,
     app: &State<App>,
+    auth: &State<Authenticator>,
     ip: Option<IpAddr>,
-) -> Reply {
+) -> WebResult {
     if !csrf::session_ok(&session, &form.csrf_token) {
-        return Reply::error(Status::Forbidden, super::BAD_FORM);
+        return Err(WebError::refused(Status::Forbidden, super::BAD_FORM));
     }
-    if let Err(reply) =
-        sudo(&session, app, ip, &form.password, ending_sessions("/sessions/revoke-others", None)).await
-    {
-        return reply;
-    }
+    sudo(&session, app, auth, ip, &form.password, ending_sessions("/sessions/revoke-others", None)).await?;
     let ending = Ending::OwnedBy { user_id: session.user_id(), keep: Some(session.handle()) };
-    match session.manager().store().end(ending).await {
-        Ok(n) => {
-            Metrics::count(&app.metrics.ended_revoke, n);
-            log::info!(
-                "user {} ended {n} other sessions from session {}",
-                session.user_id(),
-                session.handle()
-            );
-            let message = format!("Logged out of {n} other session{}", if n == 1 { "" } else { "s" });
-            Reply::Flash(Flash::success(Redirect::to("/sessions"), message))
-        }
-        Err(e) => {
-            log::error!("revoke others: {e}");
-            Reply::unavailable()
-        }
-    }
+    let n = session.manager().store().end(ending).await?;
+    Metrics::count(&app.metrics.ended_revoke, n);
+    log::info!("user {} ended {n} other sessions from session {}", session.user_id(), session.handle());
+    let message = format!("Logged out of {n} other session{}", if n == 1 { "" } else { "s" });
+    Ok(Reply::Flash(Flash::success(Redirect::to("/sessions"), message)))
 }
 
 #[get("/sessions", rank = 2)]

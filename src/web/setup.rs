@@ -11,9 +11,10 @@ use rocket::request::{FromRequest, Outcome};
 use rocket::{get, post, State};
 use rocket::{Data, Request};
 
-use super::{csrf, pages, App, Reply};
+use super::{csrf, pages, App, Reply, WebError, WebResult};
 use crate::auth::password::check_new_password;
 use crate::auth::users::{self, check_username};
+use crate::auth::Authenticator;
 use crate::session::{constant_time_eq, Sessions, Token};
 
 /// The one-time setup token; `None` once an account exists.
@@ -42,19 +43,21 @@ impl SetupToken {
     }
 }
 
+/// What `/setup` answers once it is closed, or to a wrong token.
+fn closed() -> WebError {
+    WebError::refused(Status::NotFound, "There is nothing here.")
+}
+
 /// The setup page is open only with the right token and while no user exists.
-async fn open(app: &App, token: &str) -> Result<(), Status> {
+async fn open(app: &App, token: &str) -> WebResult<()> {
     if !app.setup.matches(token) {
-        return Err(Status::NotFound);
+        return Err(closed());
     }
-    match users::count(&app.storage).await {
-        Ok(0) => Ok(()),
-        Ok(_) => {
-            app.setup.clear();
-            Err(Status::NotFound)
-        }
-        Err(_) => Err(Status::ServiceUnavailable),
+    if users::count(&app.storage).await? > 0 {
+        app.setup.clear();
+        return Err(closed());
     }
+    Ok(())
 }
 
 fn form_page(
@@ -109,7 +112,7 @@ impl Fairing for HideSetupToken {
 }
 
 #[get("/setup")]
-pub async fn setup_form(link: LinkToken, jar: &CookieJar<'_>, app: &State<App>) -> Result<Reply, Status> {
+pub async fn setup_form(link: LinkToken, jar: &CookieJar<'_>, app: &State<App>) -> WebResult {
     let token = link.0.unwrap_or_default();
     open(app, &token).await?;
     Ok(form_page(Status::Ok, jar, app, &token, "", None))
@@ -134,8 +137,8 @@ pub async fn setup(
     jar: &CookieJar<'_>,
     sessions: Sessions<'_>,
     app: &State<App>,
-    second: &State<super::two_factor::SecondFactor>,
-) -> Result<Reply, Status> {
+    auth: &State<Authenticator>,
+) -> WebResult {
     open(app, &form.token).await?;
     if !csrf::anonymous_ok(jar, &app.settings, &form.csrf_token) {
         let error = Some("This form has expired. Please try again.");
@@ -153,27 +156,17 @@ pub async fn setup(
             Some(error),
         ));
     }
-    let hash = app.hasher.hash(form.password.clone()).await.map_err(|_| Status::ServiceUnavailable)?;
-    let id = match users::create_first(&app.storage, &form.username, &hash).await {
-        Ok(Some(id)) => id,
-        Ok(None) => {
-            app.setup.clear();
-            return Err(Status::NotFound);
-        }
-        Err(e) => {
-            log::error!("setup: {e}");
-            return Err(Status::ServiceUnavailable);
-        }
+    let hash = auth.hasher().hash(form.password.clone()).await?;
+    let Some(id) = users::create_first(&app.storage, &form.username, &hash).await? else {
+        app.setup.clear();
+        return Err(closed());
     };
     app.setup.clear();
     println!("sesija: created the first account, {:?}", form.username);
     use crate::auth::state::{AuthState, Stage};
-    let stage = Stage::after_password(false, second.required);
+    let stage = Stage::after_password(false, auth.second_factor_required());
     let data = super::guards::new_session_data(&AuthState::after_password(stage, crate::session::now()));
-    let session = sessions.start(id, false, data).await.map_err(|e| {
-        log::error!("setup: {e}");
-        Status::ServiceUnavailable
-    })?;
+    let session = sessions.start(id, false, data).await?;
     log::info!("setup: user {:?}, session {}", form.username, session.handle());
     csrf::forget_anonymous(jar, &app.settings);
     Ok(match stage {

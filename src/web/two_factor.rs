@@ -19,19 +19,15 @@ use rocket::response::{Flash, Redirect};
 use rocket::{get, post, routes, Route, State};
 
 use super::guards::{auth_state, new_session_data, save_auth_state};
-use super::{csrf, pages, App, Metrics, Notice, Reply, BAD_FORM};
-use crate::auth::second_factor::{self, Sealer, Verified};
+use super::{csrf, pages, App, Metrics, Notice, Reply, WebError, WebResult, BAD_FORM};
+use crate::auth::second_factor;
 use crate::auth::state::{AuthState, Method, Stage};
-use crate::auth::{users, Throttle, User};
+use crate::auth::throttle::Refused;
+use crate::auth::{Authenticator, User, Verdict};
 use crate::session::{now, Ending, Session, Sessions};
 
-/// Second-factor settings and state, managed beside [`App`].
+/// How long a login may wait for its second factor, managed beside [`App`].
 pub struct SecondFactor {
-    pub sealer: Sealer,
-    /// Wrong codes, counted per account and per source like passwords.
-    pub throttle: Throttle,
-    /// Every account must have a second factor (`require_2fa`).
-    pub required: bool,
     /// Seconds a password-only login may wait for its code.
     pub pending_timeout: i64,
 }
@@ -47,22 +43,28 @@ pub fn with_rd(path: &str, rd: &str) -> String {
     }
 }
 
-/// Where a session that is not all the way in goes next, if anywhere:
-/// the code prompt or the set-up page (`rd` rides along). An expired
-/// waiting session is ended.
-pub async fn next_step(
-    session: Session<'_>,
-    second: &SecondFactor,
-    rd: &str,
-) -> Result<Option<Reply>, Reply> {
+/// Where a session that is not all the way in stands.
+pub enum NextStep {
+    /// All the way in.
+    Complete,
+    /// Not yet: on to the code prompt or the set-up page (this address,
+    /// with `rd`).
+    Then(String),
+    /// Its login waited too long for its code and was ended.
+    Expired,
+}
+
+/// Where a session goes next: the code prompt, the set-up page, nowhere.
+/// An expired waiting session is ended.
+pub async fn next_step(session: Session<'_>, second: &SecondFactor, rd: &str) -> NextStep {
     match auth_state(&session).stage {
         Stage::SecondFactorPending if expired(&session, second) => {
             let _ = session.destroy().await;
-            Err(too_late(rd))
+            NextStep::Expired
         }
-        Stage::SecondFactorPending => Ok(Some(Reply::see_other(with_rd("/login/2fa", rd)))),
-        Stage::MustEnrol => Ok(Some(Reply::see_other(with_rd("/account/2fa", rd)))),
-        Stage::Complete => Ok(None),
+        Stage::SecondFactorPending => NextStep::Then(with_rd("/login/2fa", rd)),
+        Stage::MustEnrol => NextStep::Then(with_rd("/account/2fa", rd)),
+        Stage::Complete => NextStep::Complete,
     }
 }
 
@@ -77,15 +79,6 @@ fn too_late(rd: &str) -> Reply {
     ))
 }
 
-/// The session's account; gone, the login page.
-async fn account(app: &App, session: &Session<'_>) -> Result<User, Reply> {
-    match users::by_id(&app.storage, session.user_id()).await {
-        Ok(Some(user)) => Ok(user),
-        Ok(None) => Err(Reply::to("/login")),
-        Err(e) => Err(Reply::down("second factor", e)),
-    }
-}
-
 /// The code prompt, for a session waiting for its code, or for a
 /// password-only session of an account with a second factor that an app's
 /// `two_factor` rule sent here.
@@ -95,7 +88,7 @@ pub async fn code_form(
     rd: Option<&str>,
     app: &State<App>,
     second: &State<SecondFactor>,
-) -> Result<Reply, Reply> {
+) -> WebResult {
     let rd = app.portal.safe_rd(rd.unwrap_or_default()).unwrap_or_default();
     let state = auth_state(&session);
     match state.stage {
@@ -106,7 +99,7 @@ pub async fn code_form(
         Stage::SecondFactorPending => {}
         Stage::MustEnrol => return Ok(Reply::see_other(with_rd("/account/2fa", &rd))),
         Stage::Complete if state.second_factor() => return Ok(super::login::after_login(app, &rd)),
-        Stage::Complete if account(app, &session).await?.two_factor => {}
+        Stage::Complete if app.account(session.user_id()).await?.two_factor => {}
         Stage::Complete => return Ok(Reply::see_other(with_rd("/account/2fa", &rd))),
     }
     let csrf_token = csrf::of_session(&session).await?;
@@ -141,46 +134,37 @@ pub struct CodeForm {
 
 const WRONG_CODE: &str = "That code is not right. Enter the current code from your app, or a recovery code.";
 
-/// Checks `code` for `user`, throttled; `Err` is the answer: `wrong` with
-/// the form (`render` draws it around a message), or 429.
+/// Checks `code` for `user`, throttled: the method it proved. `Err` is the
+/// answer: `wrong` with the form (`render` draws it around a message), 429
+/// or 503.
 async fn check_code(
     app: &App,
-    second: &SecondFactor,
+    auth: &Authenticator,
     user: &User,
     code: &str,
     ip: Option<IpAddr>,
     wrong: Status,
     render: impl FnOnce(&str) -> String,
-) -> Result<Verified, Reply> {
-    let attempt = match second.throttle.begin(&user.username, ip).await {
-        Ok(attempt) => attempt,
-        Err(refused) => {
+) -> WebResult<Method> {
+    match auth.second_factor(user, code, ip, now()).await? {
+        Verdict::Right(method) => {
+            if method == Method::RecoveryCode {
+                log::info!("recovery code used: user {:?}, ip {ip:?}", user.username);
+            }
+            Ok(method)
+        }
+        Verdict::Wrong => {
+            log::warn!("second factor failed: user {:?}, ip {ip:?}", user.username);
+            Metrics::count(&app.metrics.logins_failed, 1);
+            Err(WebError::page(wrong, render(WRONG_CODE)))
+        }
+        Verdict::Throttled(wait) => {
             log::warn!(
-                "second factor refused by the throttle: user {:?}, ip {ip:?}: {refused:?}",
+                "second factor refused by the throttle: user {:?}, ip {ip:?}: {wait} s",
                 user.username
             );
             Metrics::count(&app.metrics.logins_throttled, 1);
-            return Err(Reply::refused(refused, render));
-        }
-    };
-    match second_factor::verify(&app.storage, &app.hasher, &second.sealer, user.id, code, now()).await {
-        Ok(Verified::Wrong) => {
-            attempt.failed().await;
-            log::warn!("second factor failed: user {:?}, ip {ip:?}", user.username);
-            Metrics::count(&app.metrics.logins_failed, 1);
-            Err(Reply::page(wrong, render(WRONG_CODE)))
-        }
-        Ok(verified) => {
-            attempt.succeeded().await;
-            if verified == Verified::RecoveryCode {
-                log::info!("recovery code used: user {:?}, ip {ip:?}", user.username);
-            }
-            Ok(verified)
-        }
-        Err(e) => {
-            log::error!("second factor: {e}");
-            attempt.refund().await;
-            Err(Reply::unavailable())
+            Err(WebError::throttled(Refused::Wait(wait), render))
         }
     }
 }
@@ -193,9 +177,10 @@ pub async fn verify_code(
     sessions: Sessions<'_>,
     form: Form<CodeForm>,
     app: &State<App>,
+    auth: &State<Authenticator>,
     second: &State<SecondFactor>,
     ip: Option<IpAddr>,
-) -> Result<Reply, Reply> {
+) -> WebResult {
     let rd = app.portal.safe_rd(&form.rd).unwrap_or_default();
     let state = auth_state(&session);
     match state.stage {
@@ -210,15 +195,14 @@ pub async fn verify_code(
     if !csrf::session_ok(&session, &form.csrf_token) {
         return Ok(code_page(Status::Forbidden, &form.csrf_token, &rd, Some(BAD_FORM)));
     }
-    let user = account(app, &session).await?;
+    let user = app.account(session.user_id()).await?;
     if !user.two_factor {
         // Turned off meanwhile (an operator's reset ends the sessions too).
         let _ = session.destroy().await;
-        return Ok(Reply::to("/login"));
+        return Err(WebError::LoggedOut);
     }
     let render = |message: &str| code_html(&form.csrf_token, &rd, Some(message));
-    let verified = check_code(app, second, &user, &form.code, ip, Status::Unauthorized, render).await?;
-    let method = if verified == Verified::RecoveryCode { Method::RecoveryCode } else { Method::Totp };
+    let method = check_code(app, auth, &user, &form.code, ip, Status::Unauthorized, render).await?;
     // A new session replaces the waiting one (a fresh token after the
     // login completes), keeping "remember me".
     let persistent = session.record().persistent;
@@ -226,16 +210,16 @@ pub async fn verify_code(
     let started = sessions.start(user.id, persistent, new_session_data(&state)).await?;
     // As at the password step: a password change, a removal or a reset
     // committed meanwhile must win.
-    match users::has_password(&app.storage, user.id, &user.password_hash).await {
-        Ok(Some(true)) => {}
-        Ok(_) => {
+    match auth.still_current(&user, &user.password_hash).await {
+        Ok(true) => {}
+        Ok(false) => {
             log::warn!("second factor of {:?} raced an account change: session ended", user.username);
             let _ = started.destroy().await;
-            return Ok(Reply::to("/login"));
+            return Err(WebError::LoggedOut);
         }
         Err(e) => {
             let _ = started.destroy().await;
-            return Err(Reply::down("second factor", e));
+            return Err(e.into());
         }
     }
     log::info!("login with second factor: user {:?}, ip {ip:?}, session {}", user.username, started.handle());
@@ -248,15 +232,11 @@ pub fn verify_code_anonymous() -> Redirect {
     Redirect::to("/login")
 }
 
-/// A session that may use the set-up page: not one still waiting for its code.
-// The error is a whole page, as every handler's answer is; handlers are
-// not a hot path for its size.
-#[allow(clippy::result_large_err)]
-fn settings_session<'r>(session: Session<'r>, rd: &str) -> Result<Session<'r>, Reply> {
-    match auth_state(&session).stage {
-        Stage::SecondFactorPending => Err(Reply::see_other(with_rd("/login/2fa", rd))),
-        Stage::Complete | Stage::MustEnrol => Ok(session),
-    }
+/// A session still waiting for its code has no settings page: on to the
+/// code prompt.
+fn waiting_for_code(session: &Session<'_>, rd: &str) -> Option<Reply> {
+    (auth_state(session).stage == Stage::SecondFactorPending)
+        .then(|| Reply::see_other(with_rd("/login/2fa", rd)))
 }
 
 /// The status page: on or off, and the forms that go with each.
@@ -274,10 +254,8 @@ impl<'a> StatusPage<'a> {
         csrf_token: &'a str,
         rd: &'a str,
         session: &Session<'_>,
-    ) -> Result<Self, Reply> {
-        let enrolment = second_factor::status(&app.storage, user.id)
-            .await
-            .map_err(|e| Reply::down("second factor", e))?;
+    ) -> WebResult<Self> {
+        let enrolment = second_factor::status(&app.storage, user.id).await?;
         Ok(StatusPage { enrolment, csrf_token, rd, state: auth_state(session) })
     }
 
@@ -301,10 +279,12 @@ pub async fn status(
     rd: Option<&str>,
     app: &State<App>,
     flash: Option<FlashMessage<'_>>,
-) -> Result<Reply, Reply> {
+) -> WebResult {
     let rd = app.portal.safe_rd(rd.unwrap_or_default()).unwrap_or_default();
-    let session = settings_session(session, &rd)?;
-    let user = account(app, &session).await?;
+    if let Some(next) = waiting_for_code(&session, &rd) {
+        return Ok(next);
+    }
+    let user = app.account(session.user_id()).await?;
     let csrf_token = csrf::of_session(&session).await?;
     let page = StatusPage::load(app, &user, &csrf_token, &rd, &session).await?;
     Ok(Reply::page(Status::Ok, page.html(None, Notice::from_flash(flash))))
@@ -375,10 +355,11 @@ pub struct SetupForm {
 async fn sudo_for_setup(
     session: &Session<'_>,
     app: &App,
+    auth: &Authenticator,
     ip: Option<IpAddr>,
     password: &str,
     rd: &str,
-) -> Result<(), Reply> {
+) -> WebResult<()> {
     let confirming = super::sessions::Confirming {
         action: "/account/2fa/setup",
         handle: None,
@@ -386,7 +367,7 @@ async fn sudo_for_setup(
         what: "Setting up two-factor authentication",
         back: "/account/2fa",
     };
-    super::sessions::sudo(session, app, ip, password, confirming).await
+    super::sessions::sudo(session, app, auth, ip, password, confirming).await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -396,23 +377,25 @@ pub async fn setup(
     session: Session<'_>,
     form: Form<SetupForm>,
     app: &State<App>,
-    second: &State<SecondFactor>,
+    auth: &State<Authenticator>,
     ip: Option<IpAddr>,
-) -> Result<Reply, Reply> {
+) -> WebResult {
     let rd = app.portal.safe_rd(&form.rd).unwrap_or_default();
-    let session = settings_session(session, &rd)?;
-    if !csrf::session_ok(&session, &form.csrf_token) {
-        return Err(Reply::error(Status::Forbidden, BAD_FORM));
+    if let Some(next) = waiting_for_code(&session, &rd) {
+        return Ok(next);
     }
-    let user = account(app, &session).await?;
+    if !csrf::session_ok(&session, &form.csrf_token) {
+        return Err(WebError::refused(Status::Forbidden, BAD_FORM));
+    }
+    let user = app.account(session.user_id()).await?;
     if user.two_factor {
         return Ok(Reply::see_other(with_rd("/account/2fa", &rd)));
     }
-    sudo_for_setup(&session, app, ip, &form.password, &rd).await?;
+    sudo_for_setup(&session, app, auth, ip, &form.password, &rd).await?;
     // A new secret each time: the last one shown is the one to confirm.
     let secret = second_factor::new_secret();
     use base64::Engine;
-    let sealed = base64::engine::general_purpose::STANDARD.encode(second.sealer.seal(&secret));
+    let sealed = base64::engine::general_purpose::STANDARD.encode(auth.sealer().seal(&secret));
     let mut state = auth_state(&session);
     state.enrolling = Some(sealed);
     save_auth_state(&session, &state).await?;
@@ -425,11 +408,11 @@ pub fn setup_anonymous() -> Redirect {
 }
 
 /// The secret being set up in this session, if any.
-fn pending_secret(session: &Session<'_>, second: &SecondFactor) -> Option<Vec<u8>> {
+fn pending_secret(session: &Session<'_>, auth: &Authenticator) -> Option<Vec<u8>> {
     use base64::Engine;
     let sealed = auth_state(session).enrolling?;
     let sealed = base64::engine::general_purpose::STANDARD.decode(sealed).ok()?;
-    second.sealer.open(&sealed).map(|(secret, _)| secret)
+    auth.sealer().open(&sealed).map(|(secret, _)| secret)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -439,53 +422,47 @@ pub async fn enable(
     session: Session<'_>,
     form: Form<CodeForm>,
     app: &State<App>,
-    second: &State<SecondFactor>,
+    auth: &State<Authenticator>,
     ip: Option<IpAddr>,
-) -> Result<Reply, Reply> {
+) -> WebResult {
     let rd = app.portal.safe_rd(&form.rd).unwrap_or_default();
-    let session = settings_session(session, &rd)?;
-    if !csrf::session_ok(&session, &form.csrf_token) {
-        return Err(Reply::error(Status::Forbidden, BAD_FORM));
+    if let Some(next) = waiting_for_code(&session, &rd) {
+        return Ok(next);
     }
-    let user = account(app, &session).await?;
+    if !csrf::session_ok(&session, &form.csrf_token) {
+        return Err(WebError::refused(Status::Forbidden, BAD_FORM));
+    }
+    let user = app.account(session.user_id()).await?;
     if user.two_factor {
         return Ok(Reply::see_other(with_rd("/account/2fa", &rd)));
     }
     // The password proved at the set-up must still be recent: else the
     // confirmation form, which starts the set-up again.
-    sudo_for_setup(&session, app, ip, "", &rd).await?;
-    let Some(secret) = pending_secret(&session, second) else {
+    sudo_for_setup(&session, app, auth, ip, "", &rd).await?;
+    let Some(secret) = pending_secret(&session, auth) else {
         return Ok(Reply::Flash(Flash::warning(
             Redirect::to(with_rd("/account/2fa", &rd)),
             "Start the set-up again: no new secret was waiting for a code.",
         )));
     };
-    let render = |message: &str| setup_html(&user, &secret, &form.csrf_token, &rd, Some(message));
-    let attempt =
-        second.throttle.begin(&user.username, ip).await.map_err(|refused| Reply::refused(refused, render))?;
     let now = now();
-    let Some(step) = second_factor::step_of(&secret, &form.code, now) else {
-        attempt.failed().await;
-        log::warn!("second factor set-up: wrong code, user {:?}, ip {ip:?}", user.username);
-        let message = "That code is not right. Enter the 6-digit code your app shows now.";
-        return Ok(setup_page(
-            Status::UnprocessableEntity,
-            &user,
-            &secret,
-            &form.csrf_token,
-            &rd,
-            Some(message),
-        ));
+    let step = match auth.first_code(&user, &secret, &form.code, ip, now).await? {
+        Verdict::Right(step) => step,
+        Verdict::Wrong => {
+            log::warn!("second factor set-up: wrong code, user {:?}, ip {ip:?}", user.username);
+            let message = "That code is not right. Enter the 6-digit code your app shows now.";
+            let html = setup_html(&user, &secret, &form.csrf_token, &rd, Some(message));
+            return Err(WebError::page(Status::UnprocessableEntity, html));
+        }
+        Verdict::Throttled(wait) => {
+            let render = |message: &str| setup_html(&user, &secret, &form.csrf_token, &rd, Some(message));
+            return Err(WebError::throttled(Refused::Wait(wait), render));
+        }
     };
-    attempt.succeeded().await;
     let codes = second_factor::new_recovery_codes();
-    let hashes =
-        app.hasher.hash_secrets(codes.clone()).await.map_err(|e| Reply::down("recovery codes", e))?;
-    let sealed = second.sealer.seal(&secret);
-    let enabled = second_factor::enable(&app.storage, user.id, &sealed, step, &hashes, now)
-        .await
-        .map_err(|e| Reply::down("second factor set-up", e))?;
-    if !enabled {
+    let hashes = auth.hasher().hash_secrets(codes.clone()).await?;
+    let sealed = auth.sealer().seal(&secret);
+    if !second_factor::enable(&app.storage, user.id, &sealed, step, &hashes, now).await? {
         return Ok(Reply::see_other(with_rd("/account/2fa", &rd)));
     }
     // This session just proved the new factor; every other one (a session
@@ -500,13 +477,12 @@ pub async fn enable(
 }
 
 /// Ends every session of `user` but this one, counted as revocations.
-async fn end_other_sessions(session: &Session<'_>, user: &User, app: &App) -> Result<u64, Reply> {
+async fn end_other_sessions(session: &Session<'_>, user: &User, app: &App) -> WebResult<u64> {
     let ended = session
         .manager()
         .store()
         .end(Ending::OwnedBy { user_id: user.id, keep: Some(session.handle()) })
-        .await
-        .map_err(|e| Reply::down("other sessions not ended", e))?;
+        .await?;
     Metrics::count(&app.metrics.ended_revoke, ended);
     Ok(ended)
 }
@@ -522,46 +498,52 @@ fn codes_page(codes: &[String], rd: &str) -> Reply {
 }
 
 /// Password and code, both right, for turning the factor off or making
-/// new recovery codes; `Err` is the answer.
+/// new recovery codes: the account, or the answer.
 async fn confirm_both(
     session: &Session<'_>,
     form: &CodeForm,
     app: &App,
-    second: &SecondFactor,
+    auth: &Authenticator,
     ip: Option<IpAddr>,
     rd: &str,
-) -> Result<User, Reply> {
+) -> WebResult<Result<User, Reply>> {
     if !csrf::session_ok(session, &form.csrf_token) {
-        return Err(Reply::error(Status::Forbidden, BAD_FORM));
+        return Err(WebError::refused(Status::Forbidden, BAD_FORM));
     }
-    let user = account(app, session).await?;
+    let user = app.account(session.user_id()).await?;
     if !user.two_factor {
-        return Err(Reply::see_other(with_rd("/account/2fa", rd)));
+        return Ok(Err(Reply::see_other(with_rd("/account/2fa", rd))));
     }
     let page = StatusPage::load(app, &user, &form.csrf_token, rd, session).await?;
     let render = |message: &str| page.html(Some(message), None);
-    app.confirm_password(&user, &form.password, ip, "The password is wrong.", render).await?;
-    check_code(app, second, &user, &form.code, ip, Status::UnprocessableEntity, render).await?;
-    Ok(user)
+    super::confirm_password(auth, &user, &form.password, ip, "The password is wrong.", render).await?;
+    check_code(app, auth, &user, &form.code, ip, Status::UnprocessableEntity, render).await?;
+    Ok(Ok(user))
 }
 
+#[allow(clippy::too_many_arguments)]
 #[post("/account/2fa/disable", data = "<form>")]
 pub async fn disable(
     _origin: csrf::SameOrigin,
     session: Session<'_>,
     form: Form<CodeForm>,
     app: &State<App>,
-    second: &State<SecondFactor>,
+    auth: &State<Authenticator>,
     ip: Option<IpAddr>,
-) -> Result<Reply, Reply> {
+) -> WebResult {
     let rd = app.portal.safe_rd(&form.rd).unwrap_or_default();
-    let session = settings_session(session, &rd)?;
-    let user = confirm_both(&session, &form, app, second, ip, &rd).await?;
-    second_factor::disable(&app.storage, user.id).await.map_err(|e| Reply::down("second factor off", e))?;
+    if let Some(next) = waiting_for_code(&session, &rd) {
+        return Ok(next);
+    }
+    let user = match confirm_both(&session, &form, app, auth, ip, &rd).await? {
+        Ok(user) => user,
+        Err(elsewhere) => return Ok(elsewhere),
+    };
+    second_factor::disable(&app.storage, user.id).await?;
     // Where 2FA is required, this session must set it up again before
     // anything else opens.
     let mut state = auth_state(&session);
-    state.factor_removed(second.required);
+    state.factor_removed(auth.second_factor_required());
     save_auth_state(&session, &state).await?;
     session.rotate().await?;
     let ended = end_other_sessions(&session, &user, app).await?;
@@ -577,25 +559,27 @@ pub fn disable_anonymous() -> Redirect {
     Redirect::to("/login")
 }
 
+#[allow(clippy::too_many_arguments)]
 #[post("/account/2fa/recovery-codes", data = "<form>")]
 pub async fn recovery_codes(
     _origin: csrf::SameOrigin,
     session: Session<'_>,
     form: Form<CodeForm>,
     app: &State<App>,
-    second: &State<SecondFactor>,
+    auth: &State<Authenticator>,
     ip: Option<IpAddr>,
-) -> Result<Reply, Reply> {
+) -> WebResult {
     let rd = app.portal.safe_rd(&form.rd).unwrap_or_default();
-    let session = settings_session(session, &rd)?;
-    let user = confirm_both(&session, &form, app, second, ip, &rd).await?;
+    if let Some(next) = waiting_for_code(&session, &rd) {
+        return Ok(next);
+    }
+    let user = match confirm_both(&session, &form, app, auth, ip, &rd).await? {
+        Ok(user) => user,
+        Err(elsewhere) => return Ok(elsewhere),
+    };
     let codes = second_factor::new_recovery_codes();
-    let hashes =
-        app.hasher.hash_secrets(codes.clone()).await.map_err(|e| Reply::down("recovery codes", e))?;
-    let replaced = second_factor::replace_codes(&app.storage, user.id, &hashes)
-        .await
-        .map_err(|e| Reply::down("new recovery codes", e))?;
-    if !replaced {
+    let hashes = auth.hasher().hash_secrets(codes.clone()).await?;
+    if !second_factor::replace_codes(&app.storage, user.id, &hashes).await? {
         return Ok(Reply::see_other(with_rd("/account/2fa", &rd)));
     }
     log::info!("new recovery codes: user {:?}", user.username);

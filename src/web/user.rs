@@ -6,27 +6,20 @@ use rocket::response::{Flash, Redirect};
 use rocket::{get, State};
 
 use super::guards::SignedIn;
-use super::{csrf, pages, App, Notice, Reply};
+use super::{csrf, pages, App, Notice, Reply, WebError, WebResult};
 use crate::auth::access::Who;
 use crate::session::Sessions;
 
 #[get("/user")]
-pub async fn user(session: SignedIn<'_>, app: &State<App>, flash: Option<FlashMessage<'_>>) -> Reply {
+pub async fn user(session: SignedIn<'_>, app: &State<App>, flash: Option<FlashMessage<'_>>) -> WebResult {
     // Who this is comes from the identity cache (no query once warm); it
     // also holds the groups that decide which apps to list.
-    let identity = match app.identities.get(session.user_id()).await {
-        Ok(Some(identity)) => identity,
-        Ok(None) => {
-            // The account is gone: so is this session.
-            let _ = session.session.destroy().await;
-            return Reply::to("/login");
-        }
-        Err(e) => {
-            log::error!("user page: {e}");
-            return Reply::unavailable();
-        }
+    let Some(identity) = app.identities.get(session.user_id()).await? else {
+        // The account is gone: so is this session.
+        let _ = session.session.destroy().await;
+        return Err(WebError::LoggedOut);
     };
-    let Ok(csrf_token) = csrf::of_session(&session).await else { return Reply::unavailable() };
+    let csrf_token = csrf::of_session(&session).await?;
     let second_factor = session.state().second_factor();
     let who = Who { username: &identity.username, groups: &identity.groups, second_factor };
     let page = pages::User {
@@ -36,7 +29,7 @@ pub async fn user(session: SignedIn<'_>, app: &State<App>, flash: Option<FlashMe
         persistent: session.record().persistent,
         apps: app.portal.rules.apps_for(&who),
     };
-    Reply::page(Status::Ok, pages::render(page))
+    Ok(Reply::page(Status::Ok, pages::render(page)))
 }
 
 /// Not logged in. A session cookie that no longer opens a live session means

@@ -73,7 +73,7 @@ fn app_state(client: &Client) -> &App {
 
 /// Keys the app's (in-memory) login throttle holds.
 fn tracked(client: &Client) -> usize {
-    match &app_state(client).throttle {
+    match client.rocket().state::<sesija::auth::Authenticator>().unwrap().password_throttle() {
         sesija::auth::Throttle::Memory(memory) => memory.tracked(),
         sesija::auth::Throttle::Shared(_) => panic!("a SQLite app keeps its throttle in memory"),
     }

@@ -1,0 +1,296 @@
+//! The login steps, one handler per credential kind, for every way in:
+//! the login form, the password asked again before a sensitive action, the
+//! code after the password, the first code of a factor being set up (and
+//! next: passkeys, the provider's `prompt=login`).
+//!
+//! Each step runs the same order: the throttle counts the attempt as in
+//! flight, the credential is checked, and the verdict settles the attempt
+//! (a failure counted, a success cleared, an attempt never checked
+//! refunded). Knows nothing of HTTP, cookies or sessions: the web layer
+//! turns a [`Verdict`] into a page and starts the session.
+
+use std::net::IpAddr;
+
+use super::password::{needs_rehash, HashError, Hasher, MAX_PASSWORD_BYTES};
+use super::second_factor::{self, FactorError, Sealer, Verified};
+use super::state::{Method, Stage};
+use super::throttle::{Refused, Throttle};
+use super::users::{self, User, UserError, MAX_USERNAME_CHARS};
+use crate::db::Storage;
+
+/// Why a step could not be decided: nothing below answered.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// Hashing failed, or every hashing slot is taken.
+    #[error(transparent)]
+    Hash(#[from] HashError),
+    /// The accounts could not be read.
+    #[error(transparent)]
+    Accounts(#[from] UserError),
+    /// The second factor could not be checked.
+    #[error(transparent)]
+    Factor(#[from] FactorError),
+    /// The throttle's shared counts could not be read (refused, failing
+    /// closed).
+    #[error("the login throttle's counts cannot be read")]
+    Throttle,
+}
+
+impl From<sqlx::Error> for LoginError {
+    fn from(e: sqlx::Error) -> LoginError {
+        LoginError::Accounts(UserError::Db(e))
+    }
+}
+
+/// The outcome of one attempt.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict<T> {
+    /// The credential is right.
+    Right(T),
+    /// It is not (or the account does not exist: the same answer).
+    Wrong,
+    /// A limit is reached: the seconds to wait. The credential was not
+    /// checked.
+    Throttled(u64),
+}
+
+/// A password proved at the login form.
+#[derive(Debug)]
+pub struct Proved {
+    /// The account, as it was read.
+    pub user: User,
+    /// The hash the account holds for this password now (a stronger one
+    /// may have replaced the hash that was read).
+    pub hash: String,
+    /// Where the login stands: complete, or the second factor next.
+    pub stage: Stage,
+}
+
+/// The login core: accounts, hashing, the two throttles, the key that
+/// seals second-factor secrets, and whether a second factor is required.
+pub struct Authenticator {
+    storage: Storage,
+    hasher: Hasher,
+    passwords: Throttle,
+    codes: Throttle,
+    sealer: Sealer,
+    required: bool,
+}
+
+impl Authenticator {
+    /// The core over `storage`; `passwords` and `codes` throttle wrong
+    /// passwords and wrong codes; `required` is `require_2fa`.
+    pub fn new(
+        storage: Storage,
+        hasher: Hasher,
+        passwords: Throttle,
+        codes: Throttle,
+        sealer: Sealer,
+        required: bool,
+    ) -> Authenticator {
+        Authenticator { storage, hasher, passwords, codes, sealer, required }
+    }
+
+    /// The hasher (for new passwords and recovery codes).
+    pub fn hasher(&self) -> &Hasher {
+        &self.hasher
+    }
+
+    /// The password throttle (its counts are shown as metrics and tested).
+    pub fn password_throttle(&self) -> &Throttle {
+        &self.passwords
+    }
+
+    /// The key second-factor secrets are sealed with.
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+
+    /// Whether every account must have a second factor.
+    pub fn second_factor_required(&self) -> bool {
+        self.required
+    }
+
+    /// The login form's step: `username` and `password` from `ip`. An
+    /// unknown name, or one no account can have, is checked against the
+    /// dummy hash, so the answer takes the usual time; so is an over-long
+    /// password, which cannot match. A right password stored with weaker
+    /// settings than new ones get is re-hashed.
+    pub async fn password(
+        &self,
+        username: &str,
+        password: &str,
+        ip: Option<IpAddr>,
+    ) -> Result<Verdict<Proved>, LoginError> {
+        let attempt = match self.passwords.begin(username, ip).await {
+            Ok(attempt) => attempt,
+            Err(refused) => return throttled(refused),
+        };
+        let user = match username.chars().count() <= MAX_USERNAME_CHARS {
+            true => match users::by_name(&self.storage, username).await {
+                Ok(user) => user,
+                Err(e) => {
+                    attempt.refund().await;
+                    return Err(e.into());
+                }
+            },
+            false => None,
+        };
+        let fits = password.len() <= MAX_PASSWORD_BYTES;
+        let candidate = if fits { password.to_owned() } else { String::new() };
+        let hash = user.as_ref().filter(|_| fits).map(|u| u.password_hash.clone());
+        let right = match self.hasher.verify(candidate.clone(), hash).await {
+            Ok(right) => right,
+            // Never checked (no hashing slot in time): it does not count.
+            Err(e) => {
+                attempt.refund().await;
+                return Err(e.into());
+            }
+        };
+        let Some(user) = user.filter(|_| right) else {
+            attempt.failed().await;
+            return Ok(Verdict::Wrong);
+        };
+        attempt.succeeded().await;
+        let hash = self.stronger_hash(&user, candidate).await;
+        let stage = Stage::after_password(user.two_factor, self.required);
+        Ok(Verdict::Right(Proved { user, hash, stage }))
+    }
+
+    /// The race re-check, once the login's session is committed: the
+    /// password was checked against the account as it was read, tens of
+    /// milliseconds before. A password change, a removal or a second factor
+    /// turned on, committed since, must win: it ended every session that
+    /// existed when it committed, and one committed after the new
+    /// session's insert is seen here. `false`: end the new session.
+    pub async fn still_current(&self, user: &User, hash: &str) -> Result<bool, LoginError> {
+        let now = users::has_password(&self.storage, user.id, hash).await?;
+        Ok(now == Some(user.two_factor))
+    }
+
+    /// Whether the account with `user`'s id is gone, or holds another
+    /// password than `hash` (a session insert that failed for it is a
+    /// wrong login, not an outage).
+    pub async fn gone(&self, user: &User, hash: &str) -> Result<bool, LoginError> {
+        Ok(users::has_password(&self.storage, user.id, hash).await?.is_none())
+    }
+
+    /// The signed-in account's password asked for again before a sensitive
+    /// action: through the login throttle, so guessing it here is no
+    /// faster than at the login form.
+    pub async fn confirm_password(
+        &self,
+        user: &User,
+        password: &str,
+        ip: Option<IpAddr>,
+    ) -> Result<Verdict<()>, LoginError> {
+        let attempt = match self.passwords.begin(&user.username, ip).await {
+            Ok(attempt) => attempt,
+            Err(refused) => return throttled(refused),
+        };
+        let candidate = if password.len() > MAX_PASSWORD_BYTES { String::new() } else { password.to_owned() };
+        match self.hasher.verify(candidate, Some(user.password_hash.clone())).await {
+            Ok(true) => {
+                attempt.succeeded().await;
+                Ok(Verdict::Right(()))
+            }
+            Ok(false) => {
+                attempt.failed().await;
+                Ok(Verdict::Wrong)
+            }
+            Err(e) => {
+                attempt.refund().await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// A second factor of `user`: an authenticator code (once per step) or
+    /// an unused recovery code, through the code throttle.
+    pub async fn second_factor(
+        &self,
+        user: &User,
+        code: &str,
+        ip: Option<IpAddr>,
+        now: i64,
+    ) -> Result<Verdict<Method>, LoginError> {
+        let attempt = match self.codes.begin(&user.username, ip).await {
+            Ok(attempt) => attempt,
+            Err(refused) => return throttled(refused),
+        };
+        match second_factor::verify(&self.storage, &self.hasher, &self.sealer, user.id, code, now).await {
+            Ok(Verified::Wrong) => {
+                attempt.failed().await;
+                Ok(Verdict::Wrong)
+            }
+            Ok(verified) => {
+                attempt.succeeded().await;
+                let method = match verified {
+                    Verified::RecoveryCode => Method::RecoveryCode,
+                    _ => Method::Totp,
+                };
+                Ok(Verdict::Right(method))
+            }
+            Err(e) => {
+                attempt.refund().await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The first code of a secret being set up for `user`: the step it is
+    /// for, through the code throttle.
+    pub async fn first_code(
+        &self,
+        user: &User,
+        secret: &[u8],
+        code: &str,
+        ip: Option<IpAddr>,
+        now: i64,
+    ) -> Result<Verdict<u64>, LoginError> {
+        let attempt = match self.codes.begin(&user.username, ip).await {
+            Ok(attempt) => attempt,
+            Err(refused) => return throttled(refused),
+        };
+        match second_factor::step_of(secret, code, now) {
+            Some(step) => {
+                attempt.succeeded().await;
+                Ok(Verdict::Right(step))
+            }
+            None => {
+                attempt.failed().await;
+                Ok(Verdict::Wrong)
+            }
+        }
+    }
+
+    /// After a login proved `password`: if the stored hash was made with
+    /// weaker settings than new ones get, stores a new hash (unless the
+    /// password changed meanwhile). Returns the hash the account holds for
+    /// it now.
+    async fn stronger_hash(&self, user: &User, password: String) -> String {
+        if !needs_rehash(&user.password_hash) {
+            return user.password_hash.clone();
+        }
+        let Ok(new) = self.hasher.hash(password).await else { return user.password_hash.clone() };
+        match users::upgrade_hash(&self.storage, user.id, &user.password_hash, &new).await {
+            Ok(true) => {
+                log::info!("login: stored a stronger password hash for user {:?}", user.username);
+                new
+            }
+            Ok(false) => user.password_hash.clone(),
+            Err(e) => {
+                log::warn!("login: could not store a stronger password hash: {e}");
+                user.password_hash.clone()
+            }
+        }
+    }
+}
+
+/// A throttle's refusal as a step's outcome.
+fn throttled<T>(refused: Refused) -> Result<Verdict<T>, LoginError> {
+    match refused {
+        Refused::Wait(wait) => Ok(Verdict::Throttled(wait)),
+        Refused::Unavailable => Err(LoginError::Throttle),
+    }
+}
