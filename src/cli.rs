@@ -8,9 +8,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::auth::accounts::{AccountError, Accounts, Announce, NewAccount};
 use crate::auth::password::check_new_password;
 use crate::auth::second_factor;
-use crate::auth::users::{self, check_username, UserError};
+use crate::auth::users::{self, UserError};
 use crate::auth::Hasher;
 use crate::config;
 use crate::control;
@@ -455,60 +456,76 @@ fn user_error(e: UserError) -> String {
     }
 }
 
+/// An account change as the command line says it went wrong.
+fn account_error(e: AccountError) -> String {
+    match e {
+        AccountError::User(e) => user_error(e),
+        AccountError::Invalid(why) => why.trim_end_matches('.').to_lowercase(),
+        e => e.to_string(),
+    }
+}
+
+/// The command line's announcement of an account change: the running
+/// server (or every instance on PostgreSQL) honours it before the command
+/// returns.
+struct ToServer<'a>(&'a Storage);
+
+impl Announce for ToServer<'_> {
+    async fn changed(&self, what: &str) -> Result<(), AccountError> {
+        tell_server(self.0, what).await.map_err(AccountError::NotAnnounced)
+    }
+}
+
 async fn user(command: UserCommand) -> Result<(), String> {
+    let db = open().await?;
+    let (hasher, store) = (Hasher::default(), db.session_store());
+    let accounts = Accounts::new(&db, &hasher, &*store, ToServer(&db));
+    let done = user_command(command, &db, &accounts).await;
+    db.close().await;
+    done
+}
+
+async fn user_command(
+    command: UserCommand,
+    db: &Storage,
+    accounts: &Accounts<'_, ToServer<'_>>,
+) -> Result<(), String> {
     match command {
         UserCommand::Add { name, password_stdin, groups, email, display_name } => {
-            check_username(&name).map_err(|e| e.trim_end_matches('.').to_lowercase())?;
-            groups.iter().try_for_each(|g| users::check_group(g))?;
             check_profile(email.as_deref(), display_name.as_deref())?;
-            let db = open().await?;
-            if users::by_name(&db, &name).await.map_err(|e| e.to_string())?.is_some() {
-                return Err(user_error(UserError::Exists(name)));
-            }
+            accounts.check_new(&name, &groups).await.map_err(account_error)?;
             let password = read_password(&name, password_stdin)?;
-            let hash = Hasher::default().hash(password).await.map_err(|e| e.to_string())?;
-            users::create(&db, &name, &hash).await.map_err(user_error)?;
-            if email.is_some() || display_name.is_some() {
-                users::set_profile(&db, &name, email.as_deref(), display_name.as_deref())
-                    .await
-                    .map_err(user_error)?;
-            }
-            if !groups.is_empty() {
-                users::set_groups(&db, &name, &groups).await.map_err(user_error)?;
-            }
+            let new = NewAccount {
+                name: &name,
+                password,
+                groups: &groups,
+                email: email.as_deref(),
+                display_name: display_name.as_deref(),
+            };
+            accounts.add(new).await.map_err(account_error)?;
             println!("created user {name}");
-            db.close().await;
         }
         UserCommand::Passwd { name, password_stdin } => {
-            let db = open().await?;
-            if users::by_name(&db, &name).await.map_err(|e| e.to_string())?.is_none() {
+            if users::by_name(db, &name).await.map_err(|e| e.to_string())?.is_none() {
                 return Err(user_error(UserError::NotFound(name)));
             }
             let password = read_password(&name, password_stdin)?;
-            let hash = Hasher::default().hash(password).await.map_err(|e| e.to_string())?;
-            let ended = users::set_password(&db, &name, &hash, None).await.map_err(user_error)?;
+            let ended = accounts.set_password(&name, password, None).await.map_err(account_error)?;
             println!("changed the password of {name}; ended {ended} sessions");
-            tell_server(&db, "the password was changed").await?;
-            db.close().await;
         }
         UserCommand::Groups { name, groups } => {
-            groups.iter().try_for_each(|g| users::check_group(g))?;
-            let db = open().await?;
-            let stored = users::set_groups(&db, &name, &groups).await.map_err(user_error)?;
+            let stored = accounts.set_groups(&name, &groups).await.map_err(account_error)?;
             match stored.is_empty() {
                 true => println!("{name}: no groups"),
                 false => println!("{name}: {}", stored.join(",")),
             }
-            tell_server(&db, "the groups were changed").await?;
-            db.close().await;
         }
         UserCommand::TwoFactor { name } => {
-            let db = open().await?;
-            let user = users::by_name(&db, &name)
+            let user = users::by_name(db, &name)
                 .await
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| user_error(UserError::NotFound(name.clone())))?;
-            match second_factor::status(&db, user.id).await.map_err(|e| e.to_string())? {
+            match second_factor::status(db, user.id).await.map_err(|e| e.to_string())? {
                 Some(on) => println!(
                     "{}: two-factor authentication on since {}, {} recovery codes left",
                     printable(&name),
@@ -517,30 +534,25 @@ async fn user(command: UserCommand) -> Result<(), String> {
                 ),
                 None => println!("{}: two-factor authentication off", printable(&name)),
             }
-            db.close().await;
         }
-        UserCommand::TwoFactorReset { name } => {
-            let db = open().await?;
-            let (id, was_on) = second_factor::reset(&db, &name).await.map_err(user_error)?;
-            if !was_on {
-                db.close().await;
-                println!("{}: two-factor authentication was already off; nothing changed", printable(&name));
-                return Ok(());
+        UserCommand::TwoFactorReset { name } => match accounts.reset_second_factor(&name).await {
+            Ok(Some(ended)) => {
+                println!(
+                    "turned off two-factor authentication of {}; ended {ended} sessions",
+                    printable(&name)
+                );
+                log::warn!(
+                    "two-factor authentication of {name:?} reset by the operator; ended {ended} sessions"
+                );
             }
-            let ended = db
-                .session_store()
-                .end(Ending::OwnedBy { user_id: id, keep: None })
-                .await
-                .map_err(|e| e.to_string())?;
-            println!("turned off two-factor authentication of {}; ended {ended} sessions", printable(&name));
-            log::warn!("two-factor authentication of {name:?} reset by the operator; ended {ended} sessions");
-            tell_server(&db, "two-factor authentication was reset").await?;
-            db.close().await;
-        }
+            Ok(None) => {
+                println!("{}: two-factor authentication was already off; nothing changed", printable(&name))
+            }
+            Err(e) => return Err(account_error(e)),
+        },
         UserCommand::List => {
-            let db = open().await?;
-            let list = users::list(&db).await.map_err(|e| e.to_string())?;
-            let groups = users::all_groups(&db).await.map_err(|e| e.to_string())?;
+            let list = users::list(db).await.map_err(|e| e.to_string())?;
+            let groups = users::all_groups(db).await.map_err(|e| e.to_string())?;
             for user in &list {
                 let created = date(user.created_at);
                 let groups = groups.get(&user.id).map(|g| g.join(",")).unwrap_or_default();
@@ -554,14 +566,10 @@ async fn user(command: UserCommand) -> Result<(), String> {
             if list.is_empty() {
                 eprintln!("no users yet");
             }
-            db.close().await;
         }
         UserCommand::Remove { name } => {
-            let db = open().await?;
-            let ended = users::remove(&db, &name).await.map_err(user_error)?;
+            let ended = accounts.remove(&name).await.map_err(account_error)?;
             println!("removed user {name}; ended {ended} sessions");
-            tell_server(&db, "the user was removed").await?;
-            db.close().await;
         }
     }
     Ok(())

@@ -2,6 +2,7 @@
 //! pages or cookies.
 
 pub mod access;
+pub mod accounts;
 pub mod identity;
 pub mod login;
 pub mod password;

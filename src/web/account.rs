@@ -11,7 +11,7 @@ use rocket::{get, post, State};
 use super::guards::SignedIn;
 use super::{csrf, pages, App, Metrics, Notice, Reply, WebError, WebResult};
 use crate::auth::password::check_new_password;
-use crate::auth::{users, Authenticator};
+use crate::auth::Authenticator;
 
 fn form_page(status: Status, csrf_token: &str, notice: Option<Notice>, error: Option<&str>) -> Reply {
     Reply::page(status, pages::render(pages::Password { notice, error, csrf_token }))
@@ -65,10 +65,9 @@ pub async fn change_password(
     if let Err(why) = check_new_password(&user.username, &form.new_password) {
         return Ok(refuse(why));
     }
-    let hash = auth.hasher().hash(form.new_password.clone()).await?;
-    let ended = users::set_password(&app.storage, &user.username, &hash, Some(session.handle())).await?;
-    // The sessions ended in that transaction went behind the store's back.
-    session.manager().store().invalidate().await;
+    let accounts = app.accounts(auth, session.manager().store());
+    let ended =
+        accounts.set_password(&user.username, form.new_password.clone(), Some(session.handle())).await?;
     session.rotate().await?;
     // The password was just proved.
     let mut state = super::guards::auth_state(&session);

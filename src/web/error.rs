@@ -13,6 +13,7 @@ use rocket::request::Request;
 use rocket::response::{self, Redirect, Responder, Response};
 
 use super::pages;
+use crate::auth::accounts::AccountError;
 use crate::auth::second_factor::FactorError;
 use crate::auth::throttle::Refused;
 use crate::auth::{HashError, LoginError, UserError};
@@ -126,6 +127,15 @@ impl From<HashError> for WebError {
                 WebError::Unavailable("Too many logins at once; try again in a moment.")
             }
             e => WebError::down("password hashing", e),
+        }
+    }
+}
+
+impl From<AccountError> for WebError {
+    fn from(e: AccountError) -> WebError {
+        match e {
+            AccountError::Hash(e) => e.into(),
+            e => WebError::down("account change", e),
         }
     }
 }

@@ -25,6 +25,7 @@ use rocket::request::FlashMessage;
 use rocket::response::{content::RawHtml, Flash, Redirect, Responder};
 use rocket::{catch, catchers, routes, Build, Request, Rocket, Route};
 
+use crate::auth::accounts::{Accounts, Caches};
 use crate::auth::identity::Identities;
 use crate::auth::throttle::Refused;
 use crate::auth::users::User;
@@ -49,6 +50,21 @@ pub struct App {
 }
 
 impl App {
+    /// Account changes made from a page: sessions ended through `sessions`
+    /// (the server's store), announced to this server's caches.
+    fn accounts<'a>(
+        &'a self,
+        auth: &'a Authenticator,
+        sessions: &'a dyn crate::session::SessionStore,
+    ) -> Accounts<'a, Caches<'a>> {
+        Accounts::new(
+            &self.storage,
+            auth.hasher(),
+            sessions,
+            Caches { sessions, identities: &self.identities },
+        )
+    }
+
     /// The account a session belongs to; gone (removed meanwhile), the
     /// login page.
     async fn account(&self, user_id: i64) -> WebResult<User> {

@@ -156,8 +156,8 @@ pub async fn setup(
             Some(error),
         ));
     }
-    let hash = auth.hasher().hash(form.password.clone()).await?;
-    let Some(id) = users::create_first(&app.storage, &form.username, &hash).await? else {
+    let accounts = app.accounts(auth, sessions.manager().store());
+    let Some(id) = accounts.add_first(&form.username, form.password.clone()).await? else {
         app.setup.clear();
         return Err(closed());
     };

@@ -24,7 +24,7 @@ use crate::auth::second_factor;
 use crate::auth::state::{AuthState, Method, Stage};
 use crate::auth::throttle::Refused;
 use crate::auth::{Authenticator, User, Verdict};
-use crate::session::{now, Ending, Session, Sessions};
+use crate::session::{now, Session, Sessions};
 
 /// How long a login may wait for its second factor, managed beside [`App`].
 pub struct SecondFactor {
@@ -462,29 +462,21 @@ pub async fn enable(
     let codes = second_factor::new_recovery_codes();
     let hashes = auth.hasher().hash_secrets(codes.clone()).await?;
     let sealed = auth.sealer().seal(&secret);
-    if !second_factor::enable(&app.storage, user.id, &sealed, step, &hashes, now).await? {
-        return Ok(Reply::see_other(with_rd("/account/2fa", &rd)));
-    }
     // This session just proved the new factor; every other one (a session
     // opened with the password alone, perhaps not by this person) ends.
+    let accounts = app.accounts(auth, session.manager().store());
+    let Some(ended) =
+        accounts.second_factor_on(user.id, &sealed, step, &hashes, now, session.handle()).await?
+    else {
+        return Ok(Reply::see_other(with_rd("/account/2fa", &rd)));
+    };
+    Metrics::count(&app.metrics.ended_revoke, ended);
     let mut state = auth_state(&session);
     state.enrolled(Method::Totp);
     save_auth_state(&session, &state).await?;
     session.rotate().await?;
-    let ended = end_other_sessions(&session, &user, app).await?;
     log::info!("second factor on: user {:?}, ended {ended} other sessions", user.username);
     Ok(codes_page(&codes, &rd))
-}
-
-/// Ends every session of `user` but this one, counted as revocations.
-async fn end_other_sessions(session: &Session<'_>, user: &User, app: &App) -> WebResult<u64> {
-    let ended = session
-        .manager()
-        .store()
-        .end(Ending::OwnedBy { user_id: user.id, keep: Some(session.handle()) })
-        .await?;
-    Metrics::count(&app.metrics.ended_revoke, ended);
-    Ok(ended)
 }
 
 #[post("/account/2fa/enable", rank = 2)]
@@ -539,14 +531,15 @@ pub async fn disable(
         Ok(user) => user,
         Err(elsewhere) => return Ok(elsewhere),
     };
-    second_factor::disable(&app.storage, user.id).await?;
+    let accounts = app.accounts(auth, session.manager().store());
+    let ended = accounts.second_factor_off(user.id, session.handle()).await?;
+    Metrics::count(&app.metrics.ended_revoke, ended);
     // Where 2FA is required, this session must set it up again before
     // anything else opens.
     let mut state = auth_state(&session);
     state.factor_removed(auth.second_factor_required());
     save_auth_state(&session, &state).await?;
     session.rotate().await?;
-    let ended = end_other_sessions(&session, &user, app).await?;
     log::info!("second factor off: user {:?}, ended {ended} other sessions", user.username);
     Ok(Reply::Flash(Flash::success(
         Redirect::to(with_rd("/account/2fa", &rd)),
@@ -579,7 +572,8 @@ pub async fn recovery_codes(
     };
     let codes = second_factor::new_recovery_codes();
     let hashes = auth.hasher().hash_secrets(codes.clone()).await?;
-    if !second_factor::replace_codes(&app.storage, user.id, &hashes).await? {
+    let accounts = app.accounts(auth, session.manager().store());
+    if !accounts.new_recovery_codes(user.id, &hashes).await? {
         return Ok(Reply::see_other(with_rd("/account/2fa", &rd)));
     }
     log::info!("new recovery codes: user {:?}", user.username);
