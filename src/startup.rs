@@ -221,21 +221,27 @@ pub async fn app(figment: Figment) -> Result<Rocket<Build>, StartupError> {
         rules: settings.rules().map_err(|e| StartupError(e.to_string()))?,
     };
     let sessions = SessionLayer::from_manager(manager);
-    let app = App { metrics: Arc::default(), setup, storage, settings, portal, identities };
+    let app = App { metrics: Arc::default(), storage, settings, portal, identities };
 
-    let rocket = rocket::custom(figment).manage(app).manage(auth).manage(second).attach(sessions).attach(
-        AdHoc::on_liftoff("setup link", |rocket| {
+    let rocket = rocket::custom(figment)
+        .manage(app)
+        .manage(auth)
+        .manage(second)
+        .manage(setup)
+        .attach(sessions)
+        .attach(AdHoc::on_liftoff("setup link", |rocket| {
             Box::pin(async move {
-                let Some(app) = rocket.state::<App>() else { return };
-                if let Some(token) = app.setup.get() {
+                let (Some(app), Some(setup)) = (rocket.state::<App>(), rocket.state::<SetupToken>()) else {
+                    return;
+                };
+                if let Some(token) = setup.get() {
                     println!(
                         "sesija: no account exists yet; create the first one at {}/setup?token={token}",
                         app.portal.public.origin
                     );
                 }
             })
-        }),
-    );
+        }));
     let rocket = match control {
         Some(control) => rocket.attach(control),
         None => rocket,

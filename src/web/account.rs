@@ -82,3 +82,8 @@ pub async fn change_password(
 pub fn change_password_anonymous() -> Redirect {
     Redirect::to("/login")
 }
+
+/// This area's routes.
+pub fn routes() -> Vec<rocket::Route> {
+    rocket::routes![password_form, password_form_anonymous, change_password, change_password_anonymous,]
+}

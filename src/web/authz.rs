@@ -352,6 +352,11 @@ fn forbidden(app: &App, identity: Option<&Identity>) -> Answer {
     }
 }
 
+/// This area's routes.
+pub fn routes() -> Vec<rocket::Route> {
+    rocket::routes![auth_request, forward_auth,]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,3 +27,8 @@ pub fn stylesheet() -> Css {
         cache: Header::new("Cache-Control", "public, max-age=3600"),
     }
 }
+
+/// This area's routes.
+pub fn routes() -> Vec<rocket::Route> {
+    rocket::routes![healthz, stylesheet,]
+}

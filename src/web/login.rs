@@ -237,3 +237,18 @@ pub async fn logout(
 pub fn logout_anonymous() -> Redirect {
     Redirect::to("/login")
 }
+
+/// This area's routes.
+pub fn routes() -> Vec<rocket::Route> {
+    rocket::routes![
+        index,
+        index_anonymous,
+        login_form,
+        login_form_anonymous,
+        login,
+        logout_page,
+        logout_page_anonymous,
+        logout,
+        logout_anonymous,
+    ]
+}

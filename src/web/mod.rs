@@ -42,7 +42,6 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub storage: Storage,
     pub settings: Settings,
-    pub setup: SetupToken,
     /// Public address, cookie domain, access rules.
     pub portal: portal::Portal,
     /// Who each account is, for forward auth and `/user`.
@@ -94,38 +93,19 @@ async fn confirm_password(
     }
 }
 
+/// Every page and endpoint: each area's own routes.
 pub fn routes() -> Vec<Route> {
-    let mut all = routes![
-        login::index,
-        login::index_anonymous,
-        login::login_form,
-        login::login_form_anonymous,
-        login::login,
-        login::logout_page,
-        login::logout_page_anonymous,
-        login::logout,
-        login::logout_anonymous,
-        user::user,
-        user::user_anonymous,
-        sessions::list,
-        sessions::list_anonymous,
-        sessions::revoke,
-        sessions::revoke_others,
-        sessions::revoke_anonymous,
-        sessions::revoke_others_anonymous,
-        account::password_form,
-        account::password_form_anonymous,
-        account::change_password,
-        account::change_password_anonymous,
-        setup::setup_form,
-        setup::setup,
-        health::healthz,
-        health::stylesheet,
-        authz::auth_request,
-        authz::forward_auth,
-    ];
-    all.extend(two_factor::routes());
-    all
+    [
+        login::routes(),
+        user::routes(),
+        sessions::routes(),
+        account::routes(),
+        two_factor::routes(),
+        setup::routes(),
+        health::routes(),
+        authz::routes(),
+    ]
+    .concat()
 }
 
 /// Mounts the app on `rocket`: routes, error pages and response headers.

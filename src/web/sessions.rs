@@ -202,3 +202,8 @@ pub fn revoke_anonymous() -> Redirect {
 pub fn revoke_others_anonymous() -> Redirect {
     Redirect::to("/login")
 }
+
+/// This area's routes.
+pub fn routes() -> Vec<rocket::Route> {
+    rocket::routes![list, list_anonymous, revoke, revoke_others, revoke_anonymous, revoke_others_anonymous,]
+}

@@ -49,12 +49,12 @@ fn closed() -> WebError {
 }
 
 /// The setup page is open only with the right token and while no user exists.
-async fn open(app: &App, token: &str) -> WebResult<()> {
-    if !app.setup.matches(token) {
+async fn open(app: &App, link: &SetupToken, token: &str) -> WebResult<()> {
+    if !link.matches(token) {
         return Err(closed());
     }
     if users::count(&app.storage).await? > 0 {
-        app.setup.clear();
+        link.clear();
         return Err(closed());
     }
     Ok(())
@@ -112,9 +112,14 @@ impl Fairing for HideSetupToken {
 }
 
 #[get("/setup")]
-pub async fn setup_form(link: LinkToken, jar: &CookieJar<'_>, app: &State<App>) -> WebResult {
+pub async fn setup_form(
+    link: LinkToken,
+    jar: &CookieJar<'_>,
+    app: &State<App>,
+    setup: &State<SetupToken>,
+) -> WebResult {
     let token = link.0.unwrap_or_default();
-    open(app, &token).await?;
+    open(app, setup, &token).await?;
     Ok(form_page(Status::Ok, jar, app, &token, "", None))
 }
 
@@ -138,8 +143,9 @@ pub async fn setup(
     sessions: Sessions<'_>,
     app: &State<App>,
     auth: &State<Authenticator>,
+    link: &State<SetupToken>,
 ) -> WebResult {
-    open(app, &form.token).await?;
+    open(app, link, &form.token).await?;
     if !csrf::anonymous_ok(jar, &app.settings, &form.csrf_token) {
         let error = Some("This form has expired. Please try again.");
         return Ok(form_page(Status::Forbidden, jar, app, &form.token, &form.username, error));
@@ -158,10 +164,10 @@ pub async fn setup(
     }
     let accounts = app.accounts(auth, sessions.manager().store());
     let Some(id) = accounts.add_first(&form.username, form.password.clone()).await? else {
-        app.setup.clear();
+        link.clear();
         return Err(closed());
     };
-    app.setup.clear();
+    link.clear();
     println!("sesija: created the first account, {:?}", form.username);
     use crate::auth::state::{AuthState, Stage};
     let stage = Stage::after_password(false, auth.second_factor_required());
@@ -173,4 +179,9 @@ pub async fn setup(
         Stage::MustEnrol => Reply::to("/account/2fa"),
         Stage::Complete | Stage::SecondFactorPending => Reply::to("/user"),
     })
+}
+
+/// This area's routes.
+pub fn routes() -> Vec<rocket::Route> {
+    rocket::routes![setup_form, setup,]
 }

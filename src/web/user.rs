@@ -42,3 +42,8 @@ pub fn user_anonymous(sessions: Sessions<'_>) -> Reply {
         Reply::to("/login")
     }
 }
+
+/// This area's routes.
+pub fn routes() -> Vec<rocket::Route> {
+    rocket::routes![user, user_anonymous,]
+}

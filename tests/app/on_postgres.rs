@@ -161,7 +161,7 @@ async fn a_code_used_on_one_instance_is_refused_on_every_other() {
 
 /// The set-up form of an instance's printed link, filled in for `name`.
 async fn setup_form(client: &Client, name: &str) -> String {
-    let token = client.rocket().state::<sesija::web::App>().unwrap().setup.get().unwrap();
+    let token = client.rocket().state::<sesija::web::SetupToken>().unwrap().get().unwrap();
     let page = client.get(format!("/setup?token={token}")).dispatch().await;
     let csrf = csrf_in(&page.into_string().await.unwrap());
     form(&[("token", &token), ("username", name), ("password", PASSWORD), ("csrf_token", &csrf)])

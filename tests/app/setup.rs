@@ -12,9 +12,8 @@ on_each_engine!(
 fn setup_token(app: &TestApp) -> String {
     app.client
         .rocket()
-        .state::<sesija::web::App>()
+        .state::<sesija::web::SetupToken>()
         .unwrap()
-        .setup
         .get()
         .expect("a setup token while no user exists")
 }
@@ -82,5 +81,5 @@ async fn setup_is_404_when_an_account_already_exists(engine: Engine) {
     app.add_user("alice").await;
     assert_eq!(app.client.get(format!("/setup?token={token}")).dispatch().await.status(), Status::NotFound);
     let later = app.other_browser().await;
-    assert!(later.rocket().state::<sesija::web::App>().unwrap().setup.get().is_none());
+    assert!(later.rocket().state::<sesija::web::SetupToken>().unwrap().get().is_none());
 }
