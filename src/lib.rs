@@ -23,4 +23,4 @@ pub mod startup;
 pub mod transfer;
 pub mod web;
 
-pub use startup::{app, StartupError};
+pub use startup::{app, app_with_clock, StartupError};

@@ -17,7 +17,9 @@ use crate::config::Settings;
 use crate::control::{self, Claim, NotifyingStore};
 use crate::db::{Db, Storage};
 use crate::secret::{self, KeySource};
-use crate::session::{CachingStore, Coherence, PgStore, SessionLayer, SessionManager, SqliteStore};
+use crate::session::{
+    CachingStore, Clock, Coherence, PgStore, SessionLayer, SessionManager, SqliteStore, SystemClock,
+};
 
 /// Where PostgreSQL announces changes to accounts and their groups (see
 /// `migrations/postgres/`).
@@ -96,12 +98,14 @@ fn cap_log_level(figment: Figment) -> Figment {
 
 /// The throttle of one kind of attempt (passwords, codes): in memory with
 /// SQLite, shared by every instance with PostgreSQL.
-fn throttle(settings: &Settings, storage: &Storage, kind: Kind) -> Throttle {
+fn throttle(settings: &Settings, storage: &Storage, kind: Kind, clock: &Arc<dyn Clock>) -> Throttle {
     let max_failures = settings.login_max_failures.try_into().unwrap_or(u32::MAX);
     let lockout = Duration::from_secs(settings.login_lockout as u64);
     let per_source = settings.login_max_failures_per_ip.try_into().unwrap_or(u32::MAX);
     match storage {
-        Storage::Sqlite(_) => Throttle::Memory(MemoryThrottle::new(max_failures, lockout, per_source)),
+        Storage::Sqlite(_) => {
+            Throttle::Memory(MemoryThrottle::new(max_failures, lockout, per_source).with_clock(clock.clone()))
+        }
         Storage::Postgres(pool) => {
             Throttle::Shared(SharedThrottle::new(pool.clone(), kind, max_failures, lockout, per_source))
         }
@@ -110,6 +114,12 @@ fn throttle(settings: &Settings, storage: &Storage, kind: Kind) -> Throttle {
 
 /// Builds the whole app from a configuration (see [`crate::config::figment`]).
 pub async fn app(figment: Figment) -> Result<Rocket<Build>, StartupError> {
+    app_with_clock(figment, Arc::new(SystemClock)).await
+}
+
+/// [`app`], judging sessions, codes and forms by `clock` (a test's
+/// [`crate::session::ShiftedClock`]) instead of the system's.
+pub async fn app_with_clock(figment: Figment, clock: Arc<dyn Clock>) -> Result<Rocket<Build>, StartupError> {
     let settings = Settings::from_figment(&figment).map_err(|e| StartupError(e.to_string()))?;
     // Before connecting: a key missing is the first thing to say.
     check_shared_key(&settings, &figment)?;
@@ -146,8 +156,8 @@ pub async fn app(figment: Figment) -> Result<Rocket<Build>, StartupError> {
     let auth = Authenticator::new(
         storage.clone(),
         Hasher::default(),
-        throttle(&settings, &storage, Kind::Login),
-        throttle(&settings, &storage, Kind::Code),
+        throttle(&settings, &storage, Kind::Login, &clock),
+        throttle(&settings, &storage, Kind::Code, &clock),
         sealer,
         settings.require_2fa,
     );
@@ -201,7 +211,7 @@ pub async fn app(figment: Figment) -> Result<Rocket<Build>, StartupError> {
             }
         }
     };
-    let manager = Arc::new(manager.with_fallback_keys(fallbacks));
+    let manager = Arc::new(manager.with_fallback_keys(fallbacks).with_clock(clock.clone()));
     // A server that hears of no outside change (a peer) keeps no
     // identities either; on PostgreSQL, only while it hears them.
     let identities = match &coherence {
@@ -221,7 +231,7 @@ pub async fn app(figment: Figment) -> Result<Rocket<Build>, StartupError> {
         rules: settings.rules().map_err(|e| StartupError(e.to_string()))?,
     };
     let sessions = SessionLayer::from_manager(manager);
-    let app = App { metrics: Arc::default(), storage, settings, portal, identities };
+    let app = App { metrics: Arc::default(), storage, settings, portal, identities, clock };
 
     let rocket = rocket::custom(figment)
         .manage(app)

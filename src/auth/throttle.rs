@@ -41,11 +41,12 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
 use super::users::MAX_USERNAME_CHARS;
+use crate::session::{Clock, SystemClock};
 
 pub const ACCOUNT_MAX_FAILURES: u32 = 100;
 pub const ACCOUNT_WINDOW: Duration = Duration::from_secs(3600);
@@ -61,8 +62,9 @@ pub const IN_FLIGHT_WAIT: Duration = Duration::from_secs(5);
 #[derive(Clone, Copy)]
 struct Count {
     failures: u32,
-    /// When the first failure of this window was counted.
-    since: Instant,
+    /// When the first failure of this window was counted (unix seconds,
+    /// by the throttle's clock).
+    since: i64,
     /// Attempts begun and not yet settled.
     in_flight: u32,
 }
@@ -80,46 +82,55 @@ impl<K: Hash + Eq + Clone> Table<K> {
     }
 
     /// The failures of `key` counted in its live window at `now`.
-    fn failures(&self, key: &K, now: Instant) -> u32 {
-        self.counts.get(key).filter(|c| now.duration_since(c.since) < self.window).map_or(0, |c| c.failures)
+    fn failures(&self, key: &K, now: i64) -> u32 {
+        self.counts.get(key).filter(|c| self.live(c, now)).map_or(0, |c| c.failures)
+    }
+
+    /// Whether `count`'s window is still open at `now`.
+    fn live(&self, count: &Count, now: i64) -> bool {
+        now.saturating_sub(count.since) < self.window_secs()
+    }
+
+    fn window_secs(&self) -> i64 {
+        i64::try_from(self.window.as_secs()).unwrap_or(i64::MAX)
     }
 
     /// Seconds to wait when `key` is at its limit by settled failures.
-    fn locked(&self, key: &K, now: Instant) -> Option<u64> {
+    fn locked(&self, key: &K, now: i64) -> Option<u64> {
         let count = self.counts.get(key)?;
         (self.failures(key, now) >= self.limit).then(|| {
-            let left = self.window.saturating_sub(now.duration_since(count.since));
-            (left.as_secs_f64().ceil() as u64).max(1)
+            let left = count.since.saturating_add(self.window_secs()).saturating_sub(now);
+            u64::try_from(left).unwrap_or(0).max(1)
         })
     }
 
     /// Whether one more attempt could exceed the limit, were the attempts
     /// in flight to fail.
-    fn busy(&self, key: &K, now: Instant) -> bool {
+    fn busy(&self, key: &K, now: i64) -> bool {
         let in_flight = self.counts.get(key).map_or(0, |c| c.in_flight);
         self.failures(key, now) + in_flight >= self.limit
     }
 
     /// Whether a new key fits, making room if it must (see the module docs).
-    fn room(&mut self, capacity: usize, now: Instant) -> bool {
+    fn room(&mut self, capacity: usize, now: i64) -> bool {
         if self.counts.len() < capacity {
             return true;
         }
-        let (window, limit) = (self.window, self.limit);
-        self.counts.retain(|_, c| c.in_flight > 0 || now.duration_since(c.since) < window);
+        let (window, limit) = (self.window_secs(), self.limit);
+        self.counts.retain(|_, c| c.in_flight > 0 || now.saturating_sub(c.since) < window);
         if self.counts.len() >= capacity {
             self.counts.retain(|_, c| c.in_flight > 0 || c.failures >= limit);
         }
         self.counts.len() < capacity
     }
 
-    fn start(&mut self, key: K, now: Instant) {
+    fn start(&mut self, key: K, now: i64) {
         self.counts.entry(key).or_insert(Count { failures: 0, since: now, in_flight: 0 }).in_flight += 1;
     }
 
     /// Settles one attempt of `key`: counted as a failure if `failed`.
-    fn settle(&mut self, key: &K, failed: bool, now: Instant) {
-        let window = self.window;
+    fn settle(&mut self, key: &K, failed: bool, now: i64) {
+        let window = self.window_secs();
         let count = match self.counts.get_mut(key) {
             Some(count) => {
                 count.in_flight = count.in_flight.saturating_sub(1);
@@ -131,7 +142,7 @@ impl<K: Hash + Eq + Clone> Table<K> {
             None => return,
         };
         if failed {
-            if now.duration_since(count.since) >= window {
+            if now.saturating_sub(count.since) >= window {
                 count.failures = 0;
                 count.since = now;
             }
@@ -195,6 +206,8 @@ pub struct MemoryThrottle {
     /// Woken whenever an attempt settles.
     settled: Arc<Notify>,
     capacity: usize,
+    /// The time windows are counted in.
+    clock: Arc<dyn Clock>,
 }
 
 impl MemoryThrottle {
@@ -220,7 +233,15 @@ impl MemoryThrottle {
             state: Arc::new(Mutex::new(state)),
             settled: Arc::new(Notify::new()),
             capacity: capacity.max(1),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Counts windows by `clock` (the server's, which tests move on)
+    /// instead of the system's.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> MemoryThrottle {
+        self.clock = clock;
+        self
     }
 
     /// Counts an attempt for `username` from `ip` as in flight before its
@@ -251,7 +272,7 @@ impl MemoryThrottle {
 
     /// One look at the counts: the attempt begun, or why not.
     fn try_begin(&self, username: &str, ip: Option<IpAddr>) -> Result<Attempt, Look> {
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut state = self.state.lock().unwrap();
         let source = source_of(ip);
         let name = name_of(username);
@@ -292,6 +313,7 @@ impl MemoryThrottle {
             state.by_account.start(name.clone(), now);
         }
         Ok(Attempt {
+            clock: self.clock.clone(),
             state: self.state.clone(),
             settled: self.settled.clone(),
             name,
@@ -314,6 +336,7 @@ impl MemoryThrottle {
 pub struct Attempt {
     state: Arc<Mutex<State>>,
     settled: Arc<Notify>,
+    clock: Arc<dyn Clock>,
     name: Option<String>,
     ip: Option<IpAddr>,
     source: Option<IpAddr>,
@@ -333,7 +356,7 @@ impl Attempt {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
-        let now = Instant::now();
+        let now = self.clock.now();
         let failed = verdict == Verdict::Failed;
         {
             let mut state = self.state.lock().unwrap();

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 
 use super::store::{Ending, Record, SessionStore, StoreError, Touch};
 use super::token::{new_handle, CookieValue, SessionKey, Token};
-use super::{now, purge, SessionConfig, SessionManager};
+use super::{purge, SessionConfig, SessionManager};
 
 /// What a session operation can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -209,7 +209,7 @@ impl SessionManager {
     }
 
     async fn load(&self, jar: &CookieJar<'_>) -> Result<Option<Arc<Live>>, StoreError> {
-        let now = now();
+        let now = self.now();
         let Some(CookieKey { key, token, reissue, other_name }) = self.key(jar, now).await? else {
             return Ok(None);
         };
@@ -354,7 +354,7 @@ impl<'r> Session<'r> {
 
     async fn save(&self, text: &str) -> Result<(), SessionError> {
         let key = *self.live.key.lock().unwrap();
-        match self.manager.store.save_data(&key, text, now()).await? {
+        match self.manager.store.save_data(&key, text, self.manager.now()).await? {
             true => Ok(()),
             false => Err(SessionError::Ended),
         }
@@ -365,7 +365,7 @@ impl<'r> Session<'r> {
     pub async fn rotate(&self) -> Result<(), SessionError> {
         let old = *self.live.key.lock().unwrap();
         let token = Token::generate();
-        let now = now();
+        let now = self.manager.now();
         if !self.manager.store.rotate(&old, &token.hash(), now).await? {
             return Err(SessionError::Ended);
         }
@@ -450,7 +450,7 @@ impl<'r> Sessions<'r> {
         data: Map<String, Value>,
         lifetime: Option<i64>,
     ) -> Result<Session<'r>, SessionError> {
-        let now = now();
+        let now = self.manager.now();
         let ends_at = lifetime.map(|lifetime| now + lifetime);
         let replaces = self.manager.key(self.jar, now).await?.map(|k| k.key);
         let token = Token::generate();

@@ -67,6 +67,7 @@
 //! or [`Sessions::start`] within the same request.
 
 mod cache;
+mod clock;
 mod coherence;
 mod guard;
 mod postgres;
@@ -80,6 +81,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use cache::{CacheHandle, CachingStore, FLUSH_MARGIN};
+pub use clock::{Clock, ShiftedClock, SystemClock};
 pub use coherence::{barrier, Coherence};
 pub use guard::{Session, SessionError, SessionLayer, Sessions};
 pub use postgres::PgStore;
@@ -137,6 +139,7 @@ impl Default for SessionConfig {
 pub struct SessionManager {
     store: Arc<dyn SessionStore>,
     config: SessionConfig,
+    clock: Arc<dyn Clock>,
     fallback_keys: Vec<cookie::Key>,
     stats: SessionStats,
 }
@@ -159,9 +162,28 @@ impl SessionManager {
         SessionManager {
             store: Arc::new(store),
             config,
+            clock: Arc::new(SystemClock),
             fallback_keys: Vec::new(),
             stats: SessionStats::default(),
         }
+    }
+
+    /// Reads the time from `clock` (a test's [`ShiftedClock`]) instead of
+    /// the system's.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> SessionManager {
+        self.clock = clock;
+        self
+    }
+
+    /// Now, by this manager's clock: every deadline of its sessions is
+    /// judged by it.
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// The clock itself, to share with what judges sessions by time.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
     }
 
     /// Previous cookie keys: a cookie that opens only under one of them is
@@ -191,7 +213,7 @@ impl SessionManager {
 
     /// Runs one purge of expired sessions now.
     pub async fn purge_now(&self) -> Result<PurgeReport, StoreError> {
-        purge_expired(self.store(), now()).await
+        purge_expired(self.store(), self.now()).await
     }
 }
 

@@ -71,7 +71,7 @@ pub async fn change_password(
     session.rotate().await?;
     // The password was just proved.
     let mut state = super::guards::auth_state(&session);
-    state.confirmed_at = crate::session::now();
+    state.confirmed_at = app.now();
     super::guards::save_auth_state(&session, &state).await?;
     log::info!("password changed: user {:?}, ended {ended} other sessions", user.username);
     Metrics::count(&app.metrics.ended_revoke, ended);

@@ -15,7 +15,7 @@ use rocket::http::{Cookie, CookieJar, SameSite, Status};
 use rocket::request::{FromRequest, Outcome, Request};
 
 use crate::config::Settings;
-use crate::session::{constant_time_eq, now, Session, Token};
+use crate::session::{constant_time_eq, Session, Token};
 
 const SESSION_KEY: &str = "csrf";
 
@@ -23,26 +23,26 @@ const SESSION_KEY: &str = "csrf";
 pub const ANONYMOUS_TOKEN_LIFETIME: i64 = 86_400;
 
 /// The token of an anonymous CSRF cookie (`ISSUED.TOKEN`) still in its lifetime.
-fn live_anonymous(value: &str) -> Option<&str> {
+fn live_anonymous(value: &str, now: i64) -> Option<&str> {
     let (issued, token) = value.split_once('.')?;
     let issued: i64 = issued.parse().ok()?;
-    let age = now() - issued;
+    let age = now - issued;
     // A minute of leeway for a clock stepped back.
     ((-60..ANONYMOUS_TOKEN_LIFETIME).contains(&age) && Token::decode(token).is_some()).then_some(token)
 }
 
 /// The anonymous token of this browser, set as a cookie if it has none yet
-/// (or only an expired one).
-pub fn anonymous(jar: &CookieJar<'_>, settings: &Settings) -> String {
+/// (or only an expired one), at `now`.
+pub fn anonymous(jar: &CookieJar<'_>, settings: &Settings, now: i64) -> String {
     let name = settings.csrf_cookie_name();
     if let Some(cookie) = jar.get_private(name) {
-        if let Some(token) = live_anonymous(cookie.value()) {
+        if let Some(token) = live_anonymous(cookie.value(), now) {
             return token.to_owned();
         }
     }
     let token = Token::generate().encode();
     jar.add_private(
-        Cookie::build((name, format!("{}.{token}", now())))
+        Cookie::build((name, format!("{now}.{token}")))
             .path("/")
             .http_only(true)
             .same_site(SameSite::Lax)
@@ -61,9 +61,9 @@ pub fn forget_anonymous(jar: &CookieJar<'_>, settings: &Settings) {
     }
 }
 
-pub fn anonymous_ok(jar: &CookieJar<'_>, settings: &Settings, submitted: &str) -> bool {
+pub fn anonymous_ok(jar: &CookieJar<'_>, settings: &Settings, submitted: &str, now: i64) -> bool {
     jar.get_private(settings.csrf_cookie_name()).is_some_and(|c| {
-        live_anonymous(c.value()).is_some_and(|token| {
+        live_anonymous(c.value(), now).is_some_and(|token| {
             !submitted.is_empty() && constant_time_eq(token.as_bytes(), submitted.as_bytes())
         })
     })

@@ -77,7 +77,7 @@ fn login_page(
     username: &str,
     rd: &str,
 ) -> Reply {
-    let csrf_token = csrf::anonymous(jar, &app.settings);
+    let csrf_token = csrf::anonymous(jar, &app.settings, app.now());
     Reply::page(status, pages::render(pages::Login { notice, error, csrf_token: &csrf_token, username, rd }))
 }
 
@@ -109,7 +109,7 @@ pub async fn login(
 ) -> WebResult {
     let rd = app.portal.safe_rd(&form.rd).unwrap_or_default();
     let page = |status, error| login_page(status, jar, app, None, Some(error), &form.username, &rd);
-    if !csrf::anonymous_ok(jar, &app.settings, &form.csrf_token) {
+    if !csrf::anonymous_ok(jar, &app.settings, &form.csrf_token, app.now()) {
         log::warn!("login refused: bad csrf token (user {:?}, ip {ip:?})", form.username);
         return Ok(page(Status::Forbidden, BAD_FORM));
     }
@@ -124,7 +124,7 @@ pub async fn login(
         Verdict::Throttled(wait) => {
             log::warn!("login refused by the throttle: user {:?}, ip {ip:?}: {wait} s", form.username);
             Metrics::count(&app.metrics.logins_throttled, 1);
-            let csrf_token = csrf::anonymous(jar, &app.settings);
+            let csrf_token = csrf::anonymous(jar, &app.settings, app.now());
             return Err(WebError::throttled(Refused::Wait(wait), |message| {
                 let page = pages::Login {
                     notice: None,
@@ -141,7 +141,7 @@ pub async fn login(
 
     // With a second factor, the session waits for its code and opens
     // nothing meanwhile; where one is required, it opens only the set-up.
-    let data = new_session_data(&AuthState::after_password(stage, crate::session::now()));
+    let data = new_session_data(&AuthState::after_password(stage, app.now()));
     // A login waiting for its code ends after `two_factor_pending_timeout`,
     // however often its page is reloaded: the purge removes it then, and
     // no list shows it as live.

@@ -88,7 +88,7 @@ pub async fn metrics(app: &State<App>, sessions: &State<Arc<SessionManager>>) ->
     let mut out = String::new();
 
     line(&mut out, "sesija_sessions_active", "Sessions whose deadline has not passed.", "gauge");
-    let active = match sessions.store().backend().count_live(crate::session::now()).await {
+    let active = match sessions.store().backend().count_live(sessions.now()).await {
         Ok(live) => live.to_string(),
         Err(_) => "-1".into(),
     };

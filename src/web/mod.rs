@@ -32,6 +32,7 @@ use crate::auth::users::User;
 use crate::auth::{Authenticator, Verdict};
 use crate::config::Settings;
 use crate::db::Storage;
+use crate::session::Clock;
 
 pub use error::WebError;
 pub use metrics::Metrics;
@@ -46,9 +47,17 @@ pub struct App {
     pub portal: portal::Portal,
     /// Who each account is, for forward auth and `/user`.
     pub identities: Arc<Identities>,
+    /// The time every page judges sessions, codes and forms by (the
+    /// session layer's clock).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl App {
+    /// Now, in unix seconds.
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
     /// Account changes made from a page: sessions ended through `sessions`
     /// (the server's store), announced to this server's caches.
     fn accounts<'a>(

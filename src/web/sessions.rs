@@ -12,7 +12,7 @@ use super::guards::{auth_state, auth_state_of_data, save_auth_state, SignedIn};
 use super::{csrf, device, pages, App, Metrics, Notice, Reply, WebError, WebResult};
 use crate::auth::state::SUDO_WINDOW;
 use crate::auth::Authenticator;
-use crate::session::{now, Ending, Owner, Session};
+use crate::session::{Ending, Owner, Session};
 
 /// What a password confirmation is for: where its form posts, and what
 /// the page says.
@@ -42,7 +42,7 @@ pub(super) async fn sudo(
     password: &str,
     confirming: Confirming<'_>,
 ) -> WebResult<()> {
-    let now = now();
+    let now = app.now();
     let mut state = auth_state(session);
     if state.recently_confirmed(now) {
         return Ok(());
@@ -79,7 +79,7 @@ fn ending_sessions<'a>(action: &'a str, handle: Option<&'a str>) -> Confirming<'
 
 #[get("/sessions")]
 pub async fn list(session: SignedIn<'_>, flash: Option<FlashMessage<'_>>) -> WebResult {
-    let now = now();
+    let now = session.manager().now();
     let mut records = session.manager().store().list(Owner::User(session.user_id()), now).await?;
     // The session asking is active now, whatever its stored deadline says.
     if let Some(at) = records.iter().position(|r| r.handle == session.handle()) {

@@ -68,7 +68,7 @@ fn form_page(
     username: &str,
     error: Option<&str>,
 ) -> Reply {
-    let csrf_token = csrf::anonymous(jar, &app.settings);
+    let csrf_token = csrf::anonymous(jar, &app.settings, app.now());
     let page = pages::Setup { notice: None, error, csrf_token: &csrf_token, token, username };
     Reply::page(status, pages::render(page))
 }
@@ -146,7 +146,7 @@ pub async fn setup(
     link: &State<SetupToken>,
 ) -> WebResult {
     open(app, link, &form.token).await?;
-    if !csrf::anonymous_ok(jar, &app.settings, &form.csrf_token) {
+    if !csrf::anonymous_ok(jar, &app.settings, &form.csrf_token, app.now()) {
         let error = Some("This form has expired. Please try again.");
         return Ok(form_page(Status::Forbidden, jar, app, &form.token, &form.username, error));
     }
@@ -171,7 +171,7 @@ pub async fn setup(
     println!("sesija: created the first account, {:?}", form.username);
     use crate::auth::state::{AuthState, Stage};
     let stage = Stage::after_password(false, auth.second_factor_required());
-    let data = super::guards::new_session_data(&AuthState::after_password(stage, crate::session::now()));
+    let data = super::guards::new_session_data(&AuthState::after_password(stage, app.now()));
     let session = sessions.start(id, false, data).await?;
     log::info!("setup: user {:?}, session {}", form.username, session.handle());
     csrf::forget_anonymous(jar, &app.settings);

@@ -24,7 +24,7 @@ use crate::auth::second_factor;
 use crate::auth::state::{AuthState, Method, Stage};
 use crate::auth::throttle::Refused;
 use crate::auth::{Authenticator, User, Verdict};
-use crate::session::{now, Session, Sessions};
+use crate::session::{Session, Sessions};
 
 /// How long a login may wait for its second factor, managed beside [`App`].
 pub struct SecondFactor {
@@ -69,7 +69,7 @@ pub async fn next_step(session: Session<'_>, second: &SecondFactor, rd: &str) ->
 }
 
 fn expired(session: &Session<'_>, second: &SecondFactor) -> bool {
-    now() - session.record().created_at >= second.pending_timeout
+    session.manager().now() - session.record().created_at >= second.pending_timeout
 }
 
 fn too_late(rd: &str) -> Reply {
@@ -146,7 +146,7 @@ async fn check_code(
     wrong: Status,
     render: impl FnOnce(&str) -> String,
 ) -> WebResult<Method> {
-    match auth.second_factor(user, code, ip, now()).await? {
+    match auth.second_factor(user, code, ip, app.now()).await? {
         Verdict::Right(method) => {
             if method == Method::RecoveryCode {
                 log::info!("recovery code used: user {:?}, ip {ip:?}", user.username);
@@ -206,7 +206,7 @@ pub async fn verify_code(
     // A new session replaces the waiting one (a fresh token after the
     // login completes), keeping "remember me".
     let persistent = session.record().persistent;
-    let state = AuthState::after_second_factor(method, now());
+    let state = AuthState::after_second_factor(method, app.now());
     let started = sessions.start(user.id, persistent, new_session_data(&state)).await?;
     // As at the password step: a password change, a removal or a reset
     // committed meanwhile must win.
@@ -245,6 +245,7 @@ struct StatusPage<'a> {
     csrf_token: &'a str,
     rd: &'a str,
     state: AuthState,
+    now: i64,
 }
 
 impl<'a> StatusPage<'a> {
@@ -256,7 +257,7 @@ impl<'a> StatusPage<'a> {
         session: &Session<'_>,
     ) -> WebResult<Self> {
         let enrolment = second_factor::status(&app.storage, user.id).await?;
-        Ok(StatusPage { enrolment, csrf_token, rd, state: auth_state(session) })
+        Ok(StatusPage { enrolment, csrf_token, rd, state: auth_state(session), now: app.now() })
     }
 
     fn html(&self, error: Option<&str>, notice: Option<Notice>) -> String {
@@ -268,7 +269,7 @@ impl<'a> StatusPage<'a> {
             enabled_since: self.enrolment.as_ref().map(|e| super::device::date(e.enabled_at)),
             codes_left: self.enrolment.as_ref().map(|e| e.codes_left).unwrap_or_default(),
             required: self.state.stage == Stage::MustEnrol,
-            needs_password: !self.state.recently_confirmed(now()),
+            needs_password: !self.state.recently_confirmed(self.now),
         })
     }
 }
@@ -445,7 +446,7 @@ pub async fn enable(
             "Start the set-up again: no new secret was waiting for a code.",
         )));
     };
-    let now = now();
+    let now = app.now();
     let step = match auth.first_code(&user, &secret, &form.code, ip, now).await? {
         Verdict::Right(step) => step,
         Verdict::Wrong => {

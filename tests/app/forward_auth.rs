@@ -48,7 +48,7 @@ async fn portal_app(engine: Engine) -> TestApp {
 /// Another browser of the same portal (an app of its own on the same data
 /// directory and configuration).
 async fn browser(app: &TestApp) -> Client {
-    Client::tracked(sesija::app(portal(app.figment())).await.unwrap()).await.unwrap()
+    app.browser(portal(app.figment())).await
 }
 
 /// nginx's check of `url`; `accept` and the extra headers as a browser

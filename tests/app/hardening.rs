@@ -626,29 +626,13 @@ async fn a_weaker_stored_hash_is_replaced_at_login(engine: Engine) {
     );
 }
 
-/// Makes the password of every session of the app's database older than
-/// the sudo window, and the running apps forget their caches.
-pub async fn age_the_password(app: &TestApp, clients: &[&Client]) {
-    let age = match app.engine {
-        Engine::Sqlite => "UPDATE sessions SET data = json_set(data, '$.auth.confirmed_at', 0)",
-        Engine::Postgres => {
-            "UPDATE sessions SET data = jsonb_set(data::jsonb, '{auth,confirmed_at}', '0')::text"
-        }
-    };
-    sql!(app, execute, sqlx::query(age));
-    for client in clients {
-        let manager = client.rocket().state::<Arc<sesija::session::SessionManager>>().unwrap();
-        manager.store().invalidate().await;
-    }
-}
-
 async fn ending_other_sessions_asks_for_the_password_unless_it_was_entered_recently(engine: Engine) {
     let app = spawn_app_on(engine).await;
     app.add_user("alice").await;
     logged_in(&app.client, "alice", false).await;
     let phone = app.other_browser().await;
     logged_in(&phone, "alice", false).await;
-    age_the_password(&app, &[&app.client, &phone]).await;
+    app.advance(sesija::auth::state::SUDO_WINDOW);
 
     let html = app.client.get("/sessions").dispatch().await.into_string().await.unwrap();
     assert!(html.contains(r#"name="password""#), "the page asks for it up front");
@@ -687,7 +671,7 @@ async fn wrong_confirmation_passwords_are_throttled(engine: Engine) {
     let app = spawn_app_on_with(engine, |f| f.merge(("login_max_failures", 2))).await;
     app.add_user("alice").await;
     logged_in(&app.client, "alice", false).await;
-    age_the_password(&app, &[&app.client]).await;
+    app.advance(sesija::auth::state::SUDO_WINDOW);
     let token = csrf_in(&app.client.get("/sessions").dispatch().await.into_string().await.unwrap());
     let mut statuses = Vec::new();
     for _ in 0..3 {

@@ -11,6 +11,8 @@ use sqlx::{Connection, SqliteConnection, SqlitePool};
 use tempfile::TempDir;
 
 use sesija::auth::{users, Hasher};
+use sesija::session::ShiftedClock;
+use std::sync::Arc;
 
 pub const PASSWORD: &str = "correct horse battery";
 
@@ -18,6 +20,9 @@ pub struct TestApp {
     pub dir: TempDir,
     pub client: Client,
     pub engine: Engine,
+    /// The time this app (and every other browser of it) judges sessions,
+    /// codes and forms by: moved on by [`TestApp::advance`], never slept.
+    pub clock: Arc<ShiftedClock>,
     /// What every instance of this app shares beyond the defaults: the
     /// database and the cookie key, on PostgreSQL.
     shared: Vec<(&'static str, String)>,
@@ -59,9 +64,10 @@ pub async fn spawn_app_on_with(engine: Engine, configure: impl FnOnce(Figment) -
     for (key, value) in &shared {
         base = base.merge((*key, value));
     }
-    let rocket = sesija::app(configure(base)).await.expect("app starts");
+    let clock = Arc::new(ShiftedClock::default());
+    let rocket = sesija::app_with_clock(configure(base), clock.clone()).await.expect("app starts");
     let client = Client::tracked(rocket).await.expect("valid rocket");
-    TestApp { dir, client, engine, shared }
+    TestApp { dir, client, engine, shared, clock }
 }
 
 /// What a fresh app on `engine` needs beyond [`figment`]: on PostgreSQL, a
@@ -200,8 +206,18 @@ impl TestApp {
     /// Another browser with an empty cookie jar: a second app on the same
     /// data (and key).
     pub async fn other_browser(&self) -> Client {
-        let rocket = sesija::app(self.figment()).await.unwrap();
+        self.browser(self.figment()).await
+    }
+
+    /// Another browser of this app configured by `figment`, on its clock.
+    pub async fn browser(&self, figment: Figment) -> Client {
+        let rocket = sesija::app_with_clock(figment, self.clock.clone()).await.unwrap();
         Client::tracked(rocket).await.unwrap()
+    }
+
+    /// `seconds` pass for this app and its other browsers.
+    pub fn advance(&self, seconds: i64) {
+        self.clock.advance(seconds);
     }
 
     /// A connection of the test's own to the app's database file (SQLite only).

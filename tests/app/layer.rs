@@ -182,7 +182,7 @@ async fn touch_moves_the_deadline_once_per_interval_and_sets_no_cookie() {
         .await
         .unwrap();
 
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    app.advance(1);
     let res = app.client.get("/user").dispatch().await;
     assert_eq!(res.status(), Status::Ok);
     assert!(set_cookie(&res, "sesija").is_none(), "the cookie already lasts until the absolute deadline");
@@ -208,20 +208,19 @@ async fn touch_moves_the_deadline_once_per_interval_and_sets_no_cookie() {
 
 #[rocket::async_test]
 async fn an_idle_session_expires_on_the_server() {
-    // Times are whole seconds, so a 3 s idle timeout lasts 2 to 3 s.
     let app =
         spawn_app_with(|f| f.merge(("session_touch_interval", 1)).merge(("session_idle_timeout", 3))).await;
     app.add_user("alice").await;
     logged_in(&app.client, "alice", true).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    app.advance(2);
     assert_eq!(app.client.get("/user").dispatch().await.status(), Status::Ok);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    app.advance(2);
     assert_eq!(
         app.client.get("/user").dispatch().await.status(),
         Status::Ok,
         "sliding past the first deadline"
     );
-    tokio::time::sleep(Duration::from_millis(4100)).await;
+    app.advance(4);
     let res = app.client.get("/user").dispatch().await;
     assert_to_login(&res);
     let page = app.client.get("/login").dispatch().await.into_string().await.unwrap();
@@ -241,8 +240,8 @@ async fn the_absolute_deadline_holds_whatever_the_activity() {
     let created: i64 =
         sqlx::query_scalar("SELECT created_at FROM sessions").fetch_one(&app.db().await).await.unwrap();
     let mut last = Status::Ok;
-    for _ in 0..9 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..5 {
+        app.advance(1);
         last = app.client.get("/user").dispatch().await.status();
         let expires: Option<i64> = sqlx::query_scalar("SELECT expires_at FROM sessions")
             .fetch_optional(&app.db().await)
@@ -291,6 +290,14 @@ async fn seed(pool: &sqlx::SqlitePool, expired: usize, live: usize) {
 #[rocket::async_test]
 async fn purge_removes_expired_rows_in_batches_of_at_most_1000() {
     let app = spawn_app().await;
+    // The app's own purge runs once at launch: let it finish first, so
+    // that it cannot take a share of the rows seeded below.
+    let manager = app.client.rocket().state::<Arc<session::SessionManager>>().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while manager.stats().purge_runs.load(Ordering::SeqCst) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the launch purge ran");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let db = app.db().await;
     seed(&db, 2500, 10).await;
     let store = SqliteStore::new(db.clone(), db.clone());
@@ -327,7 +334,10 @@ async fn the_purge_task_runs_at_launch_and_on_its_interval() {
     }
     assert_eq!(count().await, 5, "purged at launch");
     seed(&db.writer, 30, 0).await;
-    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while count().await != 5 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(count().await, 5, "purged again on the interval");
     let started = std::time::Instant::now();
     client.terminate().await;
@@ -416,9 +426,14 @@ async fn the_purge_task_survives_database_errors_and_stops_on_shutdown() {
     let task = tokio::spawn(purge::run(manager, async move {
         let _ = stopped.await;
     }));
-    tokio::time::sleep(Duration::from_millis(450)).await;
-    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(&db.reader).await.unwrap();
-    assert_eq!(rows, 2, "a later round succeeded after two failures");
+    let rows = || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM sessions").fetch_one(&db.reader).await.unwrap()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while (rows().await != 2 || calls.load(Ordering::SeqCst) < 3) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(rows().await, 2, "a later round succeeded after two failures");
     assert!(calls.load(Ordering::SeqCst) >= 3);
     stop.send(()).unwrap();
     let rounds = tokio::time::timeout(Duration::from_secs(1), task).await.expect("stops promptly").unwrap();

@@ -9,6 +9,7 @@ use rocket::http::{ContentType, Header, Status};
 use rocket::local::asynchronous::{Client, LocalResponse};
 
 use crate::helpers::*;
+use sesija::session::Clock;
 
 on_each_engine!(
     enabling_needs_a_right_code_and_shows_ten_recovery_codes,
@@ -30,8 +31,13 @@ on_each_engine!(
 
 /// The code of `secret` for the step `offset` steps from now.
 pub fn code(secret: &[u8], offset: i64) -> String {
+    code_at(secret, now() + offset * 30)
+}
+
+/// The code of `secret` at `time` (unix seconds: an app's clock, moved on).
+pub fn code_at(secret: &[u8], time: i64) -> String {
     let totp = totp_rs::Builder::new().with_secret(secret.to_vec()).build().unwrap();
-    totp.generate((now() + offset * 30) as u64).to_string()
+    totp.generate(time as u64).to_string()
 }
 
 fn now() -> i64 {
@@ -127,7 +133,7 @@ pub async fn user_status(client: &Client) -> Status {
 
 /// Another browser of `app`, configured as it is.
 async fn browser_with(app: &TestApp, configure: impl FnOnce(Figment) -> Figment) -> Client {
-    Client::tracked(sesija::app(configure(app.figment())).await.unwrap()).await.unwrap()
+    app.browser(configure(app.figment())).await
 }
 
 /// An app with alice, logged in, with 2FA set up.
@@ -322,7 +328,6 @@ async fn wrong_codes_are_throttled_even_in_a_burst(engine: Engine) {
 }
 
 async fn a_login_waiting_for_its_code_expires(engine: Engine) {
-    // Times are whole seconds: 2 s leaves a waiting login at least one.
     let configure = |f: Figment| f.merge(("two_factor_pending_timeout", 2));
     let app = spawn_app_on_with(engine, configure).await;
     app.add_user("alice").await;
@@ -331,7 +336,7 @@ async fn a_login_waiting_for_its_code_expires(engine: Engine) {
     let laptop = browser_with(&app, configure).await;
     password_step(&laptop, "alice", false).await;
     let token = token_of(&laptop, "/login/2fa").await;
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    app.advance(3);
     let res = post(&laptop, "/login/2fa", &[("code", &code(&secret, 1)), ("csrf_token", &token)]).await;
     assert_eq!(res.status(), Status::SeeOther);
     assert_eq!(res.headers().get_one("Location"), Some("/login"));
@@ -339,7 +344,7 @@ async fn a_login_waiting_for_its_code_expires(engine: Engine) {
     let live: i64 = sql!(
         app,
         fetch_one,
-        sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE expires_at > $1").bind(now())
+        sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE expires_at > $1").bind(app.clock.now())
     );
     assert_eq!(live, 1, "the waiting session has ended");
     // The code was not used up by the late attempt (checked on a server
@@ -658,7 +663,7 @@ async fn turning_it_on_asks_for_the_password_unless_proved_recently(engine: Engi
     logged_in(&app.client, "alice", false).await;
     let owner = app.other_browser().await;
     logged_in(&owner, "alice", false).await;
-    crate::hardening::age_the_password(&app, &[&app.client, &owner]).await;
+    app.advance(sesija::auth::state::SUDO_WINDOW);
 
     // The set-up: 403 with the confirmation form, 422 for a wrong password.
     let page = body(app.client.get("/account/2fa").dispatch().await).await;
@@ -682,7 +687,7 @@ async fn turning_it_on_asks_for_the_password_unless_proved_recently(engine: Engi
     assert_eq!(res.status(), Status::Ok);
     let text = between(&body(res).await, r#"<code id="secret">"#, "</code>").replace(' ', "");
     let secret = totp_rs::Secret::try_from_base32(&text).unwrap().as_bytes().to_vec();
-    crate::hardening::age_the_password(&app, &[&app.client, &owner]).await;
+    app.advance(sesija::auth::state::SUDO_WINDOW);
     early_in_step().await;
     let res =
         post(&app.client, "/account/2fa/enable", &[("code", &code(&secret, 0)), ("csrf_token", &token)])
@@ -704,9 +709,12 @@ async fn turning_it_on_asks_for_the_password_unless_proved_recently(engine: Engi
     let text = between(&body(res).await, r#"<code id="secret">"#, "</code>").replace(' ', "");
     let secret = totp_rs::Secret::try_from_base32(&text).unwrap().as_bytes().to_vec();
     early_in_step().await;
-    let res =
-        post(&app.client, "/account/2fa/enable", &[("code", &code(&secret, 0)), ("csrf_token", &token)])
-            .await;
+    let res = post(
+        &app.client,
+        "/account/2fa/enable",
+        &[("code", &code_at(&secret, app.clock.now())), ("csrf_token", &token)],
+    )
+    .await;
     assert_eq!(res.status(), Status::Ok);
     assert_eq!(user_status(&owner).await, Status::SeeOther, "now the other sessions end");
 }
