@@ -11,17 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::access::{DefaultPolicy, Rule, Rules};
 use crate::session::SessionConfig;
 
-/// Name of the session cookie (pinned: operators' checks look for it).
-pub const COOKIE_NAME: &str = "sesija";
-/// Its name when `cookie_secure` is on: the `__Host-` prefix makes browsers
-/// insist on Secure, Path=/ and no Domain.
-pub const SECURE_COOKIE_NAME: &str = "__Host-sesija";
-/// Its name with `cookie_secure` and a `cookie_domain`: `__Secure-` insists
-/// on Secure and allows a Domain (`__Host-` forbids one).
-pub const SECURE_DOMAIN_COOKIE_NAME: &str = "__Secure-sesija";
-/// Every name the session cookie has had, in the order of their index in
-/// the database's `server_state` (`session_cookie`).
-pub const COOKIE_NAMES: [&str; 3] = [COOKIE_NAME, SECURE_COOKIE_NAME, SECURE_DOMAIN_COOKIE_NAME];
+pub use crate::session::cookies::{COOKIE_NAME, COOKIE_NAMES, SECURE_COOKIE_NAME, SECURE_DOMAIN_COOKIE_NAME};
 
 /// Upper bound of `session_cache_capacity` (about 2 GiB of entries at most).
 pub const MAX_CACHE_CAPACITY: i64 = 10_000_000;
@@ -278,11 +268,7 @@ impl Settings {
 
     /// The anonymous CSRF cookie's name.
     pub fn csrf_cookie_name(&self) -> &'static str {
-        if self.cookie_secure {
-            "__Host-sesija_csrf"
-        } else {
-            "sesija_csrf"
-        }
+        crate::session::cookies::csrf_cookie_name(self.cookie_secure)
     }
 
     /// `session_cache_capacity` as a size (validated: never negative).

@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rocket::fairing::{self, Fairing, Info, Kind};
-use rocket::http::{Cookie, CookieJar, SameSite, Status};
+use rocket::http::{Cookie, CookieJar, Status};
 use rocket::request::{FromRequest, Outcome, Request};
 use rocket::{async_trait, Build, Orbit, Rocket};
 use serde::de::DeserializeOwned;
@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 
 use super::store::{Ending, Record, SessionStore, StoreError, Touch};
 use super::token::{new_handle, CookieValue, SessionKey, Token};
-use super::{purge, SessionConfig, SessionManager};
+use super::{cookies, purge, SessionConfig, SessionManager};
 
 /// What a session operation can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -117,21 +117,9 @@ impl SessionManager {
     /// only visits the apps, cannot set cookies), and the server's idle
     /// deadline still ends the session earlier.
     fn cookie(&self, id: i64, token: &Token, persistent: bool, created_at: i64, now: i64) -> Cookie<'static> {
-        let mut builder = Cookie::build((self.config.cookie_name.clone(), CookieValue::encode(id, token)))
-            .path("/")
-            .http_only(true)
-            .same_site(SameSite::Lax)
-            .secure(self.config.secure);
-        if let Some(domain) = &self.config.cookie_domain {
-            builder = builder.domain(domain.clone());
-        }
-        if persistent {
-            let deadline = created_at + self.config.absolute_timeout;
-            let left = rocket::time::Duration::seconds((deadline - now).max(0));
-            builder.max_age(left).expires(rocket::time::OffsetDateTime::now_utc() + left).build()
-        } else {
-            builder.expires(None).build()
-        }
+        let lasts = persistent.then(|| created_at + self.config.absolute_timeout - now);
+        let (name, domain) = (&self.config.cookie_name, self.config.cookie_domain.as_deref());
+        cookies::session(name, CookieValue::encode(id, token), self.config.secure, domain, lasts)
     }
 
     fn removal(&self) -> Cookie<'static> {
@@ -139,17 +127,7 @@ impl SessionManager {
     }
 
     fn removal_named(&self, name: &str) -> Cookie<'static> {
-        let mut builder = Cookie::build(name.to_owned())
-            .path("/")
-            .http_only(true)
-            .same_site(SameSite::Lax)
-            .secure(self.config.secure || name.starts_with("__Host-") || name.starts_with("__Secure-"));
-        // A cookie is removed under the Domain it was set with: the current
-        // name's, and none for `__Host-` (which forbids one).
-        if let Some(domain) = self.config.cookie_domain.as_ref().filter(|_| !name.starts_with("__Host-")) {
-            builder = builder.domain(domain.clone());
-        }
-        builder.build()
+        cookies::session_removal(name, self.config.secure, self.config.cookie_domain.as_deref())
     }
 
     /// Opens a cookie sealed under a previous key.

@@ -69,6 +69,7 @@
 mod cache;
 mod clock;
 mod coherence;
+pub mod cookies;
 mod guard;
 mod postgres;
 pub mod purge;

@@ -11,11 +11,11 @@
 //! (`public_url`, or the host the request was sent to) is refused with 403
 //! before its token is even looked at.
 
-use rocket::http::{Cookie, CookieJar, SameSite, Status};
+use rocket::http::{CookieJar, Status};
 use rocket::request::{FromRequest, Outcome, Request};
 
 use crate::config::Settings;
-use crate::session::{constant_time_eq, Session, Token};
+use crate::session::{constant_time_eq, cookies, Session, Token};
 
 const SESSION_KEY: &str = "csrf";
 
@@ -41,14 +41,7 @@ pub fn anonymous(jar: &CookieJar<'_>, settings: &Settings, now: i64) -> String {
         }
     }
     let token = Token::generate().encode();
-    jar.add_private(
-        Cookie::build((name, format!("{now}.{token}")))
-            .path("/")
-            .http_only(true)
-            .same_site(SameSite::Lax)
-            .secure(settings.cookie_secure)
-            .expires(None),
-    );
+    jar.add_private(cookies::csrf(format!("{now}.{token}"), settings.cookie_secure));
     token
 }
 
@@ -57,7 +50,7 @@ pub fn anonymous(jar: &CookieJar<'_>, settings: &Settings, now: i64) -> String {
 pub fn forget_anonymous(jar: &CookieJar<'_>, settings: &Settings) {
     let name = settings.csrf_cookie_name();
     if jar.get(name).is_some() {
-        jar.remove_private(Cookie::build(name).path("/").secure(settings.cookie_secure));
+        jar.remove_private(cookies::csrf_removal(settings.cookie_secure));
     }
 }
 

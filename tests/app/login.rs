@@ -107,7 +107,9 @@ async fn login_sets_a_browser_session_cookie_with_safe_attributes(engine: Engine
     }
     assert!(cookie.len() < 4096);
     let csrf = set_cookie(&res, "sesija_csrf").expect("the anonymous csrf cookie is dropped");
-    assert!(csrf.contains("Max-Age=0") && csrf.contains("Path=/"), "{csrf}");
+    for attr in ["Max-Age=0", "Path=/", "HttpOnly", "SameSite=Lax"] {
+        assert!(csrf.contains(attr), "the removal carries the cookie's attributes, {attr}: {csrf}");
+    }
     assert!(app.client.cookies().get("sesija_csrf").is_none());
 
     let page = app.client.get("/user").dispatch().await;
