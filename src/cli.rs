@@ -317,12 +317,6 @@ async fn migrate_to(url: String) -> Result<(), String> {
         path.display(),
         crate::db::redacted(&url)
     );
-    if moved.left_behind > 0 {
-        println!(
-            "{} sessions from before cookies carried their id were not copied; those browsers log in again",
-            moved.left_behind
-        );
-    }
     let key = match crate::secret::check_configured(&figment)? {
         true => "the `secret_key` configured here".to_owned(),
         false => format!("the key in {}", settings.key_path().display()),

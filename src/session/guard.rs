@@ -165,30 +165,16 @@ impl SessionManager {
     }
 
     /// The key of the cookie's session, its token, whether the cookie must
-    /// be re-issued and whether it came under another name. A cookie from
-    /// before cookies carried the row id costs one look-up by token hash,
-    /// and is re-issued with the id.
-    async fn key(&self, jar: &CookieJar<'_>, now: i64) -> Result<Option<CookieKey>, StoreError> {
-        let Some((CookieValue { id, token }, reissue, other_name)) = self.cookie_value(jar) else {
-            return Ok(None);
-        };
+    /// be re-issued and whether it came under another name.
+    fn key(&self, jar: &CookieJar<'_>) -> Option<CookieKey> {
+        let (CookieValue { id, token }, reissue, other_name) = self.cookie_value(jar)?;
         let hash = token.hash();
-        let found = match id {
-            Some(id) => Some((id, reissue)),
-            None => match self.store.backend().find_id(&hash, now).await? {
-                Some(id) => Some((id, true)),
-                None => {
-                    jar.remove_private(self.removal());
-                    None
-                }
-            },
-        };
-        Ok(found.map(|(id, reissue)| CookieKey { key: SessionKey { id, hash }, token, reissue, other_name }))
+        Some(CookieKey { key: SessionKey { id, hash }, token, reissue, other_name })
     }
 
     async fn load(&self, jar: &CookieJar<'_>) -> Result<Option<Arc<Live>>, StoreError> {
         let now = self.now();
-        let Some(CookieKey { key, token, reissue, other_name }) = self.key(jar, now).await? else {
+        let Some(CookieKey { key, token, reissue, other_name }) = self.key(jar) else {
             return Ok(None);
         };
         let Some(mut record) = self.store.load(&key, now).await? else {
@@ -430,7 +416,7 @@ impl<'r> Sessions<'r> {
     ) -> Result<Session<'r>, SessionError> {
         let now = self.manager.now();
         let ends_at = lifetime.map(|lifetime| now + lifetime);
-        let replaces = self.manager.key(self.jar, now).await?.map(|k| k.key);
+        let replaces = self.manager.key(self.jar).map(|k| k.key);
         let token = Token::generate();
         let record = Record {
             handle: new_handle(),

@@ -46,10 +46,9 @@
 //! [`Sessions::start`] mints a fresh 256-bit token, deletes the session the
 //! client held before (if any) in the same transaction as it inserts the new
 //! row, and sets the cookie to `ID.TOKEN`: the id the store gave the row
-//! finds it, and SHA-256 of the token, all the database keeps, must match
-//! (a cookie from before ids were carried is found by the hash once and
-//! re-issued). Each request that takes a [`Session`] costs one read by
-//! primary key; the row's
+//! finds it, and SHA-256 of the token, all the database keeps, must match.
+//! Each request that takes a [`Session`] costs one read by primary key; the
+//! row's
 //! deadlines are moved (one write) at most once per `touch_interval`.
 //! `expires_at` is the earlier of `last_seen + idle_timeout` and
 //! `created + absolute_timeout`, and a row past it is never honoured.

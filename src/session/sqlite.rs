@@ -177,36 +177,31 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
-    /// Every session live at `now` whose cookie carries its id, read on the
-    /// caller's connection (a snapshot), and how many live ones do not
-    /// (from before schema 3: found by their hash alone).
+    /// Every session live at `now`, read on the caller's connection (a
+    /// snapshot).
     pub async fn export_live(
         conn: &mut SqliteConnection,
         now: i64,
-    ) -> Result<(Vec<StoredSession>, usize), sqlx::Error> {
+    ) -> Result<Vec<StoredSession>, sqlx::Error> {
         let rows = sqlx::query(concat!(
-            "SELECT id, token_hash, legacy, ",
+            "SELECT id, token_hash, ",
             columns!(),
             " FROM sessions WHERE expires_at > ? ORDER BY id"
         ))
         .bind(now)
         .fetch_all(&mut *conn)
         .await?;
-        let (mut sessions, mut legacy) = (Vec::with_capacity(rows.len()), 0);
+        let mut sessions = Vec::with_capacity(rows.len());
         for row in &rows {
             let hash: Vec<u8> = row.try_get("token_hash")?;
             let Ok(hash) = <[u8; 32]>::try_from(hash) else { continue };
-            if row.try_get::<bool, _>("legacy")? {
-                legacy += 1;
-                continue;
-            }
             sessions.push(StoredSession {
                 id: row.try_get("id")?,
                 token_hash: TokenHash(hash),
                 record: record(row)?,
             });
         }
-        Ok((sessions, legacy))
+        Ok(sessions)
     }
 }
 
@@ -386,16 +381,6 @@ impl SessionStore for SqliteStore {
 
 #[async_trait]
 impl Backend for SqliteStore {
-    async fn find_id(&self, token_hash: &TokenHash, now: i64) -> Result<Option<i64>, StoreError> {
-        // Only rows from before cookies carried the id are in this index.
-        sqlx::query_scalar("SELECT id FROM sessions WHERE token_hash = ? AND legacy = 1 AND expires_at > ?")
-            .bind(&token_hash.0[..])
-            .bind(now)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(unavailable)
-    }
-
     async fn count_live(&self, now: i64) -> Result<u64, StoreError> {
         let live: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE expires_at > ?")
             .bind(now)

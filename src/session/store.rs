@@ -140,14 +140,6 @@ pub trait SessionStore: Send + Sync + 'static {
 /// store's ([`SessionStore::backend`]) instead of forwarding each.
 #[async_trait]
 pub trait Backend: Send + Sync {
-    /// The id of the live session with this token hash, for cookies issued
-    /// before they carried the id. A store that never issued such cookies
-    /// keeps the default, which finds nothing.
-    async fn find_id(&self, token_hash: &TokenHash, now: i64) -> Result<Option<i64>, StoreError> {
-        let _ = (token_hash, now);
-        Ok(None)
-    }
-
     /// How many sessions are live at `now` (as stored).
     async fn count_live(&self, now: i64) -> Result<u64, StoreError>;
 

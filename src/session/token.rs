@@ -106,8 +106,8 @@ impl std::hash::Hash for SessionKey {
 /// What the session cookie holds, once opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CookieValue {
-    /// The row id, absent from cookies issued before ids were carried.
-    pub id: Option<i64>,
+    /// The row id.
+    pub id: i64,
     pub token: Token,
 }
 
@@ -117,21 +117,17 @@ impl CookieValue {
         format!("{id}.{}", token.encode())
     }
 
-    /// Parses `ID.TOKEN` or a bare token (an older cookie); anything else,
-    /// including an id that is not a positive number in its one decimal
-    /// form (no sign, no leading zero), is `None`.
+    /// Parses `ID.TOKEN`; anything else, including a bare token and an id
+    /// that is not a positive number in its one decimal form (no sign, no
+    /// leading zero), is `None`.
     pub fn decode(value: &str) -> Option<CookieValue> {
-        match value.split_once('.') {
-            None => Some(CookieValue { id: None, token: Token::decode(value)? }),
-            Some((id, token)) => {
-                // Digits only (`parse` would take a sign), no leading zero;
-                // an empty or too long id fails to parse.
-                if id.starts_with('0') || !id.bytes().all(|b| b.is_ascii_digit()) {
-                    return None;
-                }
-                Some(CookieValue { id: Some(id.parse().ok()?), token: Token::decode(token)? })
-            }
+        let (id, token) = value.split_once('.')?;
+        // Digits only (`parse` would take a sign), no leading zero; an empty
+        // or too long id fails to parse.
+        if id.starts_with('0') || !id.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
         }
+        Some(CookieValue { id: id.parse().ok()?, token: Token::decode(token)? })
     }
 }
 
@@ -172,14 +168,14 @@ mod tests {
     }
 
     #[test]
-    fn cookie_values_carry_the_row_id_and_accept_bare_tokens() {
+    fn cookie_values_carry_the_row_id() {
         let t = Token::generate();
         let value = CookieValue::encode(42, &t);
         assert_eq!(value.len(), 3 + 43);
-        assert_eq!(CookieValue::decode(&value), Some(CookieValue { id: Some(42), token: t.clone() }));
-        assert_eq!(CookieValue::decode(&t.encode()), Some(CookieValue { id: None, token: t.clone() }));
+        assert_eq!(CookieValue::decode(&value), Some(CookieValue { id: 42, token: t.clone() }));
         let token = t.encode();
         for bad in [
+            token.clone(),
             format!("0.{token}"),
             format!("042.{token}"),
             format!("-1.{token}"),

@@ -226,7 +226,7 @@ fn an_older_database_is_copied_before_its_schema_changes() {
     });
     let (code, out, err) = cli(&work, &["user", "list"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("sesija.db.pre-2") && out.contains("from version 1 to 6"), "{out}");
+    assert!(out.contains("sesija.db.pre-2") && out.contains("from version 1 to 7"), "{out}");
     assert!(out.contains("old\tcreated"));
     assert!(data.join("sesija.db.pre-2").exists());
     let (_, out, _) = cli(&work, &["user", "list"]);
