@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::app;
 use crate::auth::accounts::{AccountError, Accounts, Announce, NewAccount};
 use crate::auth::password::check_new_password;
 use crate::auth::second_factor;
@@ -15,9 +16,8 @@ use crate::auth::users::{self, UserError};
 use crate::auth::Hasher;
 use crate::config;
 use crate::control;
-use crate::db::{Db, Storage};
 use crate::session::{purge_expired, Ending, Owner};
-use crate::startup;
+use crate::storage::{Db, Storage};
 
 #[derive(Parser)]
 #[command(name = "sesija", version, about = "Persistent server-side login sessions on SQLite")]
@@ -168,10 +168,10 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<ExitCode, String>
 
 fn serve() -> Result<ExitCode, String> {
     rocket::execute(async {
-        let rocket = startup::app(config::figment()).await.map_err(|e| e.to_string())?;
+        let rocket = app::app(config::figment()).await.map_err(|e| e.to_string())?;
         match rocket.launch().await {
             Ok(rocket) => {
-                startup::close(&rocket).await;
+                app::close(&rocket).await;
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => Err(match e.kind() {
@@ -192,7 +192,7 @@ fn admin(job: impl std::future::Future<Output = Result<(), String>>) -> Result<E
 }
 
 async fn open() -> Result<Storage, String> {
-    let (_, storage) = startup::open(&config::figment()).await.map_err(|e| e.to_string())?;
+    let (_, storage) = app::open(&config::figment()).await.map_err(|e| e.to_string())?;
     Ok(storage)
 }
 
@@ -208,7 +208,7 @@ fn key(command: KeyCommand) -> Result<ExitCode, String> {
                 .into(),
         );
     }
-    if crate::secret::check_configured(&figment)? {
+    if crate::keys::check_configured(&figment)? {
         return Err(
             "`secret_key` is set in the configuration, so there is no key file to manage: put a new \
                     key in `secret_key` and the old one in `secret_key_fallbacks`, then restart"
@@ -219,10 +219,10 @@ fn key(command: KeyCommand) -> Result<ExitCode, String> {
         KeyCommand::Rotate => {
             std::fs::create_dir_all(&settings.data_dir)
                 .map_err(|e| format!("cannot create data directory {}: {e}", settings.data_dir.display()))?;
-            let kept = crate::secret::rotate(&path)?;
+            let kept = crate::keys::rotate(&path)?;
             println!("wrote a new secret key to {}", path.display());
             if kept > 0 {
-                println!("kept {kept} previous key(s) in {}", crate::secret::previous_path(&path).display());
+                println!("kept {kept} previous key(s) in {}", crate::keys::previous_path(&path).display());
             }
             println!("Restart sesija to use it: cookies sealed under a previous key keep working and are");
             println!("re-issued under the new one. Once every user has been back (at the latest after");
@@ -238,7 +238,7 @@ fn key(command: KeyCommand) -> Result<ExitCode, String> {
             if settings.database_path().exists() {
                 admin(reseal_second_factors(figment, path.clone()))?;
             }
-            let dropped = crate::secret::drop_old(&path)?;
+            let dropped = crate::keys::drop_old(&path)?;
             println!("dropped {dropped} previous key(s); restart sesija to stop accepting them");
         }
     }
@@ -249,9 +249,9 @@ async fn reseal_second_factors(
     figment: rocket::figment::Figment,
     path: std::path::PathBuf,
 ) -> Result<(), String> {
-    let previous = crate::secret::fallbacks(&figment, &path)?;
-    let (figment, _) = crate::secret::provide(figment, &path)?;
-    let sealer = second_factor::Sealer::new(&crate::secret::current(&figment)?, &previous);
+    let previous = crate::keys::fallbacks(&figment, &path)?;
+    let (figment, _) = crate::keys::provide(figment, &path)?;
+    let sealer = second_factor::Sealer::new(&crate::keys::current(&figment)?, &previous);
     let db = open().await?;
     let (resealed, lost) = second_factor::reseal_all(&db, &sealer).await.map_err(|e| e.to_string())?;
     db.close().await;
@@ -302,7 +302,7 @@ async fn migrate_to(url: String) -> Result<(), String> {
         ));
     }
     let db = Db::open(&settings.data_dir).await.map_err(|e| e.to_string())?;
-    let pool = crate::db::open_postgres(&url).await.map_err(|e| e.to_string())?;
+    let pool = crate::storage::open_postgres(&url).await.map_err(|e| e.to_string())?;
     let moved =
         crate::transfer::to_postgres(&db, &pool, crate::session::now()).await.map_err(|e| e.to_string());
     db.close().await;
@@ -315,9 +315,9 @@ async fn migrate_to(url: String) -> Result<(), String> {
         moved.recovery_codes,
         moved.sessions,
         path.display(),
-        crate::db::redacted(&url)
+        crate::storage::redacted(&url)
     );
-    let key = match crate::secret::check_configured(&figment)? {
+    let key = match crate::keys::check_configured(&figment)? {
         true => "the `secret_key` configured here".to_owned(),
         false => format!("the key in {}", settings.key_path().display()),
     };
@@ -351,10 +351,10 @@ async fn backup(path: std::path::PathBuf, force: bool) -> Result<(), String> {
 fn check_config() -> Result<ExitCode, String> {
     let figment = config::figment();
     let settings = config::Settings::from_figment(&figment).map_err(|e| e.to_string())?;
-    let configured = crate::secret::check_configured(&figment)?;
+    let configured = crate::keys::check_configured(&figment)?;
     let rocket: rocket::Config =
         figment.extract().map_err(|e: rocket::figment::Error| format!("configuration: {e}"))?;
-    let fallbacks = crate::secret::fallbacks(&figment, &settings.key_path())?;
+    let fallbacks = crate::keys::fallbacks(&figment, &settings.key_path())?;
     let key = if configured {
         "[configured]".to_owned()
     } else if settings.key_path().exists() {
@@ -369,7 +369,7 @@ fn check_config() -> Result<ExitCode, String> {
     println!("log_level = {}", rocket.log_level);
     println!("data_dir = {}", settings.data_dir.display());
     match &settings.database_url {
-        Some(url) => println!("database_url = {}", crate::db::redacted(url)),
+        Some(url) => println!("database_url = {}", crate::storage::redacted(url)),
         None => println!("database_url = [unset: SQLite in data_dir]"),
     }
     println!("session_idle_timeout = {}", settings.session_idle_timeout);

@@ -241,7 +241,7 @@ impl Settings {
         }
         if let Some(url) = &self.database_url {
             // Never echo the URL: it may hold a password.
-            let shown = crate::db::redacted(url);
+            let shown = crate::storage::redacted(url);
             match url::Url::parse(url) {
                 Ok(parsed) if matches!(parsed.scheme(), "postgres" | "postgresql") => {}
                 Ok(_) => {
@@ -288,7 +288,7 @@ impl Settings {
     }
 
     /// The session layer's settings. `switched_at`: when the server first
-    /// ran with the current cookie name (see [`crate::db::Storage::setting_since`]).
+    /// ran with the current cookie name (see [`crate::storage::Storage::setting_since`]).
     pub fn session_config(&self, switched_at: i64) -> SessionConfig {
         // The name is part of what a private cookie authenticates, so a
         // cookie issued before the name changed is read under its old name

@@ -23,10 +23,7 @@ use rocket::{async_trait, Orbit, Rocket};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
-use crate::session::{
-    Backend, Coherence, Ending, Owner, Record, SessionKey, SessionManager, SessionStore, StoreError,
-    TokenHash, Touch,
-};
+use crate::session::{Peers, SessionManager};
 
 /// File name of the socket inside the data directory.
 pub const SOCKET_NAME: &str = "control.sock";
@@ -42,7 +39,7 @@ pub enum Claim {
     /// The first server: it may cache sessions, and owns the control socket.
     Owner(Control),
     /// Another server owns the directory: this one must cache nothing and
-    /// tell the owner of every session change ([`NotifyingStore`]).
+    /// tell the owner of every session change ([`crate::session::NotifyingStore`]).
     Peer(PathBuf),
 }
 
@@ -222,115 +219,21 @@ async fn ask(socket: &Path, request: &str) -> Result<Notified, String> {
     }
 }
 
-/// A store that, after each write that changes or ends a session, makes
-/// every other server that may cache it forget it before the write
-/// returns: over the control socket (a second server on an SQLite data
-/// directory, which caches nothing itself, tells the owner), or with a
-/// barrier (servers on one PostgreSQL database, see
-/// [`crate::session::Coherence`]).
-pub struct NotifyingStore<S> {
-    inner: S,
-    others: Others,
-}
-
-enum Others {
-    /// The owner of the data directory, at its control socket.
-    Owner(PathBuf),
-    /// Every server listening on the PostgreSQL database.
-    Listening(Arc<Coherence>),
-}
-
-impl<S: SessionStore> NotifyingStore<S> {
-    /// Tells the server whose control socket is `socket`.
-    pub fn new(inner: S, socket: PathBuf) -> NotifyingStore<S> {
-        NotifyingStore { inner, others: Others::Owner(socket) }
-    }
-
-    /// Waits for every server listening to apply the change.
-    pub fn barrier(inner: S, coherence: Arc<Coherence>) -> NotifyingStore<S> {
-        NotifyingStore { inner, others: Others::Listening(coherence) }
-    }
-
-    async fn tell<T>(&self, written: T) -> T {
-        match &self.others {
-            Others::Owner(socket) => {
-                if let Err(e) = notify(socket).await {
-                    log::error!("a session change may not be seen by the other server yet: {e}");
-                }
-            }
-            Others::Listening(coherence) => coherence.barrier().await,
-        }
-        written
-    }
-
-    /// A deadline moved: the owner's cache must see it (it holds moves
-    /// back); caches on PostgreSQL read an entry again when it looks
-    /// expired, and the database announces no deadline moves.
-    async fn tell_deadline<T>(&self, written: T) -> T {
-        match &self.others {
-            Others::Owner(_) => self.tell(written).await,
-            Others::Listening(_) => written,
-        }
-    }
-}
+/// The owner of a data directory, told over its control socket of every
+/// session change a second server on that directory writes (the second
+/// server caches nothing itself; the owner holds deadline moves back, so
+/// it hears of those too).
+pub struct OwnerSocket(pub PathBuf);
 
 #[async_trait]
-impl<S: SessionStore> SessionStore for NotifyingStore<S> {
-    async fn create(
-        &self,
-        hash: &TokenHash,
-        record: &Record,
-        replaces: Option<&SessionKey>,
-    ) -> Result<i64, StoreError> {
-        let id = self.inner.create(hash, record, replaces).await?;
-        // A brand-new session is in nobody's cache; the one it replaces may be.
-        if replaces.is_some() {
-            self.tell(()).await;
-        }
-        Ok(id)
-    }
-
-    async fn load(&self, key: &SessionKey, now: i64) -> Result<Option<Record>, StoreError> {
-        self.inner.load(key, now).await
-    }
-
-    async fn touch(&self, touches: &[Touch], now: i64) -> Result<u64, StoreError> {
-        let live = self.inner.touch(touches, now).await?;
-        Ok(self.tell_deadline(live).await)
-    }
-
-    async fn save_data(&self, key: &SessionKey, data: &str, now: i64) -> Result<bool, StoreError> {
-        let live = self.inner.save_data(key, data, now).await?;
-        Ok(self.tell(live).await)
-    }
-
-    async fn rotate(&self, old: &SessionKey, new: &TokenHash, now: i64) -> Result<bool, StoreError> {
-        let live = self.inner.rotate(old, new, now).await?;
-        Ok(self.tell(live).await)
-    }
-
-    async fn end(&self, which: Ending<'_>) -> Result<u64, StoreError> {
-        match self.inner.end(which).await? {
-            // A purge that found nothing changed nothing anyone caches.
-            0 if matches!(which, Ending::Expired { .. }) => Ok(0),
-            ended => Ok(self.tell(ended).await),
+impl Peers for OwnerSocket {
+    async fn changed(&self) {
+        if let Err(e) = notify(&self.0).await {
+            log::error!("a session change may not be seen by the other server yet: {e}");
         }
     }
 
-    async fn list(&self, whose: Owner, now: i64) -> Result<Vec<Record>, StoreError> {
-        self.inner.list(whose, now).await
-    }
-
-    async fn flush(&self) -> Result<u64, StoreError> {
-        self.inner.flush().await
-    }
-
-    async fn invalidate(&self) {
-        self.inner.invalidate().await;
-        self.tell(()).await
-    }
-
-    fn backend(&self) -> &dyn Backend {
-        self.inner.backend()
+    fn hold_deadlines(&self) -> bool {
+        true
     }
 }

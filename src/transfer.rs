@@ -12,8 +12,8 @@
 use sqlx::postgres::PgPool;
 use sqlx::Connection;
 
-use crate::db::Db;
 use crate::session::{PgStore, SqliteStore};
+use crate::storage::Db;
 
 /// What was copied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

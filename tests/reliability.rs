@@ -537,7 +537,7 @@ fn a_read_only_database_answers_503_and_recovers_by_itself() {
     // The open writer connection keeps its descriptor until it has been idle
     // for WRITER_IDLE_TIMEOUT (closed at the pool's next check, at most as
     // long again); the next write opens the file anew.
-    std::thread::sleep(sesija::db::WRITER_IDLE_TIMEOUT * 2 + Duration::from_secs(2));
+    std::thread::sleep(sesija::storage::WRITER_IDLE_TIMEOUT * 2 + Duration::from_secs(2));
     let refused: Vec<_> = (0..3).map(|_| login_attempt(port)).collect();
     let reads: Vec<_> = (0..5).map(|_| alice.get("/user").status).collect();
     chmod(&data, 0o755);

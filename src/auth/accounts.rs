@@ -12,8 +12,8 @@
 use super::password::{HashError, Hasher};
 use super::second_factor;
 use super::users::{self, UserError};
-use crate::db::Storage;
 use crate::session::{Ending, SessionStore, StoreError};
+use crate::storage::Storage;
 
 /// Why an account change was not made, or not announced.
 #[derive(Debug, thiserror::Error)]

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::users;
-use crate::db::Storage;
+use crate::storage::Storage;
 
 /// One account as the apps behind the proxy see it.
 #[derive(Debug, Clone, PartialEq, Eq)]

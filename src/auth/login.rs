@@ -16,7 +16,7 @@ use super::second_factor::{self, FactorError, Sealer, Verified};
 use super::state::{Method, Stage};
 use super::throttle::{Refused, Throttle};
 use super::users::{self, User, UserError, MAX_USERNAME_CHARS};
-use crate::db::Storage;
+use crate::storage::Storage;
 
 /// Why a step could not be decided: nothing below answered.
 #[derive(Debug, thiserror::Error)]

@@ -22,7 +22,7 @@ use totp_rs::{Algorithm, Builder, Totp};
 
 use super::password::{HashError, Hasher};
 use super::users::UserError;
-use crate::db::{reading, transaction, writing, Storage};
+use crate::storage::{reading, transaction, writing, Storage};
 
 /// Bytes of a new secret (160 bits, as RFC 4226 recommends).
 pub const SECRET_BYTES: usize = 20;

@@ -11,7 +11,7 @@
 //! row locks, so no more of them get an answer than the limit allows. Its
 //! verdict settles it (a failure is counted then). One that could exceed a
 //! limit only because of attempts in flight looks again every
-//! [`POLL`] until they settle, at most [`IN_FLIGHT_WAIT`]. Times are the
+//! 50 ms until they settle, at most [`IN_FLIGHT_WAIT`]. Times are the
 //! database's clock. Rows whose window passed are deleted now and then.
 
 use std::net::IpAddr;

@@ -4,8 +4,8 @@
 
 use sqlx::FromRow;
 
-use crate::db::{reading, transaction, writing, Storage};
 use crate::session::EndSessionsIn;
+use crate::storage::{reading, transaction, writing, Storage};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct User {

@@ -309,3 +309,16 @@ pub async fn barrier(pool: &PgPool) {
         }
     }
 }
+
+/// Every instance listening on the database is told of a change by the
+/// barrier, which returns once each confirmed it (or was given up on).
+#[rocket::async_trait]
+impl super::Peers for Coherence {
+    async fn changed(&self) {
+        self.barrier().await
+    }
+
+    fn hold_deadlines(&self) -> bool {
+        false
+    }
+}

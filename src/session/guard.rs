@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rocket::fairing::{self, Fairing, Info, Kind};
-use rocket::http::{Cookie, CookieJar, Status};
+use rocket::http::{CookieJar, Status};
 use rocket::request::{FromRequest, Outcome, Request};
 use rocket::{async_trait, Build, Orbit, Rocket};
 use serde::de::DeserializeOwned;
@@ -12,9 +12,10 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::task::JoinHandle;
 
-use super::store::{Ending, Record, SessionStore, StoreError, Touch};
-use super::token::{new_handle, CookieValue, SessionKey, Token};
-use super::{cookies, purge, SessionConfig, SessionManager};
+use super::manager::Live;
+use super::store::{Ending, Record, SessionStore, StoreError};
+use super::token::{new_handle, SessionKey, Token};
+use super::{purge, SessionConfig, SessionManager};
 
 /// What a session operation can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -86,133 +87,11 @@ impl Fairing for SessionLayer {
     }
 }
 
-/// What a request's session cookie names.
-struct CookieKey {
-    key: SessionKey,
-    token: Token,
-    /// Re-issue the cookie (opened under a previous key or another name).
-    reissue: bool,
-    /// It came under one of `accept_names`.
-    other_name: bool,
-}
-
-/// A loaded session, shared by every guard of one request.
-struct Live {
-    key: Mutex<SessionKey>,
-    record: Record,
-    data: Mutex<Map<String, Value>>,
-}
-
 /// The result of the (at most one) session look-up of a request.
 struct Loaded(Result<Option<Arc<Live>>, String>);
 
 fn manager<'r>(req: &'r Request<'_>) -> Option<&'r SessionManager> {
     req.rocket().state::<Arc<SessionManager>>().map(|m| &**m)
-}
-
-impl SessionManager {
-    /// The session cookie. A persistent one lasts until the session's
-    /// absolute deadline: it is not re-sent as the idle deadline slides
-    /// (forward-auth checks, which keep a session alive while its browser
-    /// only visits the apps, cannot set cookies), and the server's idle
-    /// deadline still ends the session earlier.
-    fn cookie(&self, id: i64, token: &Token, persistent: bool, created_at: i64, now: i64) -> Cookie<'static> {
-        let lasts = persistent.then(|| created_at + self.config.absolute_timeout - now);
-        let (name, domain) = (&self.config.cookie_name, self.config.cookie_domain.as_deref());
-        cookies::session(name, CookieValue::encode(id, token), self.config.secure, domain, lasts)
-    }
-
-    fn removal(&self) -> Cookie<'static> {
-        self.removal_named(&self.config.cookie_name)
-    }
-
-    fn removal_named(&self, name: &str) -> Cookie<'static> {
-        cookies::session_removal(name, self.config.secure, self.config.cookie_domain.as_deref())
-    }
-
-    /// Opens a cookie sealed under a previous key.
-    fn open_with_fallbacks(&self, sealed: &Cookie<'static>) -> Option<String> {
-        self.fallback_keys.iter().find_map(|key| {
-            let mut jar = cookie::CookieJar::new();
-            jar.add_original(sealed.clone());
-            jar.private(key).get(sealed.name()).map(|c| c.value().to_owned())
-        })
-    }
-
-    /// What the request's cookie holds, if it opens and is well formed,
-    /// whether the cookie must be re-issued (previous key or name), and
-    /// whether it came under another name. A cookie that is present but
-    /// unusable is removed. A sealed cookie that is not there costs nothing:
-    /// no decryption, no query.
-    fn cookie_value(&self, jar: &CookieJar<'_>) -> Option<(CookieValue, bool, bool)> {
-        let names = std::iter::once(&self.config.cookie_name).chain(&self.config.accept_names);
-        for (i, name) in names.enumerate() {
-            let Some(raw) = jar.get(name) else { continue };
-            let opened = match jar.get_private(name) {
-                Some(c) => Some((c.value().to_owned(), i > 0)),
-                None => self.open_with_fallbacks(&raw.clone()).map(|v| (v, true)),
-            };
-            if i > 0 || opened.is_none() {
-                jar.remove_private(self.removal_named(name));
-            }
-            match opened.and_then(|(value, reissue)| CookieValue::decode(&value).map(|v| (v, reissue, i > 0)))
-            {
-                Some(found) => return Some(found),
-                None => log::warn!("unreadable session cookie ignored"),
-            }
-        }
-        None
-    }
-
-    /// The key of the cookie's session, its token, whether the cookie must
-    /// be re-issued and whether it came under another name.
-    fn key(&self, jar: &CookieJar<'_>) -> Option<CookieKey> {
-        let (CookieValue { id, token }, reissue, other_name) = self.cookie_value(jar)?;
-        let hash = token.hash();
-        Some(CookieKey { key: SessionKey { id, hash }, token, reissue, other_name })
-    }
-
-    async fn load(&self, jar: &CookieJar<'_>) -> Result<Option<Arc<Live>>, StoreError> {
-        let now = self.now();
-        let Some(CookieKey { key, token, reissue, other_name }) = self.key(jar) else {
-            return Ok(None);
-        };
-        let Some(mut record) = self.store.load(&key, now).await? else {
-            jar.remove_private(self.removal());
-            return Ok(None);
-        };
-        if other_name && record.created_at > self.config.accept_names_created_until {
-            log::warn!(
-                "session {}: cookie under a former name refused (session newer than the name change)",
-                record.handle
-            );
-            jar.remove_private(self.removal());
-            return Ok(None);
-        }
-
-        if now - record.last_seen_at >= self.config.touch_interval && now > record.last_seen_at {
-            let expires_at = record.moved_deadline(self.deadline(record.created_at, now));
-            let touch = Touch { key, last_seen_at: now, expires_at };
-            if self.store.touch(&[touch], now).await? == 0 {
-                jar.remove_private(self.removal());
-                return Ok(None);
-            }
-            record.last_seen_at = now;
-            record.expires_at = expires_at;
-        }
-        if reissue {
-            jar.add_private(self.cookie(key.id, &token, record.persistent, record.created_at, now));
-        }
-
-        let data = match serde_json::from_str::<Map<String, Value>>(&record.data) {
-            Ok(data) => data,
-            Err(e) => {
-                log::warn!("session {}: undecodable data dropped: {e}", record.handle);
-                Map::new()
-            }
-        };
-        Ok(Some(Arc::new(Live { key: Mutex::new(key), record, data: Mutex::new(data) })))
-    }
 }
 
 /// The live session of the current request.

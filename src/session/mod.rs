@@ -70,20 +70,22 @@ mod clock;
 mod coherence;
 pub mod cookies;
 mod guard;
+mod manager;
+mod notify;
 mod postgres;
 pub mod purge;
 mod sqlite;
 mod store;
 mod token;
 
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
 use std::time::Duration;
 
 pub use cache::{CacheHandle, CachingStore, FLUSH_MARGIN};
 pub use clock::{Clock, ShiftedClock, SystemClock};
 pub use coherence::{barrier, Coherence};
 pub use guard::{Session, SessionError, SessionLayer, Sessions};
+pub use manager::{SessionManager, SessionStats};
+pub use notify::{NotifyingStore, Peers};
 pub use postgres::PgStore;
 pub use purge::{purge_expired, PurgeReport, PURGE_BATCH};
 pub use sqlite::SqliteStore;
@@ -130,90 +132,6 @@ impl Default for SessionConfig {
             accept_names_created_until: i64::MIN,
             cookie_domain: None,
         }
-    }
-}
-
-/// The session layer's shared state: a store and its configuration. Managed
-/// by [`SessionLayer`]; reachable from a guard for operations such as listing
-/// a user's sessions.
-pub struct SessionManager {
-    store: Arc<dyn SessionStore>,
-    config: SessionConfig,
-    clock: Arc<dyn Clock>,
-    fallback_keys: Vec<cookie::Key>,
-    stats: SessionStats,
-}
-
-/// Counters of what this process's session layer did, for metrics.
-#[derive(Debug, Default)]
-pub struct SessionStats {
-    /// Sessions started.
-    pub created: AtomicU64,
-    /// Sessions ended through [`Session::destroy`].
-    pub destroyed: AtomicU64,
-    /// Runs of the background purge.
-    pub purge_runs: AtomicU64,
-    /// Expired rows the background purge removed.
-    pub purged: AtomicU64,
-}
-
-impl SessionManager {
-    pub fn new(store: impl SessionStore, config: SessionConfig) -> SessionManager {
-        SessionManager {
-            store: Arc::new(store),
-            config,
-            clock: Arc::new(SystemClock),
-            fallback_keys: Vec::new(),
-            stats: SessionStats::default(),
-        }
-    }
-
-    /// Reads the time from `clock` (a test's [`ShiftedClock`]) instead of
-    /// the system's.
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> SessionManager {
-        self.clock = clock;
-        self
-    }
-
-    /// Now, by this manager's clock: every deadline of its sessions is
-    /// judged by it.
-    pub fn now(&self) -> i64 {
-        self.clock.now()
-    }
-
-    /// The clock itself, to share with what judges sessions by time.
-    pub fn clock(&self) -> Arc<dyn Clock> {
-        self.clock.clone()
-    }
-
-    /// Previous cookie keys: a cookie that opens only under one of them is
-    /// accepted and re-issued under Rocket's current `secret_key`, so
-    /// rotating the key logs nobody out.
-    pub fn with_fallback_keys(mut self, keys: Vec<cookie::Key>) -> SessionManager {
-        self.fallback_keys = keys;
-        self
-    }
-
-    pub fn store(&self) -> &dyn SessionStore {
-        &*self.store
-    }
-
-    pub fn config(&self) -> &SessionConfig {
-        &self.config
-    }
-
-    pub fn stats(&self) -> &SessionStats {
-        &self.stats
-    }
-
-    /// Deadline for a session created at `created_at` and last seen at `now`.
-    pub fn deadline(&self, created_at: i64, now: i64) -> i64 {
-        (now + self.config.idle_timeout).min(created_at + self.config.absolute_timeout)
-    }
-
-    /// Runs one purge of expired sessions now.
-    pub async fn purge_now(&self) -> Result<PurgeReport, StoreError> {
-        purge_expired(self.store(), self.now()).await
     }
 }
 

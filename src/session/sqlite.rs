@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::store::{Backend, Ending, Owner, Record, SessionStore, StoreError, StoredSession, Touch};
 use super::token::{SessionKey, TokenHash};
-use crate::sql::{write_transaction, ExecuteOn};
+use crate::storage::sql::{write_transaction, ExecuteOn};
 
 macro_rules! columns {
     () => {

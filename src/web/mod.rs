@@ -31,8 +31,8 @@ use crate::auth::throttle::Refused;
 use crate::auth::users::User;
 use crate::auth::{Authenticator, Verdict};
 use crate::config::Settings;
-use crate::db::Storage;
 use crate::session::Clock;
+use crate::storage::Storage;
 
 pub use error::WebError;
 pub use metrics::Metrics;

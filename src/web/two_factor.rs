@@ -2,7 +2,7 @@
 //! password (`/login/2fa`) and the set-up page (`/account/2fa`).
 //!
 //! How far a session's login got is its [`AuthState`] (see
-//! [`super::guards`]): a login waiting for its code opens nothing but the
+//! `web::guards`): a login waiting for its code opens nothing but the
 //! code prompt (and logout), and only for `two_factor_pending_timeout`
 //! seconds after it began; one that must set up a second factor
 //! (`require_2fa`) opens only the set-up page.

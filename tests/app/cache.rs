@@ -16,13 +16,13 @@ use crate::conformance::{end, touch};
 use crate::helpers::*;
 use crate::layer::{live_record, Instrumented};
 
-async fn temp_db() -> (tempfile::TempDir, sesija::db::Db) {
+async fn temp_db() -> (tempfile::TempDir, sesija::storage::Db) {
     let dir = tempfile::TempDir::new().unwrap();
     let db = open_db(&dir.path().join("data")).await;
     (dir, db)
 }
 
-fn cached(db: &sesija::db::Db, capacity: usize) -> CachingStore<SqliteStore> {
+fn cached(db: &sesija::storage::Db, capacity: usize) -> CachingStore<SqliteStore> {
     CachingStore::new(SqliteStore::new(db.reader.clone(), db.writer.clone()), capacity)
 }
 
@@ -37,7 +37,7 @@ fn stranger(key: &SessionKey) -> SessionKey {
     SessionKey { id: key.id, hash: Token::generate().hash() }
 }
 
-async fn stored_expiry(db: &sesija::db::Db, key: &SessionKey) -> Option<i64> {
+async fn stored_expiry(db: &sesija::storage::Db, key: &SessionKey) -> Option<i64> {
     sqlx::query_scalar("SELECT expires_at FROM sessions WHERE id = ? AND token_hash = ?")
         .bind(key.id)
         .bind(&key.hash.0[..])

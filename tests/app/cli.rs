@@ -32,12 +32,14 @@ impl Install {
     }
 
     /// The database the commands use, opened as the server opens it.
-    async fn storage(&self) -> sesija::db::Storage {
+    async fn storage(&self) -> sesija::storage::Storage {
         match self.settings.iter().find(|(k, _)| *k == "database_url") {
-            None => sesija::db::Storage::Sqlite(
-                sesija::db::Db::open(&self.work.path().join("data")).await.unwrap(),
+            None => sesija::storage::Storage::Sqlite(
+                sesija::storage::Db::open(&self.work.path().join("data")).await.unwrap(),
             ),
-            Some((_, url)) => sesija::db::Storage::Postgres(sesija::db::open_postgres(url).await.unwrap()),
+            Some((_, url)) => {
+                sesija::storage::Storage::Postgres(sesija::storage::open_postgres(url).await.unwrap())
+            }
         }
     }
 

@@ -21,7 +21,7 @@ pub struct Subject {
     _keep: Box<dyn std::any::Any>,
 }
 
-async fn sqlite_db() -> (tempfile::TempDir, sesija::db::Db) {
+async fn sqlite_db() -> (tempfile::TempDir, sesija::storage::Db) {
     let dir = tempfile::TempDir::new().unwrap();
     let db = open_db(&dir.path().join("data")).await;
     (dir, db)
@@ -50,7 +50,10 @@ pub async fn crowded_cache_sqlite() -> Option<Subject> {
 pub async fn notifying_sqlite() -> Option<Subject> {
     let (dir, db) = sqlite_db().await;
     let socket = dir.path().join("data/control.sock");
-    let store = sesija::control::NotifyingStore::new(SqliteStore::new(db.reader, db.writer), socket);
+    let store = sesija::session::NotifyingStore::new(
+        SqliteStore::new(db.reader, db.writer),
+        std::sync::Arc::new(sesija::control::OwnerSocket(socket)),
+    );
     Some(Subject { store: Box::new(store), _keep: Box::new(dir) })
 }
 
@@ -72,7 +75,7 @@ pub async fn instance_postgres() -> Option<Subject> {
     let coherence = session::Coherence::start(pool.clone(), &[]).await.unwrap();
     let cache = CachingStore::new(PgStore::new(pool), 100).gated(coherence.trust());
     coherence.forgets(cache.handle());
-    let store = sesija::control::NotifyingStore::barrier(cache, coherence);
+    let store = sesija::session::NotifyingStore::new(cache, coherence);
     Some(Subject { store: Box::new(store), _keep: Box::new(()) })
 }
 

@@ -82,7 +82,7 @@ fn tracked(client: &Client) -> usize {
 /// Three clients log in with alice's password in a loop while `change`
 /// runs; afterwards no session minted from the old password may open
 /// `/user`, and alice has no session row left.
-async fn logins_racing(engine: Engine, change: impl AsyncFnOnce(&sesija::db::Storage)) {
+async fn logins_racing(engine: Engine, change: impl AsyncFnOnce(&sesija::storage::Storage)) {
     let dir = TempDir::new().unwrap();
     let data = dir.path().join("data");
     let client = untracked(figment_on(engine, &data).await).await;
@@ -133,7 +133,7 @@ async fn logins_racing(engine: Engine, change: impl AsyncFnOnce(&sesija::db::Sto
 
 async fn logins_racing_a_password_change_leave_no_session_of_the_old_password(engine: Engine) {
     for _ in 0..3 {
-        logins_racing(engine, async |storage: &sesija::db::Storage| {
+        logins_racing(engine, async |storage: &sesija::storage::Storage| {
             let hash = Hasher::default().hash("a new password entirely".into()).await.unwrap();
             users::set_password(storage, "alice", &hash, None).await.unwrap();
         })
@@ -143,7 +143,7 @@ async fn logins_racing_a_password_change_leave_no_session_of_the_old_password(en
 
 async fn logins_racing_a_removal_leave_no_session(engine: Engine) {
     for _ in 0..3 {
-        logins_racing(engine, async |storage: &sesija::db::Storage| {
+        logins_racing(engine, async |storage: &sesija::storage::Storage| {
             users::remove(storage, "alice").await.unwrap();
         })
         .await;
@@ -169,10 +169,12 @@ async fn ids_are_never_reused_and_sessions_end_with_their_account(engine: Engine
     let orphan = "INSERT INTO sessions (token_hash, handle, user_id, created_at, last_seen_at, expires_at) \
                   VALUES ($1, 'h', 9999, 0, 0, 1)";
     let orphan = match app.storage() {
-        sesija::db::Storage::Sqlite(db) => {
+        sesija::storage::Storage::Sqlite(db) => {
             sqlx::query(orphan).bind(vec![0u8]).execute(&db.writer).await.err()
         }
-        sesija::db::Storage::Postgres(pool) => sqlx::query(orphan).bind(vec![0u8]).execute(&pool).await.err(),
+        sesija::storage::Storage::Postgres(pool) => {
+            sqlx::query(orphan).bind(vec![0u8]).execute(&pool).await.err()
+        }
     };
     assert!(orphan.is_some());
 }
@@ -214,11 +216,11 @@ async fn the_upgrade_keeps_accounts_and_sessions_and_drops_orphans() {
     }
     pool.close().await;
 
-    let db = sesija::db::Db::open(&data).await.unwrap();
+    let db = sesija::storage::Db::open(&data).await.unwrap();
     let handles: Vec<String> =
         sqlx::query_scalar("SELECT handle FROM sessions").fetch_all(&db.reader).await.unwrap();
     assert_eq!(handles, ["kept"]);
-    let id = users::create(&sesija::db::Storage::Sqlite(db.clone()), "dave", "x").await.unwrap();
+    let id = users::create(&sesija::storage::Storage::Sqlite(db.clone()), "dave", "x").await.unwrap();
     assert_eq!(id, 2, "AUTOINCREMENT continues after the highest id the table holds");
     let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys").fetch_one(&db.writer).await.unwrap();
     assert_eq!(fk, 1);

@@ -99,11 +99,11 @@ pub async fn figment_on(engine: Engine, data_dir: &Path) -> Figment {
 
 /// Whatever can name the database a test looks into (see [`sql!`]).
 pub trait HasStorage {
-    fn storage(&self) -> sesija::db::Storage;
+    fn storage(&self) -> sesija::storage::Storage;
 }
 
-impl HasStorage for sesija::db::Storage {
-    fn storage(&self) -> sesija::db::Storage {
+impl HasStorage for sesija::storage::Storage {
+    fn storage(&self) -> sesija::storage::Storage {
         self.clone()
     }
 }
@@ -158,8 +158,8 @@ macro_rules! sql {
             use $crate::helpers::HasStorage as _;
             $app.storage()
         } {
-            sesija::db::Storage::Sqlite(db) => $query.execute(&db.writer).await.unwrap().rows_affected(),
-            sesija::db::Storage::Postgres(pool) => $query.execute(&pool).await.unwrap().rows_affected(),
+            sesija::storage::Storage::Sqlite(db) => $query.execute(&db.writer).await.unwrap().rows_affected(),
+            sesija::storage::Storage::Postgres(pool) => $query.execute(&pool).await.unwrap().rows_affected(),
         }
     };
     ($app:expr, $fetch:ident, $query:expr) => {
@@ -167,8 +167,8 @@ macro_rules! sql {
             use $crate::helpers::HasStorage as _;
             $app.storage()
         } {
-            sesija::db::Storage::Sqlite(db) => $query.$fetch(&db.writer).await.unwrap(),
-            sesija::db::Storage::Postgres(pool) => $query.$fetch(&pool).await.unwrap(),
+            sesija::storage::Storage::Sqlite(db) => $query.$fetch(&db.writer).await.unwrap(),
+            sesija::storage::Storage::Postgres(pool) => $query.$fetch(&pool).await.unwrap(),
         }
     };
 }
@@ -177,7 +177,7 @@ pub(crate) use sql;
 
 /// The app's own storage (its pools).
 impl HasStorage for TestApp {
-    fn storage(&self) -> sesija::db::Storage {
+    fn storage(&self) -> sesija::storage::Storage {
         self.client.rocket().state::<sesija::web::App>().unwrap().storage.clone()
     }
 }
@@ -402,8 +402,8 @@ pub async fn add_owners(pool: &SqlitePool) {
 
 /// The app's database opened as the session-layer tests use it, with
 /// accounts 0 to 200 to own their sessions.
-pub async fn open_db(data_dir: &Path) -> sesija::db::Db {
-    let db = sesija::db::Db::open(data_dir).await.unwrap();
+pub async fn open_db(data_dir: &Path) -> sesija::storage::Db {
+    let db = sesija::storage::Db::open(data_dir).await.unwrap();
     add_owners(&db.writer).await;
     db
 }

@@ -356,7 +356,7 @@ pub struct Instrumented {
 }
 
 impl Instrumented {
-    pub fn new(db: &sesija::db::Db, failures: u32) -> Instrumented {
+    pub fn new(db: &sesija::storage::Db, failures: u32) -> Instrumented {
         Instrumented {
             inner: SqliteStore::new(db.reader.clone(), db.writer.clone()),
             failures: AtomicU32::new(failures),
@@ -659,7 +659,7 @@ async fn database_writes_run_below_page_views() {
     let dir = tempfile::TempDir::new().unwrap();
     let db = open_db(&dir.path().join("data")).await;
     sqlx::query("SELECT 1").execute(&db.writer).await.unwrap();
-    let found = sesija::niceness::niceness_of_threads_named(sesija::db::WRITER_THREAD);
+    let found = sesija::niceness::niceness_of_threads_named(sesija::storage::WRITER_THREAD);
     assert!(!found.is_empty(), "the writer's thread is named");
     assert!(found.iter().all(|n| *n == sesija::niceness::BACKGROUND_NICENESS), "{found:?}");
     let readers = sesija::niceness::niceness_of_threads_named("sqlx-sqlite-wor");

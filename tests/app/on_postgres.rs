@@ -472,7 +472,7 @@ async fn a_burst_of_first_accounts_creates_one() {
     let Some(cluster) = crate::postgres::cluster() else { return };
     for _ in 0..5 {
         let url = crate::postgres::fresh_database(&cluster).await;
-        let storage = sesija::db::Storage::Postgres(sesija::db::open_postgres(&url).await.unwrap());
+        let storage = sesija::storage::Storage::Postgres(sesija::storage::open_postgres(&url).await.unwrap());
         // Many connections at once, each racing to be the first account.
         let tries = (0..16).map(|i| {
             let storage = storage.clone();

@@ -34,7 +34,7 @@ pub async fn fresh_database(cluster: &str) -> String {
 /// A fresh database with the application's schema and accounts 0 to 200
 /// to own sessions, as `helpers::open_db` makes on SQLite.
 pub async fn open_db(cluster: &str) -> sqlx::PgPool {
-    let pool = sesija::db::open_postgres(&fresh_database(cluster).await).await.unwrap();
+    let pool = sesija::storage::open_postgres(&fresh_database(cluster).await).await.unwrap();
     sqlx::query(
         "INSERT INTO users (id, username, password_hash, created_at) OVERRIDING SYSTEM VALUE \
          SELECT i, 'owner' || i, 'x', 0 FROM generate_series(0, 200) AS i",

@@ -14,12 +14,13 @@ use crate::auth::shared_throttle::{Kind, SharedThrottle};
 use crate::auth::throttle::MemoryThrottle;
 use crate::auth::{users, Authenticator, Hasher, Throttle};
 use crate::config::Settings;
-use crate::control::{self, Claim, NotifyingStore};
-use crate::db::{Db, Storage};
-use crate::secret::{self, KeySource};
+use crate::control::{self, Claim, OwnerSocket};
+use crate::keys::{self, KeySource};
 use crate::session::{
-    CachingStore, Clock, Coherence, PgStore, SessionLayer, SessionManager, SqliteStore, SystemClock,
+    CachingStore, Clock, Coherence, NotifyingStore, PgStore, SessionLayer, SessionManager, SqliteStore,
+    SystemClock,
 };
+use crate::storage::{Db, Storage};
 
 /// Where PostgreSQL announces changes to accounts and their groups (see
 /// `migrations/postgres/`).
@@ -43,9 +44,9 @@ pub async fn open(figment: &Figment) -> Result<(Settings, Storage), StartupError
 
 /// The database `settings` name, opened and brought up to date.
 async fn open_storage(settings: &Settings) -> Result<Storage, StartupError> {
-    let failed = |e: crate::db::DbError| StartupError(e.to_string());
+    let failed = |e: crate::storage::DbError| StartupError(e.to_string());
     Ok(match &settings.database_url {
-        Some(url) => Storage::Postgres(crate::db::open_postgres(url).await.map_err(failed)?),
+        Some(url) => Storage::Postgres(crate::storage::open_postgres(url).await.map_err(failed)?),
         None => Storage::Sqlite(Db::open(&settings.data_dir).await.map_err(failed)?),
     })
 }
@@ -53,7 +54,7 @@ async fn open_storage(settings: &Settings) -> Result<Storage, StartupError> {
 /// With PostgreSQL every instance must seal cookies (and second-factor
 /// secrets) with the same key, which a key file on one machine is not.
 pub fn check_shared_key(settings: &Settings, figment: &Figment) -> Result<(), StartupError> {
-    if settings.database_url.is_some() && !secret::check_configured(figment).map_err(StartupError)? {
+    if settings.database_url.is_some() && !keys::check_configured(figment).map_err(StartupError)? {
         return Err(StartupError(
             "`secret_key` must be configured when `database_url` is set: every instance must use the same \
              key (generate one with `openssl rand -base64 64`)"
@@ -124,8 +125,8 @@ pub async fn app_with_clock(figment: Figment, clock: Arc<dyn Clock>) -> Result<R
     // Before connecting: a key missing is the first thing to say.
     check_shared_key(&settings, &figment)?;
     let storage = open_storage(&settings).await?;
-    let fallbacks = secret::fallbacks(&figment, &settings.key_path()).map_err(StartupError)?;
-    let (figment, source) = secret::provide(figment, &settings.key_path()).map_err(StartupError)?;
+    let fallbacks = keys::fallbacks(&figment, &settings.key_path()).map_err(StartupError)?;
+    let (figment, source) = keys::provide(figment, &settings.key_path()).map_err(StartupError)?;
     let figment = cap_log_level(figment);
     match source {
         KeySource::Generated => {
@@ -134,7 +135,7 @@ pub async fn app_with_clock(figment: Figment, clock: Arc<dyn Clock>) -> Result<R
         KeySource::File | KeySource::Configured => {}
     }
 
-    let key = secret::current(&figment).map_err(StartupError)?;
+    let key = keys::current(&figment).map_err(StartupError)?;
     let sealer = Sealer::new(&key, &fallbacks);
     // Secrets sealed under a key that is now a fallback are sealed under
     // the current one, so retiring the old key later locks nobody out.
@@ -184,11 +185,11 @@ pub async fn app_with_clock(figment: Figment, clock: Arc<dyn Clock>) -> Result<R
                 .map_err(|e| StartupError(format!("cannot listen on {}: {e}", storage.describe())))?;
             let store = PgStore::new(pool.clone());
             let manager = match settings.cache_capacity() {
-                0 => SessionManager::new(NotifyingStore::barrier(store, coherent.clone()), config),
+                0 => SessionManager::new(NotifyingStore::new(store, coherent.clone()), config),
                 n => {
                     let cache = CachingStore::new(store, n).gated(coherent.trust());
                     coherent.forgets(cache.handle());
-                    SessionManager::new(NotifyingStore::barrier(cache, coherent.clone()), config)
+                    SessionManager::new(NotifyingStore::new(cache, coherent.clone()), config)
                 }
             };
             coherence = Some(coherent);
@@ -206,7 +207,13 @@ pub async fn app_with_clock(figment: Figment, clock: Arc<dyn Clock>) -> Result<R
                         "another sesija server runs on {}: this one caches no sessions and tells that one of each change",
                         settings.data_dir.display()
                     );
-                    (SessionManager::new(NotifyingStore::new(store, socket), config), None)
+                    (
+                        SessionManager::new(
+                            NotifyingStore::new(store, Arc::new(OwnerSocket(socket))),
+                            config,
+                        ),
+                        None,
+                    )
                 }
             }
         }

@@ -1,10 +1,15 @@
-//! The database: where it lives, how it is opened, and its schema.
+//! The database: where it lives, how it is opened, and its schema, on
+//! either engine ([`Storage`]), with the query macros that compile one
+//! statement per engine and the write helpers every writer shares
+//! ([`sql`]).
 //!
 //! All pragmas are set here and nowhere else: WAL so readers never block the
 //! writer, `synchronous = FULL` so a logout the user was told about survives
 //! even a power loss, a busy timeout so another process holding the lock
 //! briefly means a wait rather than an error. Writes go through a pool of one
 //! connection, reads through a small pool of their own.
+
+pub mod sql;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -43,11 +48,11 @@ pub enum Storage {
 macro_rules! reading {
     ($storage:expr, $pool:ident => $body:expr) => {
         match $storage {
-            $crate::db::Storage::Sqlite(db) => {
+            $crate::storage::Storage::Sqlite(db) => {
                 let $pool = &db.reader;
                 $body
             }
-            $crate::db::Storage::Postgres(pool) => {
+            $crate::storage::Storage::Postgres(pool) => {
                 let $pool = pool;
                 $body
             }
@@ -59,11 +64,11 @@ macro_rules! reading {
 macro_rules! writing {
     ($storage:expr, $pool:ident => $body:expr) => {
         match $storage {
-            $crate::db::Storage::Sqlite(db) => {
+            $crate::storage::Storage::Sqlite(db) => {
                 let $pool = &db.writer;
                 $body
             }
-            $crate::db::Storage::Postgres(pool) => {
+            $crate::storage::Storage::Postgres(pool) => {
                 let $pool = pool;
                 $body
             }
@@ -77,11 +82,12 @@ macro_rules! writing {
 macro_rules! transaction {
     ($storage:expr, $tx:ident => $body:expr) => {
         match $storage {
-            $crate::db::Storage::Sqlite(db) => {
-                $crate::sql::write_transaction(&db.writer, |$tx| Box::pin(async move { $body })).await
+            $crate::storage::Storage::Sqlite(db) => {
+                $crate::storage::sql::write_transaction(&db.writer, |$tx| Box::pin(async move { $body }))
+                    .await
             }
-            $crate::db::Storage::Postgres(pool) => {
-                $crate::sql::pg_transaction(pool, |$tx| Box::pin(async move { $body })).await
+            $crate::storage::Storage::Postgres(pool) => {
+                $crate::storage::sql::pg_transaction(pool, |$tx| Box::pin(async move { $body })).await
             }
         }
     };
