@@ -10,8 +10,8 @@ use rocket::{Build, Rocket};
 
 use crate::auth::identity::Identities;
 use crate::auth::second_factor::{self, Sealer};
-use crate::auth::shared_throttle::{Kind, SharedThrottle};
 use crate::auth::throttle::MemoryThrottle;
+use crate::auth::throttle::{Kind, SharedThrottle};
 use crate::auth::{users, Authenticator, Hasher, Throttle};
 use crate::config::Settings;
 use crate::control::{self, Claim, OwnerSocket};

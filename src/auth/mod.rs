@@ -7,7 +7,6 @@ pub mod identity;
 pub mod login;
 pub mod password;
 pub mod second_factor;
-pub mod shared_throttle;
 pub mod state;
 pub mod throttle;
 pub mod users;

@@ -42,7 +42,7 @@ pub async fn login_form(
     let rd = app.portal.safe_rd(rd.unwrap_or_default()).unwrap_or_default();
     match two_factor::next_step(session, second, &rd).await {
         NextStep::Then(next) => Reply::see_other(next),
-        NextStep::Complete => after_login(app, &rd),
+        NextStep::Complete => app.after_login(&rd),
         // The waiting session ended: the form again.
         NextStep::Expired => login_page(Status::Ok, jar, app, Notice::from_flash(flash), None, "", &rd),
     }
@@ -57,14 +57,6 @@ pub fn login_form_anonymous(
 ) -> Reply {
     let rd = app.portal.safe_rd(rd.unwrap_or_default()).unwrap_or_default();
     login_page(Status::Ok, jar, app, Notice::from_flash(flash), None, "", &rd)
-}
-
-/// Where a browser goes once logged in: a safe `rd`, else `/user`.
-pub(super) fn after_login(app: &App, rd: &str) -> Reply {
-    match app.portal.safe_rd(rd) {
-        Some(to) => Reply::see_other(to),
-        None => Reply::to("/user"),
-    }
 }
 
 /// The login form; `rd` (already checked safe, or empty) rides along.
@@ -186,7 +178,7 @@ pub async fn login(
         Stage::Complete => {
             log::info!("login: user {name:?}, ip {ip:?}, session {handle}");
             Metrics::count(&app.metrics.logins_succeeded, 1);
-            Ok(after_login(app, &rd))
+            Ok(app.after_login(&rd))
         }
     }
 }

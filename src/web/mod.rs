@@ -73,6 +73,14 @@ impl App {
         )
     }
 
+    /// Where a browser goes once logged in: a safe `rd`, else `/user`.
+    fn after_login(&self, rd: &str) -> Reply {
+        match self.portal.safe_rd(rd) {
+            Some(to) => Reply::see_other(to),
+            None => Reply::to("/user"),
+        }
+    }
+
     /// The account a session belongs to; gone (removed meanwhile), the
     /// login page.
     async fn account(&self, user_id: i64) -> WebResult<User> {

@@ -98,7 +98,7 @@ pub async fn code_form(
         }
         Stage::SecondFactorPending => {}
         Stage::MustEnrol => return Ok(Reply::see_other(with_rd("/account/2fa", &rd))),
-        Stage::Complete if state.second_factor() => return Ok(super::login::after_login(app, &rd)),
+        Stage::Complete if state.second_factor() => return Ok(app.after_login(&rd)),
         Stage::Complete if app.account(session.user_id()).await?.two_factor => {}
         Stage::Complete => return Ok(Reply::see_other(with_rd("/account/2fa", &rd))),
     }
@@ -189,7 +189,7 @@ pub async fn verify_code(
             return Ok(too_late(&rd));
         }
         Stage::MustEnrol => return Ok(Reply::see_other(with_rd("/account/2fa", &rd))),
-        Stage::Complete if state.second_factor() => return Ok(super::login::after_login(app, &rd)),
+        Stage::Complete if state.second_factor() => return Ok(app.after_login(&rd)),
         Stage::SecondFactorPending | Stage::Complete => {}
     }
     if !csrf::session_ok(&session, &form.csrf_token) {
@@ -224,7 +224,7 @@ pub async fn verify_code(
     }
     log::info!("login with second factor: user {:?}, ip {ip:?}, session {}", user.username, started.handle());
     Metrics::count(&app.metrics.logins_succeeded, 1);
-    Ok(super::login::after_login(app, &rd))
+    Ok(app.after_login(&rd))
 }
 
 #[post("/login/2fa", rank = 2)]

@@ -1,4 +1,4 @@
-//! The login throttle of [`super::throttle`], kept in PostgreSQL so that
+//! The login throttle of [`super`], kept in PostgreSQL so that
 //! every instance counts the same failures: five wrong passwords split
 //! across two instances lock as five on one do.
 //!
@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
-use super::throttle::{
+use super::policy::{
     name_of, source_of, Refused, ACCOUNT_MAX_FAILURES, ACCOUNT_WINDOW, IN_FLIGHT_WAIT, SOURCE_WINDOW,
 };
 
