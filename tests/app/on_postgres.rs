@@ -906,7 +906,7 @@ async fn a_login_racing_an_uncommitted_password_change_keeps_no_session() {
     assert!(answered >= committed, "the login answered only once the change was decided");
 }
 
-/// Two instances on one database behind nginx, set up as the README shows
+/// Two instances on one database behind nginx, set up as docs/several-instances.md shows
 /// (its upstream block): the proxy spreads the checks over both, and a
 /// login, a logout, an operator's revocation and a password change count on
 /// both at once; after `kill -9` of one, the proxy's next tries go to the

@@ -160,10 +160,12 @@ pub fn nginx_for(domain: &str, sesija_port: u16, app_port: u16) -> Proxy {
 }
 
 /// nginx in front of several instances of sesija, with the upstream block
-/// the README shows for that (its addresses replaced by `instances`' ports).
+/// docs/several-instances.md shows for that (its addresses replaced by
+/// `instances`' ports).
 pub fn nginx_upstream(instances: &[u16], app_port: u16) -> Proxy {
-    let readme = std::fs::read_to_string(format!("{}/README.md", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let start = readme.find("upstream sesija {").expect("the README shows an upstream block");
+    let path = format!("{}/docs/several-instances.md", env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(path).unwrap();
+    let start = readme.find("upstream sesija {").expect("the docs show an upstream block");
     let end = start + readme[start..].find("\n}\n").unwrap() + 3;
     let mut block = readme[start..end].to_owned();
     let shown = ["10.0.0.11:8000", "10.0.0.12:8000"];
@@ -407,12 +409,31 @@ fn caddy_forward_auth_guards_an_app() {
 }
 
 #[test]
-fn the_readme_shows_the_very_configurations_the_tests_run() {
+fn the_docs_show_the_very_configurations_the_tests_run() {
     let root = env!("CARGO_MANIFEST_DIR");
+    let docs = std::fs::read_to_string(format!("{root}/docs/protecting-apps.md")).unwrap();
     let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
     for file in ["nginx-forward-auth.conf", "Caddyfile"] {
         let text = std::fs::read_to_string(format!("{root}/deploy/{file}")).unwrap();
-        assert!(readme.contains(text.trim_end()), "README.md must show deploy/{file} as it is");
+        assert!(docs.contains(text.trim_end()), "docs/protecting-apps.md must show deploy/{file} as it is");
+        assert!(readme.contains(&format!("(deploy/{file})")), "the README's quick start links deploy/{file}");
+    }
+}
+
+/// Every document the README links to exists, and every file in docs/ is
+/// linked from the README.
+#[test]
+fn the_readme_links_every_document() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    for entry in std::fs::read_dir(format!("{root}/docs")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        assert!(readme.contains(&format!("(docs/{name})")), "README.md links docs/{name}");
+    }
+    for link in readme.split("](").skip(1).filter_map(|rest| rest.split(')').next()) {
+        if !link.starts_with("http") && !link.starts_with('#') {
+            assert!(Path::new(&format!("{root}/{link}")).exists(), "README.md links {link}, which exists");
+        }
     }
 }
 
