@@ -279,11 +279,11 @@ fn a_person_turns_on_two_factor_authentication_and_logs_in_with_a_code() {
     // app, and type the code the app would show.
     browser.click("a[href='/account/2fa']");
     assert!(browser.source_when("is <strong>off</strong>"));
-    crate::two_factor::early_in_step_blocking();
+    crate::helpers::early_in_step_blocking();
     browser.click("#setup");
     assert!(browser.source_when("Set up two-factor authentication"));
     let secret = shown_secret(&browser.source());
-    browser.type_into("#code", &crate::two_factor::code(&secret, 0));
+    browser.type_into("#code", &crate::helpers::code(&secret, 0));
     browser.click("form[action='/account/2fa/enable'] button");
     assert!(browser.source_when("Your recovery codes"));
     assert_eq!(browser.source().matches("<li><code>").count(), 10);
@@ -300,7 +300,7 @@ fn a_person_turns_on_two_factor_authentication_and_logs_in_with_a_code() {
     browser.goto(&format!("{base}/user"));
     assert_eq!(browser.url_when(&format!("{base}/login/2fa")), format!("{base}/login/2fa"), "nothing opens");
     // The next step's code (the one that turned it on is used up).
-    browser.type_into("#code", &crate::two_factor::code(&secret, 1));
+    browser.type_into("#code", &crate::helpers::code(&secret, 1));
     browser.click("form[action='/login/2fa'] button");
     assert_eq!(browser.url_when(&format!("{base}/user")), format!("{base}/user"));
     assert!(browser.source().contains("Hello, alice!"));

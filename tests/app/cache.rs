@@ -13,8 +13,9 @@ use sesija::session::{
 };
 
 use crate::conformance::{end, touch};
+use crate::helpers::live_record;
 use crate::helpers::*;
-use crate::layer::{live_record, Instrumented};
+use crate::layer::Instrumented;
 
 async fn temp_db() -> (tempfile::TempDir, sesija::storage::Db) {
     let dir = tempfile::TempDir::new().unwrap();

@@ -86,7 +86,7 @@ fn record(user_id: i64, now: i64, expires_in: i64) -> Record {
         expires_at: now + expires_in,
         user_agent: Some("test agent".into()),
         ip: Some("192.0.2.1".into()),
-        ..crate::layer::live_record(user_id, now)
+        ..crate::helpers::live_record(user_id, now)
     }
 }
 

@@ -31,14 +31,6 @@ async fn page(client: &Client, uri: &str) -> (Status, String) {
     (res.status(), res.into_string().await.unwrap_or_default())
 }
 
-async fn post<'c>(
-    client: &'c Client,
-    uri: &str,
-    fields: &[(&str, &str)],
-) -> rocket::local::asynchronous::LocalResponse<'c> {
-    client.post(uri.to_owned()).header(ContentType::Form).body(form(fields)).dispatch().await
-}
-
 async fn handles(app: &TestApp, name: &str) -> Vec<String> {
     sql!(
         app,

@@ -548,10 +548,6 @@ fn sessions_list_shows_activity_the_server_holds_back_and_no_control_characters(
     drop(server);
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[rocket::async_test]
 async fn weak_keys_are_refused_in_any_encoding_and_among_the_fallbacks() {
     use base64::Engine;

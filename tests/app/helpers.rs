@@ -414,3 +414,112 @@ pub fn random_key(len: usize) -> String {
     let bytes: Vec<u8> = (0..len).map(|_| rand::random::<u8>()).collect();
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
+
+/// Hexadecimal of `bytes`, lower-case.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A session of `user_id` created at `now`, live for a minute.
+pub fn live_record(user_id: i64, now: i64) -> sesija::session::Record {
+    sesija::session::Record {
+        handle: sesija::session::new_handle(),
+        user_id,
+        data: "{}".into(),
+        created_at: now,
+        last_seen_at: now,
+        expires_at: now + 60,
+        ends_at: None,
+        persistent: false,
+        user_agent: None,
+        ip: None,
+    }
+}
+
+// Second-factor fixtures: codes computed from the secret a page shows.
+
+/// The code of `secret` for the step `offset` steps from now.
+pub fn code(secret: &[u8], offset: i64) -> String {
+    code_at(secret, wall_now() + offset * 30)
+}
+
+/// The code of `secret` at `time` (unix seconds: an app's clock, moved on).
+pub fn code_at(secret: &[u8], time: i64) -> String {
+    let totp = totp_rs::Builder::new().with_secret(secret.to_vec()).build().unwrap();
+    totp.generate(time as u64).to_string()
+}
+
+fn wall_now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Waits out the last seconds of a 30 s step, so that "this step" and "the
+/// step after" stay what they were when a test computed its codes.
+pub async fn early_in_step() {
+    let into = wall_now() % 30;
+    if into >= 26 {
+        tokio::time::sleep(std::time::Duration::from_secs((31 - into) as u64)).await;
+    }
+}
+
+/// [`early_in_step`] for a test without a runtime.
+pub fn early_in_step_blocking() {
+    let into = wall_now() % 30;
+    if into >= 26 {
+        std::thread::sleep(std::time::Duration::from_secs((31 - into) as u64));
+    }
+}
+
+pub fn between<'a>(html: &'a str, start: &str, end: &str) -> &'a str {
+    let at = html.find(start).unwrap_or_else(|| panic!("{start:?} in {html}")) + start.len();
+    &html[at..at + html[at..].find(end).unwrap()]
+}
+
+pub async fn body(res: LocalResponse<'_>) -> String {
+    res.into_string().await.unwrap_or_default()
+}
+
+pub async fn post<'c>(client: &'c Client, path: &str, fields: &[(&str, &str)]) -> LocalResponse<'c> {
+    client.post(path.to_owned()).header(ContentType::Form).body(form(fields)).dispatch().await
+}
+
+/// The session's CSRF token, from a page that has a form.
+pub async fn token_of(client: &Client, path: &str) -> String {
+    let res = client.get(path.to_owned()).dispatch().await;
+    assert_eq!(res.status(), Status::Ok, "{path}");
+    csrf_in(&body(res).await)
+}
+
+/// Starts the set-up: the secret the page shows (decoded) and the token.
+pub async fn start_setup(client: &Client, rd: &str) -> (Vec<u8>, String, String) {
+    let token = token_of(client, "/account/2fa").await;
+    let res = post(client, "/account/2fa/setup", &[("csrf_token", &token), ("rd", rd)]).await;
+    assert_eq!(res.status(), Status::Ok);
+    let html = body(res).await;
+    assert!(html.contains("<svg"), "an inline QR code");
+    assert!(!html.contains("<?xml"));
+    let text = between(&html, r#"<code id="secret">"#, "</code>").replace(' ', "");
+    let secret = totp_rs::Secret::try_from_base32(&text).unwrap().as_bytes().to_vec();
+    assert_eq!(secret.len(), 20);
+    let uri = between(&html, r#"<a href="otpauth://totp/sesija:"#, "\"");
+    assert!(uri.contains(&format!("secret={text}")) && uri.contains("issuer=sesija"), "{uri}");
+    (secret, token, html)
+}
+
+/// Sets up 2FA on `client`'s session with the current step's code: the
+/// secret and the recovery codes shown.
+pub async fn enrol(client: &Client) -> (Vec<u8>, Vec<String>) {
+    early_in_step().await;
+    let (secret, token, _) = start_setup(client, "").await;
+    let res =
+        post(client, "/account/2fa/enable", &[("code", &code(&secret, 0)), ("csrf_token", &token)]).await;
+    assert_eq!(res.status(), Status::Ok);
+    let html = body(res).await;
+    let codes: Vec<String> = between(&html, r#"<ul class="codes" id="recovery-codes">"#, "</ul>")
+        .split("<code>")
+        .skip(1)
+        .map(|c| c[..c.find("</code>").unwrap()].to_owned())
+        .collect();
+    assert_eq!(codes.len(), 10, "{html}");
+    (secret, codes)
+}

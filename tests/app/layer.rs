@@ -66,10 +66,6 @@ fn windows(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[rocket::async_test]
 async fn tokens_are_fresh_random_256_bit_values() {
     let app = spawn_app().await;
@@ -438,22 +434,6 @@ async fn the_purge_task_survives_database_errors_and_stops_on_shutdown() {
     stop.send(()).unwrap();
     let rounds = tokio::time::timeout(Duration::from_secs(1), task).await.expect("stops promptly").unwrap();
     assert!(rounds >= 3);
-}
-
-/// A session of `user_id` created at `now`, live for a minute.
-pub fn live_record(user_id: i64, now: i64) -> Record {
-    Record {
-        handle: session::new_handle(),
-        user_id,
-        data: "{}".into(),
-        created_at: now,
-        last_seen_at: now,
-        expires_at: now + 60,
-        ends_at: None,
-        persistent: false,
-        user_agent: None,
-        ip: None,
-    }
 }
 
 #[rocket::async_test]

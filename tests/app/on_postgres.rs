@@ -141,11 +141,11 @@ async fn a_code_used_on_one_instance_is_refused_on_every_other() {
     let (a, b) = (db.instance("a").await, db.instance("b").await);
     db.add_user(&a, "alice").await;
     logged_in(&a, "alice", false).await;
-    let (secret, recovery) = crate::two_factor::enrol(&a).await;
+    let (secret, recovery) = crate::helpers::enrol(&a).await;
     // The password alone, on B: nothing opens.
     crate::two_factor::password_step(&b, "alice", false).await;
     assert_eq!(crate::two_factor::user_status(&b).await, Status::SeeOther);
-    let next = crate::two_factor::code(&secret, 1);
+    let next = crate::helpers::code(&secret, 1);
     assert_eq!(crate::two_factor::send_code(&b, &next).await.status(), Status::SeeOther);
     assert_eq!(crate::two_factor::user_status(&b).await, Status::Ok);
     // The same code on a third instance: refused (one step, used once).
@@ -566,7 +566,7 @@ async fn an_sqlite_installation_moves_to_postgresql_and_nobody_logs_in_again() {
     let phone = app.other_browser().await;
     app.add_user("bob").await;
     logged_in(&phone, "bob", false).await;
-    let (secret, _) = crate::two_factor::enrol(&phone).await;
+    let (secret, _) = crate::helpers::enrol(&phone).await;
     let work = app.dir.path().to_owned();
     let migrate = |url: &str| {
         let out = run_cli_with(&work, &[], &["migrate-to", url], None);
@@ -606,7 +606,7 @@ async fn an_sqlite_installation_moves_to_postgresql_and_nobody_logs_in_again() {
     let alice = sesija::auth::users::by_name(&storage, "alice").await.unwrap().unwrap();
     assert_eq!(sesija::auth::users::groups(&storage, alice.id).await.unwrap(), ["admins"]);
     crate::two_factor::password_step(&a, "bob", false).await;
-    let next = crate::two_factor::code(&secret, 1);
+    let next = crate::helpers::code(&secret, 1);
     assert_eq!(crate::two_factor::send_code(&a, &next).await.status(), Status::SeeOther);
     // New accounts and sessions continue after the copied ids.
     let carol = sesija::auth::users::create(&storage, "carol", "x").await.unwrap();

@@ -29,92 +29,6 @@ on_each_engine!(
     sessions_stored_by_the_earlier_release_keep_their_standing,
 );
 
-/// The code of `secret` for the step `offset` steps from now.
-pub fn code(secret: &[u8], offset: i64) -> String {
-    code_at(secret, now() + offset * 30)
-}
-
-/// The code of `secret` at `time` (unix seconds: an app's clock, moved on).
-pub fn code_at(secret: &[u8], time: i64) -> String {
-    let totp = totp_rs::Builder::new().with_secret(secret.to_vec()).build().unwrap();
-    totp.generate(time as u64).to_string()
-}
-
-fn now() -> i64 {
-    chrono::Utc::now().timestamp()
-}
-
-/// Waits out the last seconds of a 30 s step, so that "this step" and "the
-/// step after" stay what they were when a test computed its codes.
-pub async fn early_in_step() {
-    let into = now() % 30;
-    if into >= 26 {
-        tokio::time::sleep(std::time::Duration::from_secs((31 - into) as u64)).await;
-    }
-}
-
-/// [`early_in_step`] for a test without a runtime.
-pub fn early_in_step_blocking() {
-    let into = now() % 30;
-    if into >= 26 {
-        std::thread::sleep(std::time::Duration::from_secs((31 - into) as u64));
-    }
-}
-
-fn between<'a>(html: &'a str, start: &str, end: &str) -> &'a str {
-    let at = html.find(start).unwrap_or_else(|| panic!("{start:?} in {html}")) + start.len();
-    &html[at..at + html[at..].find(end).unwrap()]
-}
-
-async fn body(res: LocalResponse<'_>) -> String {
-    res.into_string().await.unwrap_or_default()
-}
-
-async fn post<'c>(client: &'c Client, path: &str, fields: &[(&str, &str)]) -> LocalResponse<'c> {
-    client.post(path.to_owned()).header(ContentType::Form).body(form(fields)).dispatch().await
-}
-
-/// The session's CSRF token, from a page that has a form.
-async fn token_of(client: &Client, path: &str) -> String {
-    let res = client.get(path.to_owned()).dispatch().await;
-    assert_eq!(res.status(), Status::Ok, "{path}");
-    csrf_in(&body(res).await)
-}
-
-/// Starts the set-up: the secret the page shows (decoded) and the token.
-async fn start_setup(client: &Client, rd: &str) -> (Vec<u8>, String, String) {
-    let token = token_of(client, "/account/2fa").await;
-    let res = post(client, "/account/2fa/setup", &[("csrf_token", &token), ("rd", rd)]).await;
-    assert_eq!(res.status(), Status::Ok);
-    let html = body(res).await;
-    assert!(html.contains("<svg"), "an inline QR code");
-    assert!(!html.contains("<?xml"));
-    let text = between(&html, r#"<code id="secret">"#, "</code>").replace(' ', "");
-    let secret = totp_rs::Secret::try_from_base32(&text).unwrap().as_bytes().to_vec();
-    assert_eq!(secret.len(), 20);
-    let uri = between(&html, r#"<a href="otpauth://totp/sesija:"#, "\"");
-    assert!(uri.contains(&format!("secret={text}")) && uri.contains("issuer=sesija"), "{uri}");
-    (secret, token, html)
-}
-
-/// Sets up 2FA on `client`'s session with the current step's code: the
-/// secret and the recovery codes shown.
-pub async fn enrol(client: &Client) -> (Vec<u8>, Vec<String>) {
-    early_in_step().await;
-    let (secret, token, _) = start_setup(client, "").await;
-    let res =
-        post(client, "/account/2fa/enable", &[("code", &code(&secret, 0)), ("csrf_token", &token)]).await;
-    assert_eq!(res.status(), Status::Ok);
-    let html = body(res).await;
-    let codes: Vec<String> = between(&html, r#"<ul class="codes" id="recovery-codes">"#, "</ul>")
-        .split("<code>")
-        .skip(1)
-        .map(|c| c[..c.find("</code>").unwrap()].to_owned())
-        .collect();
-    assert_eq!(codes.len(), 10, "{html}");
-    (secret, codes)
-}
-
 /// Logs in with the password: the 303 to the code prompt.
 pub async fn password_step(client: &Client, name: &str, remember: bool) {
     let res = login(client, name, PASSWORD, remember).await;
@@ -634,7 +548,7 @@ async fn a_login_waiting_for_its_code_ends_for_good(engine: Engine) {
         sqlx::query_as("SELECT expires_at, ends_at FROM sessions WHERE ends_at IS NOT NULL")
     );
     assert_eq!(Some(deadline), ends_at);
-    assert!(deadline - now() <= 300, "the pending timeout, not days: {deadline}");
+    assert!(deadline - app.clock.now() <= 300, "the pending timeout, not days: {deadline}");
     let page = body(app.client.get("/sessions").dispatch().await).await;
     assert!(page.contains("not finished"), "listed while it waits: {page}");
     let listed = app.cli(&["sessions", "list", "--user", "alice"]).await;
@@ -738,7 +652,7 @@ async fn sessions_stored_by_the_earlier_release_keep_their_standing(engine: Engi
         assert!(data.get("auth").is_some(), "{data}");
         let csrf = data["csrf"].as_str().unwrap();
         let earlier = if user_id == 1 {
-            serde_json::json!({"csrf": csrf, "auth_at": now() - 60, "factor": "passed"})
+            serde_json::json!({"csrf": csrf, "auth_at": app.clock.now() - 60, "factor": "passed"})
         } else {
             serde_json::json!({"csrf": csrf, "auth_at": 0})
         };
