@@ -41,7 +41,7 @@ pub struct Settings {
     pub require_2fa: bool,
     /// Seconds a login may wait for its second-factor code.
     pub two_factor_pending_timeout: i64,
-    /// Serve `/metrics` (Prometheus text format).
+    /// Serve `/metrics` (OpenMetrics text format).
     pub metrics: bool,
     /// The portal's address as browsers reach it; default `http://ADDRESS:PORT`.
     pub public_url: Option<String>,

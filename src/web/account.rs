@@ -9,7 +9,8 @@ use rocket::response::{Flash, Redirect};
 use rocket::{get, post, State};
 
 use super::guards::SignedIn;
-use super::{csrf, pages, App, Metrics, Notice, Reply, WebError, WebResult};
+use super::metrics::Ended;
+use super::{csrf, pages, App, Notice, Reply, WebError, WebResult};
 use crate::auth::password::check_new_password;
 use crate::auth::Authenticator;
 
@@ -74,7 +75,7 @@ pub async fn change_password(
     state.confirmed_at = app.now();
     super::guards::save_auth_state(&session, &state).await?;
     log::info!("password changed: user {:?}, ended {ended} other sessions", user.username);
-    Metrics::count(&app.metrics.ended_revoke, ended);
+    app.metrics.ended(Ended::Revoke, ended);
     Ok(Reply::Flash(Flash::success(Redirect::to("/user"), "Password changed")))
 }
 

@@ -8,8 +8,9 @@ use rocket::{get, post, State};
 use std::net::IpAddr;
 
 use super::guards::{new_session_data, SignedIn};
+use super::metrics::{Ended, Login};
 use super::two_factor::{self, NextStep, SecondFactor};
-use super::{csrf, pages, App, Metrics, Notice, Reply, WebError, WebResult, BAD_FORM};
+use super::{csrf, pages, App, Notice, Reply, WebError, WebResult, BAD_FORM};
 use crate::auth::login::Proved;
 use crate::auth::state::{AuthState, Stage};
 use crate::auth::throttle::Refused;
@@ -106,7 +107,7 @@ pub async fn login(
         return Ok(page(Status::Forbidden, BAD_FORM));
     }
     let wrong = || {
-        Metrics::count(&app.metrics.logins_failed, 1);
+        app.metrics.login(Login::Failed);
         log::warn!("login failed: user {:?}, ip {ip:?}", form.username);
         page(Status::Unauthorized, WRONG_CREDENTIALS)
     };
@@ -115,7 +116,7 @@ pub async fn login(
         Verdict::Wrong => return Ok(wrong()),
         Verdict::Throttled(wait) => {
             log::warn!("login refused by the throttle: user {:?}, ip {ip:?}: {wait} s", form.username);
-            Metrics::count(&app.metrics.logins_throttled, 1);
+            app.metrics.login(Login::Throttled);
             let csrf_token = csrf::anonymous(jar, &app.settings, app.now());
             return Err(WebError::throttled(Refused::Wait(wait), |message| {
                 let page = pages::Login {
@@ -177,7 +178,7 @@ pub async fn login(
         }
         Stage::Complete => {
             log::info!("login: user {name:?}, ip {ip:?}, session {handle}");
-            Metrics::count(&app.metrics.logins_succeeded, 1);
+            app.metrics.login(Login::Succeeded);
             Ok(app.after_login(&rd))
         }
     }
@@ -218,7 +219,7 @@ pub async fn logout(
     let handle = session.handle().to_owned();
     session.destroy().await?;
     log::info!("logout: session {handle}");
-    Metrics::count(&app.metrics.ended_logout, 1);
+    app.metrics.ended(Ended::Logout, 1);
     Ok(match app.portal.safe_rd(&form.rd) {
         Some(to) => Reply::see_other(to),
         None => Reply::Flash(Flash::success(Redirect::to("/login"), "You have been logged out.")),

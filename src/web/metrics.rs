@@ -1,15 +1,21 @@
-//! `/metrics` in the Prometheus text format (only with `metrics = true`).
+//! `/metrics` in the OpenMetrics text format (only with `metrics = true`),
+//! through `prometheus-client`: the counters the pages keep, the session
+//! layer's own counts read at each scrape, and every request's route,
+//! status and time.
 //!
 //! Counters are this process's since it started; sessions ended from the
 //! command line (another process) show in `sesija_sessions_active` but not in
 //! the ended counters.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use rocket::fairing::{Fairing, Info, Kind};
 use rocket::http::ContentType;
 use rocket::{async_trait, get, Data, Request, Response, State};
@@ -19,38 +25,157 @@ use crate::session::SessionManager;
 
 const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
-#[derive(Default)]
-pub struct Metrics {
-    pub logins_succeeded: AtomicU64,
-    pub logins_failed: AtomicU64,
-    pub logins_throttled: AtomicU64,
-    pub ended_logout: AtomicU64,
-    pub ended_revoke: AtomicU64,
-    requests: Mutex<BTreeMap<(String, String, u16), Histogram>>,
+/// How a login attempt ended.
+#[derive(Debug, Clone, Copy)]
+pub enum Login {
+    Succeeded,
+    Failed,
+    Throttled,
 }
 
-#[derive(Default, Clone)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
+/// Why sessions ended (the purge's expiries are the session layer's count).
+#[derive(Debug, Clone, Copy)]
+pub enum Ended {
+    Logout,
+    Revoke,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: String,
+    route: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: String,
+    status: String,
+}
+
+fn histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// The metrics of this process.
+pub struct Metrics {
+    registry: Registry,
+    logins: Family<ResultLabel, Counter>,
+    ended: Family<ReasonLabel, Counter>,
+    sessions_active: Gauge,
+    sessions_created: Counter,
+    purge_runs: Counter,
+    purge_rows: Counter,
+    database_size: Gauge,
+    requests: Family<RequestLabels, Counter>,
+    durations: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// Held while a scrape brings the session layer's counts in.
+    scraping: Mutex<()>,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let mut registry = Registry::default();
+        let logins = Family::<ResultLabel, Counter>::default();
+        let ended = Family::<ReasonLabel, Counter>::default();
+        let (sessions_active, database_size) = (Gauge::default(), Gauge::default());
+        let (sessions_created, purge_runs, purge_rows) =
+            (Counter::default(), Counter::default(), Counter::default());
+        let requests = Family::<RequestLabels, Counter>::default();
+        let durations = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(histogram);
+        registry.register(
+            "sesija_sessions_active",
+            "Sessions whose deadline has not passed",
+            sessions_active.clone(),
+        );
+        registry.register("sesija_sessions_created", "Sessions started (logins)", sessions_created.clone());
+        registry.register("sesija_sessions_ended", "Sessions ended, by reason", ended.clone());
+        registry.register("sesija_logins", "Login attempts, by result", logins.clone());
+        registry.register("sesija_purge_runs", "Runs of the expired-session purge", purge_runs.clone());
+        registry.register("sesija_purge_rows", "Expired sessions the purge removed", purge_rows.clone());
+        registry.register(
+            "sesija_database_size_bytes",
+            "Size of the database (SQLite: pages in use)",
+            database_size.clone(),
+        );
+        registry.register(
+            "sesija_http_requests",
+            "HTTP requests, by method, route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "sesija_http_request_duration_seconds",
+            "Time to answer, by method and route",
+            durations.clone(),
+        );
+        Metrics {
+            registry,
+            logins,
+            ended,
+            sessions_active,
+            sessions_created,
+            purge_runs,
+            purge_rows,
+            database_size,
+            requests,
+            durations,
+            scraping: Mutex::new(()),
+        }
+    }
 }
 
 impl Metrics {
-    pub fn count(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
+    /// A login attempt ended with `result`.
+    pub fn login(&self, result: Login) {
+        let result = match result {
+            Login::Succeeded => "succeeded",
+            Login::Failed => "failed",
+            Login::Throttled => "throttled",
+        };
+        self.logins.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// `n` sessions ended for `reason`.
+    pub fn ended(&self, reason: Ended, n: u64) {
+        let reason = match reason {
+            Ended::Logout => "logout",
+            Ended::Revoke => "revoke",
+        };
+        self.ended.get_or_create(&ReasonLabel { reason }).inc_by(n);
     }
 
     fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
-        let mut requests = self.requests.lock().unwrap();
-        let h = requests.entry((method.to_owned(), route.to_owned(), status)).or_default();
-        for (i, le) in BUCKETS.iter().enumerate() {
-            if seconds <= *le {
-                h.counts[i] += 1;
-            }
+        let (method, route) = (method.to_owned(), route.to_owned());
+        let labels =
+            RequestLabels { method: method.clone(), route: route.clone(), status: status.to_string() };
+        self.requests.get_or_create(&labels).inc();
+        self.durations.get_or_create(&RouteLabels { method, route }).observe(seconds);
+    }
+
+    /// The session layer's counts, brought up to what `manager` counted.
+    fn catch_up(&self, manager: &SessionManager) {
+        let _one_scrape = self.scraping.lock().unwrap();
+        let stats = manager.stats();
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        for (counter, now) in [
+            (&self.sessions_created, load(&stats.created)),
+            (&self.purge_runs, load(&stats.purge_runs)),
+            (&self.purge_rows, load(&stats.purged)),
+        ] {
+            counter.inc_by(now.saturating_sub(counter.get()));
         }
-        h.count += 1;
-        h.sum += seconds;
+        let expired = self.ended.get_or_create(&ReasonLabel { reason: "expiry" });
+        expired.inc_by(load(&stats.purged).saturating_sub(expired.get()));
     }
 }
 
@@ -76,78 +201,18 @@ impl Fairing for RequestTimer {
     }
 }
 
-fn line(out: &mut String, name: &str, help: &str, kind: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
 #[get("/metrics")]
 pub async fn metrics(app: &State<App>, sessions: &State<Arc<SessionManager>>) -> (ContentType, String) {
     let m = &app.metrics;
-    let stats = sessions.stats();
-    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let active = sessions.store().backend().count_live(sessions.now()).await.map_or(-1, |n| n as i64);
+    m.sessions_active.set(active);
+    m.database_size.set(app.storage.size_bytes().await.unwrap_or(-1));
+    m.catch_up(sessions);
     let mut out = String::new();
-
-    line(&mut out, "sesija_sessions_active", "Sessions whose deadline has not passed.", "gauge");
-    let active = match sessions.store().backend().count_live(sessions.now()).await {
-        Ok(live) => live.to_string(),
-        Err(_) => "-1".into(),
-    };
-    let _ = writeln!(out, "sesija_sessions_active {active}");
-
-    line(&mut out, "sesija_sessions_created_total", "Sessions started (logins).", "counter");
-    let _ = writeln!(out, "sesija_sessions_created_total {}", get(&stats.created));
-    line(&mut out, "sesija_sessions_ended_total", "Sessions ended, by reason.", "counter");
-    let _ = writeln!(out, "sesija_sessions_ended_total{{reason=\"logout\"}} {}", get(&m.ended_logout));
-    let _ = writeln!(out, "sesija_sessions_ended_total{{reason=\"revoke\"}} {}", get(&m.ended_revoke));
-    let _ = writeln!(out, "sesija_sessions_ended_total{{reason=\"expiry\"}} {}", get(&stats.purged));
-
-    line(&mut out, "sesija_logins_total", "Login attempts, by result.", "counter");
-    let _ = writeln!(out, "sesija_logins_total{{result=\"succeeded\"}} {}", get(&m.logins_succeeded));
-    let _ = writeln!(out, "sesija_logins_total{{result=\"failed\"}} {}", get(&m.logins_failed));
-    let _ = writeln!(out, "sesija_logins_total{{result=\"throttled\"}} {}", get(&m.logins_throttled));
-
-    line(&mut out, "sesija_purge_runs_total", "Runs of the expired-session purge.", "counter");
-    let _ = writeln!(out, "sesija_purge_runs_total {}", get(&stats.purge_runs));
-    line(&mut out, "sesija_purge_rows_total", "Expired sessions the purge removed.", "counter");
-    let _ = writeln!(out, "sesija_purge_rows_total {}", get(&stats.purged));
-
-    line(&mut out, "sesija_database_size_bytes", "Size of the database (SQLite: pages in use).", "gauge");
-    let size = app.storage.size_bytes().await.unwrap_or(-1);
-    let _ = writeln!(out, "sesija_database_size_bytes {size}");
-
-    let requests = m.requests.lock().unwrap().clone();
-    line(&mut out, "sesija_http_requests_total", "HTTP requests, by method, route and status.", "counter");
-    for ((method, route, status), h) in &requests {
-        let _ = writeln!(
-            out,
-            "sesija_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {}",
-            h.count
-        );
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &m.registry) {
+        log::error!("metrics: {e}");
     }
-    line(
-        &mut out,
-        "sesija_http_request_duration_seconds",
-        "Time to answer, by method and route.",
-        "histogram",
-    );
-    let mut by_route: BTreeMap<(String, String), Histogram> = BTreeMap::new();
-    for ((method, route, _), h) in requests {
-        let total = by_route.entry((method, route)).or_default();
-        for (i, c) in h.counts.iter().enumerate() {
-            total.counts[i] += c;
-        }
-        total.count += h.count;
-        total.sum += h.sum;
-    }
-    for ((method, route), h) in by_route {
-        let labels = format!("method=\"{method}\",route=\"{route}\"");
-        for (le, c) in BUCKETS.iter().zip(h.counts) {
-            let _ = writeln!(out, "sesija_http_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {c}");
-        }
-        let _ =
-            writeln!(out, "sesija_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
-        let _ = writeln!(out, "sesija_http_request_duration_seconds_sum{{{labels}}} {}", h.sum);
-        let _ = writeln!(out, "sesija_http_request_duration_seconds_count{{{labels}}} {}", h.count);
-    }
-    (ContentType::new("text", "plain").with_params([("version", "0.0.4"), ("charset", "utf-8")]), out)
+    let kind = ContentType::new("application", "openmetrics-text")
+        .with_params([("version", "1.0.0"), ("charset", "utf-8")]);
+    (kind, out)
 }

@@ -9,7 +9,8 @@ use rocket::{get, post, State};
 use std::net::IpAddr;
 
 use super::guards::{auth_state, auth_state_of_data, save_auth_state, SignedIn};
-use super::{csrf, device, pages, App, Metrics, Notice, Reply, WebError, WebResult};
+use super::metrics::Ended;
+use super::{csrf, device, pages, App, Notice, Reply, WebError, WebResult};
 use crate::auth::state::SUDO_WINDOW;
 use crate::auth::Authenticator;
 use crate::session::{Ending, Owner, Session};
@@ -138,7 +139,7 @@ pub async fn revoke(
         let handle = session.handle().to_owned();
         session.session.destroy().await?;
         log::info!("session {handle} ended by its owner");
-        Metrics::count(&app.metrics.ended_revoke, 1);
+        app.metrics.ended(Ended::Revoke, 1);
         return Ok(Reply::Flash(Flash::success(Redirect::to("/login"), "Session ended")));
     }
     // Ending another session needs a recent password.
@@ -149,7 +150,7 @@ pub async fn revoke(
         // Not this user's, or no such session: the same answer.
         return Err(WebError::refused(Status::NotFound, "There is no such session."));
     }
-    Metrics::count(&app.metrics.ended_revoke, 1);
+    app.metrics.ended(Ended::Revoke, 1);
     log::info!(
         "session {} ended by user {} from session {}",
         form.handle,
@@ -182,7 +183,7 @@ pub async fn revoke_others(
     sudo(&session, app, auth, ip, &form.password, ending_sessions("/sessions/revoke-others", None)).await?;
     let ending = Ending::OwnedBy { user_id: session.user_id(), keep: Some(session.handle()) };
     let n = session.manager().store().end(ending).await?;
-    Metrics::count(&app.metrics.ended_revoke, n);
+    app.metrics.ended(Ended::Revoke, n);
     log::info!("user {} ended {n} other sessions from session {}", session.user_id(), session.handle());
     let message = format!("Logged out of {n} other session{}", if n == 1 { "" } else { "s" });
     Ok(Reply::Flash(Flash::success(Redirect::to("/sessions"), message)))

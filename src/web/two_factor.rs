@@ -19,7 +19,8 @@ use rocket::response::{Flash, Redirect};
 use rocket::{get, post, routes, Route, State};
 
 use super::guards::{auth_state, new_session_data, save_auth_state};
-use super::{csrf, pages, App, Metrics, Notice, Reply, WebError, WebResult, BAD_FORM};
+use super::metrics::{Ended, Login};
+use super::{csrf, pages, App, Notice, Reply, WebError, WebResult, BAD_FORM};
 use crate::auth::second_factor;
 use crate::auth::state::{AuthState, Method, Stage};
 use crate::auth::throttle::Refused;
@@ -155,7 +156,7 @@ async fn check_code(
         }
         Verdict::Wrong => {
             log::warn!("second factor failed: user {:?}, ip {ip:?}", user.username);
-            Metrics::count(&app.metrics.logins_failed, 1);
+            app.metrics.login(Login::Failed);
             Err(WebError::page(wrong, render(WRONG_CODE)))
         }
         Verdict::Throttled(wait) => {
@@ -163,7 +164,7 @@ async fn check_code(
                 "second factor refused by the throttle: user {:?}, ip {ip:?}: {wait} s",
                 user.username
             );
-            Metrics::count(&app.metrics.logins_throttled, 1);
+            app.metrics.login(Login::Throttled);
             Err(WebError::throttled(Refused::Wait(wait), render))
         }
     }
@@ -223,7 +224,7 @@ pub async fn verify_code(
         }
     }
     log::info!("login with second factor: user {:?}, ip {ip:?}, session {}", user.username, started.handle());
-    Metrics::count(&app.metrics.logins_succeeded, 1);
+    app.metrics.login(Login::Succeeded);
     Ok(app.after_login(&rd))
 }
 
@@ -471,7 +472,7 @@ pub async fn enable(
     else {
         return Ok(Reply::see_other(with_rd("/account/2fa", &rd)));
     };
-    Metrics::count(&app.metrics.ended_revoke, ended);
+    app.metrics.ended(Ended::Revoke, ended);
     let mut state = auth_state(&session);
     state.enrolled(Method::Totp);
     save_auth_state(&session, &state).await?;
@@ -534,7 +535,7 @@ pub async fn disable(
     };
     let accounts = app.accounts(auth, session.manager().store());
     let ended = accounts.second_factor_off(user.id, session.handle()).await?;
-    Metrics::count(&app.metrics.ended_revoke, ended);
+    app.metrics.ended(Ended::Revoke, ended);
     // Where 2FA is required, this session must set it up again before
     // anything else opens.
     let mut state = auth_state(&session);

@@ -252,8 +252,9 @@ async fn metrics_count_logins_sessions_and_requests_when_enabled(engine: Engine)
 
     let res = app.client.get("/metrics").dispatch().await;
     assert_eq!(res.status(), Status::Ok);
-    assert!(res.content_type().unwrap().to_string().starts_with("text/plain"));
+    assert!(res.content_type().unwrap().to_string().starts_with("application/openmetrics-text"));
     let text = res.into_string().await.unwrap();
+    assert!(text.ends_with("# EOF\n"), "OpenMetrics text, whole: {text}");
     for expected in [
         "sesija_sessions_active 1",
         "sesija_logins_total{result=\"failed\"} 2",
