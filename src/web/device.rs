@@ -1,40 +1,25 @@
-//! Words for a session's device: browser and OS from the User-Agent, and
-//! times as people read them.
+//! Words for a session's device: browser and OS from the User-Agent (by
+//! woothee, a maintained parser shared across languages), and times as
+//! people read them.
 
-/// "Firefox on Linux", from the common browsers' User-Agent strings.
+use std::sync::LazyLock;
+
+static PARSER: LazyLock<woothee::parser::Parser> = LazyLock::new(woothee::parser::Parser::new);
+
+/// "Firefox on Linux", from the User-Agent.
 pub fn describe(user_agent: Option<&str>) -> String {
     let Some(ua) = user_agent.filter(|ua| !ua.trim().is_empty()) else { return "Unknown device".into() };
-    let browser = if ua.contains("Edg/") || ua.contains("EdgA/") || ua.contains("EdgiOS/") {
-        "Edge"
-    } else if ua.contains("OPR/") || ua.contains("Opera") {
-        "Opera"
-    } else if ua.contains("Firefox/") || ua.contains("FxiOS/") {
-        "Firefox"
-    } else if ua.contains("SamsungBrowser/") {
-        "Samsung Internet"
-    } else if ua.contains("Chrome/") || ua.contains("CriOS/") || ua.contains("Chromium/") {
-        "Chrome"
-    } else if ua.contains("Safari/") && ua.contains("Version/") {
-        "Safari"
-    } else if ua.starts_with("curl/") {
-        "curl"
-    } else {
-        "Unknown browser"
+    let Some(found) = PARSER.parse(ua) else { return "Unknown browser".into() };
+    let browser = match found.name {
+        "UNKNOWN" => "Unknown browser",
+        name => name,
     };
-    let os = if ua.contains("iPhone") || ua.contains("iPad") || ua.contains("iPod") {
-        "iOS"
-    } else if ua.contains("Android") {
-        "Android"
-    } else if ua.contains("CrOS") {
-        "ChromeOS"
-    } else if ua.contains("Windows") {
-        "Windows"
-    } else if ua.contains("Mac OS X") || ua.contains("Macintosh") {
-        "macOS"
-    } else if ua.contains("Linux") || ua.contains("X11") {
-        "Linux"
-    } else {
-        return browser.to_owned();
+    let os = match found.os {
+        "UNKNOWN" => return browser.to_owned(),
+        "Mac OSX" => "macOS",
+        "iPhone" | "iPad" | "iPod" => "iOS",
+        windows if windows.starts_with("Windows") => "Windows",
+        os => os,
     };
     format!("{browser} on {os}")
 }
@@ -90,7 +75,11 @@ mod tests {
                 "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 OPR/114.0.0.0",
                 "Opera on Linux",
             ),
-            ("curl/8.5.0", "curl"),
+            (
+                "Mozilla/5.0 (X11; CrOS x86_64 14541.0.0) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+                "Chrome on ChromeOS",
+            ),
+            ("curl/8.5.0", "HTTP Library"),
         ];
         for (ua, expected) in cases {
             assert_eq!(describe(Some(ua)), expected, "{ua}");
