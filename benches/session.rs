@@ -30,7 +30,7 @@ fn record(now: i64, expires_at: i64) -> Record {
 fn benches(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let dir = tempfile::TempDir::new().unwrap();
-    let db = rt.block_on(sesija::db::Db::open(&dir.path().join("data"))).unwrap();
+    let db = rt.block_on(sesija::storage::Db::open(&dir.path().join("data"))).unwrap();
     // The sessions' owner (every session belongs to an account).
     rt.block_on(
         sqlx::query(
@@ -63,25 +63,25 @@ fn benches(c: &mut Criterion) {
     c.bench_function("create (one committed transaction)", |b| {
         b.to_async(&rt).iter(|| async move {
             sqlite.create(&Token::generate().hash(), &record(now, now + 3600), None).await.unwrap()
-        })
+        });
     });
     c.bench_function("load hit (cache)", |b| {
         b.to_async(&rt).iter(|| {
             let key = next();
             async move { cached.load(&key, now).await.unwrap() }
-        })
+        });
     });
     c.bench_function("load miss (SQLite)", |b| {
         b.to_async(&rt).iter(|| {
             let key = next();
             async move { sqlite.load(&key, now).await.unwrap() }
-        })
+        });
     });
     c.bench_function("load of an unknown token", |b| {
         b.to_async(&rt).iter(|| {
             let key = SessionKey { id: next().id, hash: Token::generate().hash() };
             async move { cached.load(&key, now).await.unwrap() }
-        })
+        });
     });
     c.bench_function("touch (written at once)", |b| {
         b.to_async(&rt).iter(|| {
@@ -89,7 +89,7 @@ fn benches(c: &mut Criterion) {
             async move {
                 sqlite.touch(&[Touch { key, last_seen_at: now, expires_at: now + 3600 }], now).await.unwrap()
             }
-        })
+        });
     });
     c.bench_function("touch (cached, batched)", |b| {
         b.to_async(&rt).iter(|| {
@@ -97,7 +97,7 @@ fn benches(c: &mut Criterion) {
             async move {
                 cached.touch(&[Touch { key, last_seen_at: now, expires_at: now + 3600 }], now).await.unwrap()
             }
-        })
+        });
     });
     // Rows to delete are made first, outside the measured time.
     c.bench_function("delete", |b| {
@@ -113,7 +113,7 @@ fn benches(c: &mut Criterion) {
                 sqlite.end(Ending::Session(key)).await.unwrap();
             }
             started.elapsed()
-        })
+        });
     });
     let mut purge = c.benchmark_group("purge");
     purge.sample_size(10);
@@ -134,7 +134,7 @@ fn benches(c: &mut Criterion) {
                 took += started.elapsed();
             }
             took
-        })
+        });
     });
     purge.finish();
 }

@@ -33,7 +33,7 @@ async fn run(args: &[String]) -> Result<(), String> {
         [dir, what, ..] => (PathBuf::from(dir), what.as_str()),
         _ => return Err(usage.into()),
     };
-    let db = sesija::db::Db::open(&dir).await.map_err(|e| e.to_string())?;
+    let db = sesija::storage::Db::open(&dir).await.map_err(|e| e.to_string())?;
     let now = sesija::session::now();
     match (what, args.get(2)) {
         ("count", None) => {

@@ -130,7 +130,7 @@ pub async fn app_with_clock(figment: Figment, clock: Arc<dyn Clock>) -> Result<R
     let figment = cap_log_level(figment);
     match source {
         KeySource::Generated => {
-            println!("sesija: generated a new secret key at {}", settings.key_path().display())
+            println!("sesija: generated a new secret key at {}", settings.key_path().display());
         }
         KeySource::File | KeySource::Configured => {}
     }

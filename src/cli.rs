@@ -428,7 +428,7 @@ fn check_profile(email: Option<&str>, display_name: Option<&str>) -> Result<(), 
         let Some(value) = value else { continue };
         if value.is_empty()
             || value.len() > 256
-            || value.chars().any(|c| c.is_control())
+            || value.chars().any(char::is_control)
             || printable(value) != value
         {
             return Err(format!("{key} must be 1 to 256 bytes of printable text"));
@@ -540,7 +540,7 @@ async fn user_command(
                 );
             }
             Ok(None) => {
-                println!("{}: two-factor authentication was already off; nothing changed", printable(&name))
+                println!("{}: two-factor authentication was already off; nothing changed", printable(&name));
             }
             Err(e) => return Err(account_error(e)),
         },

@@ -71,7 +71,7 @@ pub fn claim(data_dir: &Path) -> Result<Claim, String> {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .and_then(|_| listener.set_nonblocking(true))
         .map_err(|e| format!("cannot set up control socket {}: {e}", path.display()))?;
-    let inode = std::fs::metadata(&path).map(|m| m.ino()).unwrap_or(0);
+    let inode = std::fs::metadata(&path).map_or(0, |m| m.ino());
     Ok(Claim::Owner(Control {
         path,
         inode,

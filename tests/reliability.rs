@@ -342,7 +342,7 @@ fn kill_9_at_random_moments_loses_no_acknowledged_session() {
                 // what this restart shows must hold from now on.
                 (Ended::Maybe, 200) => *ended = Ended::No,
                 (Ended::Maybe, 303) => *ended = Ended::Yes,
-                (Ended::No, _) | (Ended::Maybe, _) => lost += 1,
+                (Ended::No | Ended::Maybe, _) => lost += 1,
                 (Ended::Yes, _) => resurrected += 1,
             }
         }
@@ -450,7 +450,7 @@ fn kill_9_of_a_random_instance_on_postgresql_loses_no_acknowledged_session() {
                 (Ended::No, 200) | (Ended::Yes, 303) => {}
                 (Ended::Maybe, 200) => *ended = Ended::No,
                 (Ended::Maybe, 303) => *ended = Ended::Yes,
-                (Ended::No, _) | (Ended::Maybe, _) => lost += 1,
+                (Ended::No | Ended::Maybe, _) => lost += 1,
                 (Ended::Yes, _) => resurrected += 1,
             }
         }
@@ -618,7 +618,7 @@ fn a_full_or_locked_database_answers_503_and_recovers_by_itself() {
                 locked_tx.send(()).unwrap();
                 tokio::time::sleep(Duration::from_secs(7)).await;
                 sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
-            })
+            });
         })
     };
     locked_rx.recv().unwrap();

@@ -46,7 +46,7 @@ type Job = Box<dyn FnOnce() + Send>;
 
 impl Default for Hasher {
     fn default() -> Self {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
         for i in 0..cores {
@@ -54,7 +54,7 @@ impl Default for Hasher {
             // The threads end when the last Hasher clone is dropped.
             let _ = std::thread::Builder::new().name(format!("sesija-hash-{i}")).spawn(move || {
                 crate::niceness::lower_this_thread();
-                hash_jobs(&queue)
+                hash_jobs(&queue);
             });
         }
         Hasher { permits: Arc::new(Semaphore::new(cores)), jobs, dummy: Arc::default() }

@@ -308,7 +308,7 @@ impl<S: SessionStore> SessionStore for CachingStore<S> {
             Ending::Session(key) => self.written_one(key),
             Ending::Handle { handle, .. } => self.written(|r| r.handle == handle),
             Ending::OwnedBy { user_id, keep } => {
-                self.written(|r| r.user_id == user_id && Some(r.handle.as_str()) != keep)
+                self.written(|r| r.user_id == user_id && Some(r.handle.as_str()) != keep);
             }
             Ending::All => {
                 self.written(|_| true);

@@ -127,7 +127,7 @@ impl Coherence {
 
     /// Waits until every live server applied what was committed before.
     pub async fn barrier(&self) {
-        barrier(&self.pool).await
+        barrier(&self.pool).await;
     }
 
     /// Announcements may have been lost: forget everything, trust nothing
@@ -315,7 +315,7 @@ pub async fn barrier(pool: &PgPool) {
 #[rocket::async_trait]
 impl super::Peers for Coherence {
     async fn changed(&self) {
-        self.barrier().await
+        self.barrier().await;
     }
 
     fn hold_deadlines(&self) -> bool {

@@ -103,7 +103,7 @@ impl<S: SessionStore> SessionStore for NotifyingStore<S> {
 
     async fn invalidate(&self) {
         self.inner.invalidate().await;
-        self.tell(()).await
+        self.tell(()).await;
     }
 
     fn backend(&self) -> &dyn Backend {

@@ -88,7 +88,7 @@ async fn purge_round(manager: &SessionManager) {
     match result {
         Ok(report) if report.removed > 0 => {
             manager.stats().purged.fetch_add(report.removed, Ordering::Relaxed);
-            log::info!("session purge removed {} expired sessions", report.removed)
+            log::info!("session purge removed {} expired sessions", report.removed);
         }
         Ok(_) => log::debug!("session purge found no expired sessions"),
         Err(e) => log::error!("session purge failed, will retry next round: {e}"),

@@ -67,7 +67,7 @@ impl Eq for TokenHash {}
 
 impl std::hash::Hash for TokenHash {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write(&self.0)
+        state.write(&self.0);
     }
 }
 
@@ -99,7 +99,7 @@ impl std::hash::Hash for SessionKey {
     /// The token hash alone: it is already uniformly spread, and two keys
     /// with the same hash and different ids are as good as unknown.
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.hash.hash(state)
+        self.hash.hash(state);
     }
 }
 

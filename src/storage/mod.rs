@@ -271,7 +271,7 @@ fn private_files(db: &Path) -> std::io::Result<()> {
         let file = PathBuf::from(name);
         match std::fs::metadata(&file) {
             Ok(m) if m.permissions().mode() & 0o077 != 0 => {
-                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
             }
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

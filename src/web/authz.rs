@@ -304,7 +304,7 @@ async fn decide(ask: Ask, check: Check<'_>, app: &App, flavour: Flavour) -> WebR
     let session = check.0.map_err(|()| WebError::Unavailable("the session store is unavailable"))?;
     // A login still waiting for its code (or for a set-up) is no login.
     let state = session.as_ref().map(super::guards::auth_state);
-    let session = session.filter(|_| state.as_ref().is_some_and(|s| s.opens()));
+    let session = session.filter(|_| state.as_ref().is_some_and(super::super::auth::state::AuthState::opens));
     let second_factor = state.is_some_and(|s| s.opens() && s.second_factor());
     let identity = match &session {
         None => None,

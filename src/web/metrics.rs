@@ -196,7 +196,7 @@ impl Fairing for RequestTimer {
 
     async fn on_response<'r>(&self, req: &'r Request<'_>, res: &mut Response<'r>) {
         let started = req.local_cache(|| Started(Instant::now())).0;
-        let route = req.route().map(|r| r.uri.path().to_string()).unwrap_or_else(|| "unmatched".into());
+        let route = req.route().map_or_else(|| "unmatched".into(), |r| r.uri.path().to_string());
         self.0.observe(req.method().as_str(), &route, res.status().code, started.elapsed().as_secs_f64());
     }
 }

@@ -72,7 +72,7 @@ impl Install {
                 .bind(name)
             );
             storage.close().await;
-        })
+        });
     }
 }
 

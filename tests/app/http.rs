@@ -186,7 +186,7 @@ impl crate::helpers::TestApp {
     /// PostgreSQL), run where the app's data directory is `./data`.
     pub async fn cli(&self, args: &[&str]) -> std::process::Output {
         let (work, envs) = (self.dir.path().to_owned(), self.envs());
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let args: Vec<String> = args.iter().map(std::string::ToString::to_string).collect();
         tokio::task::spawn_blocking(move || {
             let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -402,7 +402,7 @@ impl SessionStore for Instrumented {
         self.inner.flush().await
     }
     async fn invalidate(&self) {
-        self.inner.invalidate().await
+        self.inner.invalidate().await;
     }
     fn backend(&self) -> &dyn Backend {
         self.inner.backend()

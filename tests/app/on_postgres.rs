@@ -746,7 +746,7 @@ fn postgresql_restarted_under_load_answers_503_meanwhile_and_loses_nothing() {
                         Ok(mut b) => {
                             // Read on the other instance.
                             b.port = ports[(turn + 1) % 2];
-                            let status = b.try_send("GET", "/user", None).map(|r| r.status).unwrap_or(0);
+                            let status = b.try_send("GET", "/user", None).map_or(0, |r| r.status);
                             acknowledged.lock().unwrap().push(b);
                             status
                         }
@@ -764,7 +764,7 @@ fn postgresql_restarted_under_load_answers_503_meanwhile_and_loses_nothing() {
     std::thread::sleep(std::time::Duration::from_secs(1));
     // Meanwhile the instances say they cannot serve.
     for port in ports {
-        let health = crate::http::request(port, "GET", "/healthz", &[], None).map(|r| r.status).unwrap_or(0);
+        let health = crate::http::request(port, "GET", "/healthz", &[], None).map_or(0, |r| r.status);
         *statuses.lock().unwrap().entry(health).or_default() += 1;
         assert_eq!(health, 503, "/healthz during the outage");
     }

@@ -228,8 +228,11 @@ async fn wrong_codes_are_throttled_even_in_a_burst(engine: Engine) {
     let guess = form(&[("code", &wrong), ("csrf_token", &token)]);
     let burst =
         (0..20).map(|_| laptop.post("/login/2fa").header(ContentType::Form).body(guess.clone()).dispatch());
-    let answers: Vec<Status> =
-        rocket::futures::future::join_all(burst).await.iter().map(|res| res.status()).collect();
+    let answers: Vec<Status> = rocket::futures::future::join_all(burst)
+        .await
+        .iter()
+        .map(rocket::local::asynchronous::LocalResponse::status)
+        .collect();
     let refused = answers.iter().filter(|s| **s == Status::Unauthorized).count();
     let throttled = answers.iter().filter(|s| **s == Status::TooManyRequests).count();
     assert_eq!((refused, throttled), (3, 17), "{answers:?}");

@@ -247,23 +247,23 @@ impl SharedAttempt {
     async fn finish(mut self, verdict: Verdict) {
         self.done = true;
         let keys = std::mem::take(&mut self.keys);
-        SharedAttempt::settle(self.pool.clone(), keys, verdict).await
+        SharedAttempt::settle(self.pool.clone(), keys, verdict).await;
     }
 
     /// The password was wrong: counted as a failure.
     pub async fn failed(self) {
-        self.finish(Verdict::Failed).await
+        self.finish(Verdict::Failed).await;
     }
 
     /// The password was never checked: the attempt does not count.
     pub async fn refund(self) {
-        self.finish(Verdict::NeverChecked).await
+        self.finish(Verdict::NeverChecked).await;
     }
 
     /// The password was right: it does not count, and that name's failures
     /// from that address are cleared.
     pub async fn succeeded(self) {
-        self.finish(Verdict::Succeeded).await
+        self.finish(Verdict::Succeeded).await;
     }
 }
 
