@@ -25,8 +25,8 @@ use crate::storage::{Db, Storage};
 /// Where PostgreSQL announces changes to accounts and their groups (see
 /// `migrations/postgres/`).
 const ACCOUNTS_CHANNEL: &str = "sesija_accounts";
-use crate::web::portal::Portal;
-use crate::web::two_factor::SecondFactor;
+use crate::web::Portal;
+use crate::web::SecondFactor;
 use crate::web::{self, App, SetupToken};
 
 /// Why sesija cannot start: one line for the operator.

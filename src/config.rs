@@ -25,14 +25,21 @@ pub struct Settings {
     /// `postgres://USER@HOST:PORT/DB`: accounts and sessions in PostgreSQL,
     /// shared by every instance; unset, SQLite in `data_dir`.
     pub database_url: Option<String>,
+    /// Seconds an unused session lives (sliding).
     pub session_idle_timeout: i64,
+    /// Seconds a session lives at most, whatever its use.
     pub session_absolute_timeout: i64,
+    /// Least seconds between two writes of a session's deadline.
     pub session_touch_interval: i64,
+    /// Seconds between two runs of the purge.
     pub session_purge_interval: i64,
     /// Most sessions kept in memory in front of SQLite; 0 turns the cache off.
     pub session_cache_capacity: i64,
+    /// Cookies are Secure (and `__Host-`/`__Secure-` named): behind HTTPS.
     pub cookie_secure: bool,
+    /// Wrong passwords per name and address before a lockout.
     pub login_max_failures: i64,
+    /// Seconds the lockout lasts.
     pub login_lockout: i64,
     /// Failed logins from one address (IPv6: one /64) over all user names
     /// within an hour, then 429 for every name.
@@ -49,6 +56,7 @@ pub struct Settings {
     pub cookie_domain: Option<String>,
     /// Forward-auth rules, first match wins.
     pub access: Vec<Rule>,
+    /// What hosts no `access` rule matches get.
     pub access_default: DefaultPolicy,
 }
 
@@ -57,6 +65,7 @@ pub struct Settings {
 pub struct PublicUrl {
     /// `https://auth.example.com` (no trailing slash, no path).
     pub origin: String,
+    /// Whether it is https.
     pub https: bool,
     /// Lower-case, IDNA applied, no trailing dot.
     pub host: String,
@@ -258,10 +267,12 @@ impl Settings {
         Ok(())
     }
 
+    /// The SQLite database in `data_dir`.
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("sesija.db")
     }
 
+    /// The cookie key file in `data_dir`.
     pub fn key_path(&self) -> PathBuf {
         self.data_dir.join("secret.key")
     }

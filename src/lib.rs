@@ -16,6 +16,8 @@
 //! | the operator's commands | [`cli`]; [`control`]: the socket commands reach a running server through |
 //! | moving an installation to PostgreSQL | [`transfer`] |
 
+#![warn(missing_docs)]
+
 pub mod app;
 pub mod auth;
 pub mod cli;

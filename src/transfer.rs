@@ -18,13 +18,19 @@ use crate::storage::Db;
 /// What was copied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Moved {
+    /// Accounts copied.
     pub users: usize,
+    /// Group memberships copied.
     pub groups: usize,
+    /// Recovery codes copied.
     pub recovery_codes: usize,
+    /// Live sessions copied.
     pub sessions: usize,
 }
 
+/// Why an installation could not be moved.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // each variant says what it is in its message
 pub enum TransferError {
     #[error("the PostgreSQL database already holds {0} accounts; migrate into an empty database")]
     NotEmpty(i64),

@@ -19,19 +19,25 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
+    /// The host the rule is for: exact, or `*.domain` for any subdomain.
     pub host: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Path prefixes it covers (whole segments); none: every path.
     pub paths: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Bypass, deny or two-factor; none: the users or groups below.
     pub policy: Option<Policy>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Users it lets in.
     pub users: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Groups it lets in.
     pub groups: Vec<String>,
     /// Shown on `/user` (with `url`) to those the rule allows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Where the app lives, listed on `/user` with `name`.
     pub url: Option<String>,
 }
 
@@ -55,12 +61,15 @@ pub enum DefaultPolicy {
     /// Any logged-in user.
     #[default]
     Allow,
+    /// Nobody.
     Deny,
 }
 
 /// Who asks.
 pub struct Who<'a> {
+    /// The account name.
     pub username: &'a str,
+    /// The account's groups.
     pub groups: &'a [String],
     /// This session passed a second factor.
     pub second_factor: bool,
@@ -73,7 +82,9 @@ pub enum Verdict {
     Public,
     /// Needs a login; then [`Verdict::Allowed`] or [`Verdict::Forbidden`].
     LoginRequired,
+    /// Logged in and let in.
     Allowed,
+    /// Logged in, but not let in (or a deny rule).
     Forbidden,
     /// Allowed once this session passes a second factor.
     SecondFactorRequired,
@@ -170,6 +181,7 @@ pub struct Rules {
 }
 
 impl Rules {
+    /// The rules, checked (a line names the first unusable one), hosts in IDNA form.
     pub fn new(rules: Vec<Rule>, default: DefaultPolicy) -> Result<Rules, String> {
         if let Some(problem) = rules.iter().find_map(Rule::problem) {
             return Err(problem);

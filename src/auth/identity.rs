@@ -16,15 +16,20 @@ use crate::storage::Storage;
 /// One account as the apps behind the proxy see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
+    /// The account name.
     pub username: String,
+    /// Its groups, sorted.
     pub groups: Vec<String>,
+    /// Its display name, if set.
     pub display_name: Option<String>,
+    /// Its e-mail address, if set.
     pub email: Option<String>,
 }
 
 /// Most identities kept; past it the map starts afresh.
 const CAPACITY: usize = 10_000;
 
+/// Identities by account id, cached while the caches are trusted.
 pub struct Identities {
     storage: Storage,
     /// Off for a server that hears of no outside change (a peer).

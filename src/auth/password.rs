@@ -23,9 +23,12 @@ use tokio::sync::Semaphore;
 pub const MAX_QUEUE_WAIT: Duration = Duration::from_secs(10);
 /// Passwords longer than this are refused (and never hashed at login).
 pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// Shortest password accepted for a new password.
 pub const MIN_PASSWORD_CHARS: usize = 8;
 
+/// Why a password could not be hashed or checked.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // each variant says what it is in its message
 pub enum HashError {
     #[error("too many logins at once; try again in a moment")]
     Busy,

@@ -36,6 +36,7 @@ const MAX_CODE_INPUT: usize = 32;
 
 /// What a second-factor operation can fail with.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // each variant says what it is in its message
 pub enum FactorError {
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
@@ -173,6 +174,7 @@ pub fn recovery_form(input: &str) -> Option<String> {
 /// An account's second factor, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Enrolment {
+    /// When it was turned on (unix seconds).
     pub enabled_at: i64,
     /// Recovery codes not yet used.
     pub codes_left: i64,

@@ -8,12 +8,19 @@ use crate::session::EndSessionsIn;
 use crate::storage::{reading, transaction, writing, Storage};
 
 #[derive(Debug, Clone, FromRow)]
+/// An account as stored.
 pub struct User {
+    /// Its id (never reused).
     pub id: i64,
+    /// Its name, unique.
     pub username: String,
+    /// Its argon2id password hash (PHC string).
     pub password_hash: String,
+    /// When it was created (unix seconds).
     pub created_at: i64,
+    /// Its e-mail address, shown to apps.
     pub email: Option<String>,
+    /// Its display name, shown to apps.
     pub display_name: Option<String>,
     /// A second factor is set up (see `second_factor`).
     pub two_factor: bool,
@@ -25,7 +32,9 @@ macro_rules! user_columns {
     };
 }
 
+/// Why an account operation failed.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // each variant says what it is in its message
 pub enum UserError {
     #[error("user {0:?} already exists")]
     Exists(String),
@@ -58,6 +67,7 @@ fn map_unique(name: &str, e: sqlx::Error) -> UserError {
     }
 }
 
+/// Creates account `name` with password `hash`; its id.
 pub async fn create(storage: &Storage, name: &str, hash: &str) -> Result<i64, UserError> {
     check_username(name).map_err(UserError::Invalid)?;
     let id = writing!(storage, pool => sqlx::query_scalar(
@@ -100,10 +110,12 @@ pub async fn create_first(storage: &Storage, name: &str, hash: &str) -> Result<O
     Ok(id)
 }
 
+/// How many accounts exist.
 pub async fn count(storage: &Storage) -> Result<i64, sqlx::Error> {
     reading!(storage, pool => sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(pool).await)
 }
 
+/// The account named `name`, if any.
 pub async fn by_name(storage: &Storage, name: &str) -> Result<Option<User>, sqlx::Error> {
     reading!(storage, pool => sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users WHERE username = $1"))
         .bind(name)
@@ -111,6 +123,7 @@ pub async fn by_name(storage: &Storage, name: &str) -> Result<Option<User>, sqlx
         .await)
 }
 
+/// The account with id `id`, if any.
 pub async fn by_id(storage: &Storage, id: i64) -> Result<Option<User>, sqlx::Error> {
     reading!(storage, pool => sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1"))
         .bind(id)
@@ -161,6 +174,7 @@ pub async fn upgrade_hash(storage: &Storage, id: i64, old: &str, new: &str) -> R
     Ok(affected == 1)
 }
 
+/// Every account, by name.
 pub async fn list(storage: &Storage) -> Result<Vec<User>, sqlx::Error> {
     reading!(storage, pool => sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users ORDER BY username"))
         .fetch_all(pool)

@@ -155,6 +155,7 @@ impl<S: SessionStore> CachingStore<S> {
         self.state.lock().unwrap().entries.len()
     }
 
+    /// Whether it holds no session.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -19,6 +19,7 @@ use super::{purge, SessionConfig, SessionManager};
 
 /// What a session operation can fail with.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // each variant says what it is in its message
 pub enum SessionError {
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -53,10 +54,12 @@ pub struct SessionLayer {
 }
 
 impl SessionLayer {
+    /// The layer over `store`, configured by `config`.
     pub fn new(store: impl SessionStore, config: SessionConfig) -> SessionLayer {
         SessionLayer::from_manager(Arc::new(SessionManager::new(store, config)))
     }
 
+    /// The layer over a manager built elsewhere (with fallback keys, a clock).
     pub fn from_manager(manager: Arc<SessionManager>) -> SessionLayer {
         SessionLayer { manager, purge: Mutex::new(None) }
     }
@@ -129,6 +132,7 @@ impl<'r> FromRequest<'r> for Session<'r> {
 }
 
 impl<'r> Session<'r> {
+    /// The session's owner.
     pub fn user_id(&self) -> i64 {
         self.live.record.user_id
     }
@@ -227,6 +231,7 @@ impl<'r> Session<'r> {
         Ok(())
     }
 
+    /// The session layer this session belongs to.
     pub fn manager(&self) -> &'r SessionManager {
         self.manager
     }
@@ -325,6 +330,7 @@ impl<'r> Sessions<'r> {
         std::iter::once(&config.cookie_name).chain(&config.accept_names).any(|n| self.jar.get(n).is_some())
     }
 
+    /// The session layer.
     pub fn manager(&self) -> &'r SessionManager {
         self.manager
     }

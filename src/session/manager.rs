@@ -40,6 +40,7 @@ pub struct SessionStats {
 }
 
 impl SessionManager {
+    /// A manager of sessions in `store`, configured by `config`.
     pub fn new(store: impl SessionStore, config: SessionConfig) -> SessionManager {
         SessionManager {
             store: Arc::new(store),
@@ -76,14 +77,17 @@ impl SessionManager {
         self
     }
 
+    /// The store (through every cache and notifier).
     pub fn store(&self) -> &dyn SessionStore {
         &*self.store
     }
 
+    /// The configuration.
     pub fn config(&self) -> &SessionConfig {
         &self.config
     }
 
+    /// What this process's session layer did.
     pub fn stats(&self) -> &SessionStats {
         &self.stats
     }

@@ -59,6 +59,7 @@ const PURGE_LOCK: i64 = 0x7365_7369_6a61_0001;
 const DELETE_FOR_USER: &str = "DELETE FROM sessions WHERE user_id = $1 AND handle IS DISTINCT FROM $2";
 
 impl PgStore {
+    /// Sessions in the `sessions` table of the database `pool` reaches.
     pub fn new(pool: PgPool) -> PgStore {
         PgStore { pool }
     }

@@ -13,7 +13,9 @@ pub struct Record {
     pub user_id: i64,
     /// JSON object text with the application's values.
     pub data: String,
+    /// When it was created (unix seconds).
     pub created_at: i64,
+    /// When it was last used, as written.
     pub last_seen_at: i64,
     /// The earlier of the idle and the absolute deadline.
     pub expires_at: i64,
@@ -23,7 +25,9 @@ pub struct Record {
     pub ends_at: Option<i64>,
     /// "Remember me": the cookie outlives the browser session.
     pub persistent: bool,
+    /// The User-Agent it logged in with (shown on the devices page).
     pub user_agent: Option<String>,
+    /// The address it logged in from.
     pub ip: Option<String>,
 }
 
@@ -40,8 +44,11 @@ impl Record {
 /// installation between engines).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredSession {
+    /// Its row id.
     pub id: i64,
+    /// Its token's hash.
     pub token_hash: TokenHash,
+    /// The rest of the row.
     pub record: Record,
 }
 
@@ -67,15 +74,29 @@ pub enum Owner {
 pub enum Ending<'a> {
     /// One session, by id and token hash (a logout).
     Session(&'a SessionKey),
-    /// The session with this public handle, if it belongs to `owner` (any
-    /// owner when `None`).
-    Handle { handle: &'a str, owner: Option<i64> },
-    /// Every session of `user_id` but the one with handle `keep`.
-    OwnedBy { user_id: i64, keep: Option<&'a str> },
+    /// The session with this public handle, if it belongs to `owner`.
+    Handle {
+        /// The session's public handle.
+        handle: &'a str,
+        /// Whose it must be; `None`: anyone's (the operator).
+        owner: Option<i64>,
+    },
+    /// Every session of one owner but one.
+    OwnedBy {
+        /// The owner.
+        user_id: i64,
+        /// The handle of the session to keep, if any.
+        keep: Option<&'a str>,
+    },
     /// Every session.
     All,
-    /// At most `limit` sessions whose deadline passed at `now` (the purge).
-    Expired { now: i64, limit: u32 },
+    /// Sessions whose deadline passed (the purge), a batch at a time.
+    Expired {
+        /// The time deadlines are judged by.
+        now: i64,
+        /// Most rows one call ends.
+        limit: u32,
+    },
 }
 
 /// Where sessions live: their life cycle, which every request goes through
@@ -177,7 +198,10 @@ impl PurgeTurn {
 /// One deadline move, for [`SessionStore::touch`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Touch {
+    /// The session.
     pub key: SessionKey,
+    /// When it was used.
     pub last_seen_at: i64,
+    /// Its new deadline (never moved back, never past a hard end).
     pub expires_at: i64,
 }

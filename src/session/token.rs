@@ -72,6 +72,7 @@ impl std::hash::Hash for TokenHash {
 }
 
 impl TokenHash {
+    /// The 32 bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
@@ -91,7 +92,9 @@ impl std::fmt::Debug for TokenHash {
 /// and purging rows touches few pages.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct SessionKey {
+    /// The row's id.
     pub id: i64,
+    /// The token's hash.
     pub hash: TokenHash,
 }
 
@@ -108,6 +111,7 @@ impl std::hash::Hash for SessionKey {
 pub struct CookieValue {
     /// The row id.
     pub id: i64,
+    /// The token.
     pub token: Token,
 }
 

@@ -38,7 +38,9 @@ pub const WRITER_THREAD: &str = "sesija-write-";
 /// instances share (`database_url`).
 #[derive(Clone)]
 pub enum Storage {
+    /// An embedded SQLite database in the data directory.
     Sqlite(Db),
+    /// A PostgreSQL database several instances share.
     Postgres(PgPool),
 }
 
@@ -192,13 +194,17 @@ impl Storage {
 /// The two pools over `sesija.db`.
 #[derive(Clone)]
 pub struct Db {
+    /// Connections that read.
     pub reader: SqlitePool,
+    /// The one connection that writes.
     pub writer: SqlitePool,
+    /// The database file.
     pub path: PathBuf,
 }
 
 /// Why the database could not be opened.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // each variant says what it is in its message
 pub enum DbError {
     #[error("cannot create data directory {path} (or make it private): {source}")]
     DataDir { path: PathBuf, source: std::io::Error },
@@ -221,6 +227,7 @@ pub enum DbError {
 
 /// Why a backup could not be made.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // each variant says what it is in its message
 pub enum BackupError {
     #[error("{0} exists; pass --force to overwrite it")]
     Exists(PathBuf),
@@ -235,8 +242,11 @@ pub enum BackupError {
 /// What a backup holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupReport {
+    /// Size of the copy.
     pub bytes: u64,
+    /// Accounts in it.
     pub users: i64,
+    /// Sessions in it.
     pub sessions: i64,
 }
 
@@ -426,6 +436,7 @@ impl Db {
         Ok(BackupReport { bytes, users, sessions })
     }
 
+    /// Closes the pools (SQLite: after a last checkpoint).
     pub async fn close(&self) {
         self.reader.close().await;
         self.writer.close().await;

@@ -49,6 +49,7 @@ pub async fn write_transaction<T: Send>(
 /// One write statement on a connection of `pool`, closed after a failure
 /// for the reasons given at [`write_transaction`].
 pub trait ExecuteOn<'q> {
+    /// Runs the statement on `pool`.
     fn execute_on(self, pool: &SqlitePool) -> BoxFuture<'q, Result<SqliteQueryResult, sqlx::Error>>;
 }
 

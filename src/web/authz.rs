@@ -29,6 +29,7 @@ pub struct Target {
     pub host: String,
     /// Percent-decoded; no dot segments, no encoded slashes or backslashes.
     pub path: String,
+    /// Upper-case (`GET`).
     pub method: String,
 }
 

@@ -1,7 +1,7 @@
 //! The web app: pages, forms and their rules. Everything a browser sees.
 
 mod account;
-pub mod authz;
+mod authz;
 mod csrf;
 mod device;
 mod error;
@@ -10,10 +10,10 @@ mod health;
 mod login;
 mod metrics;
 mod pages;
-pub mod portal;
+mod portal;
 mod sessions;
 mod setup;
-pub mod two_factor;
+mod two_factor;
 mod user;
 
 use std::net::IpAddr;
@@ -34,14 +34,20 @@ use crate::config::Settings;
 use crate::session::Clock;
 use crate::storage::Storage;
 
+pub use authz::{BadTarget, Target};
 pub use error::WebError;
 pub use metrics::Metrics;
+pub use portal::Portal;
 pub use setup::SetupToken;
+pub use two_factor::SecondFactor;
 
 /// Shared state of the web app.
 pub struct App {
+    /// The process's metrics.
     pub metrics: Arc<Metrics>,
+    /// The database.
     pub storage: Storage,
+    /// The settings, as validated at start-up.
     pub settings: Settings,
     /// Public address, cookie domain, access rules.
     pub portal: portal::Portal,
@@ -215,9 +221,13 @@ impl Fairing for SecurityHeaders {
 /// failures are [`WebError`]s).
 #[derive(Responder)]
 pub enum Reply {
+    /// A page with its status.
     Page((Status, RawHtml<String>)),
+    /// A redirect to one of our own pages.
     Redirect(Redirect),
+    /// A redirect with a message for the next page.
     Flash(Flash<Redirect>),
+    /// 303 to an address checked safe.
     SeeOther(SeeOther),
 }
 
@@ -230,14 +240,17 @@ pub struct SeeOther {
 }
 
 impl Reply {
+    /// A page with `status`.
     pub fn page(status: Status, html: String) -> Reply {
         Reply::Page((status, RawHtml(html)))
     }
 
+    /// 303 to `location` (checked safe by the caller).
     pub fn see_other(location: String) -> Reply {
         Reply::SeeOther(SeeOther { body: "", location: Header::new("Location", location) })
     }
 
+    /// A redirect to our own `uri`.
     pub fn to(uri: &'static str) -> Reply {
         Reply::Redirect(Redirect::to(uri))
     }
@@ -250,11 +263,14 @@ const BAD_FORM: &str = "This form has expired or came from another site. Please 
 
 /// A flash message as the templates show it.
 pub struct Notice {
+    /// `success`, `warning` or `error`.
     pub kind: String,
+    /// What it says.
     pub message: String,
 }
 
 impl Notice {
+    /// The flash message of the request's cookie, if any.
     pub fn from_flash(flash: Option<FlashMessage<'_>>) -> Option<Notice> {
         flash.map(|f| Notice { kind: f.kind().to_owned(), message: f.message().to_owned() })
     }

@@ -7,8 +7,11 @@ use crate::config::{in_domain, PublicUrl};
 
 /// What forward auth and `rd` are decided by, checked at start-up.
 pub struct Portal {
+    /// The public address and its origin.
     pub public: PublicUrl,
+    /// The domain the session cookie is shared with, if any.
     pub cookie_domain: Option<String>,
+    /// The access rules.
     pub rules: Rules,
 }
 

@@ -22,10 +22,12 @@ use crate::session::{constant_time_eq, Sessions, Token};
 pub struct SetupToken(Mutex<Option<String>>);
 
 impl SetupToken {
+    /// A fresh token: no account exists yet.
     pub fn new() -> SetupToken {
         SetupToken(Mutex::new(Some(Token::generate().encode())))
     }
 
+    /// The token, while the setup page is open.
     pub fn get(&self) -> Option<String> {
         self.0.lock().unwrap().clone()
     }

@@ -52,7 +52,9 @@ pub use shared::{Kind, SharedAttempt, SharedThrottle};
 /// The login throttle a server uses: its own counts in memory (SQLite, one
 /// server), or counts every instance shares (PostgreSQL).
 pub enum Throttle {
+    /// One server's counts, in memory (SQLite).
     Memory(MemoryThrottle),
+    /// Counts every instance shares (PostgreSQL).
     Shared(shared::SharedThrottle),
 }
 
@@ -76,7 +78,9 @@ impl Throttle {
 /// An attempt counted as failed by [`Throttle::begin`].
 #[must_use = "call succeeded() when the password was right"]
 pub enum LoginAttempt {
+    /// An attempt counted in memory.
     Memory(Attempt),
+    /// An attempt counted in the shared table.
     Shared(shared::SharedAttempt),
 }
 
