@@ -8,8 +8,8 @@ use rocket::fairing::AdHoc;
 use rocket::figment::Figment;
 use rocket::{Build, Rocket};
 
+use crate::auth::factors::{self, Sealer};
 use crate::auth::identity::Identities;
-use crate::auth::second_factor::{self, Sealer};
 use crate::auth::throttle::MemoryThrottle;
 use crate::auth::throttle::{Kind, SharedThrottle};
 use crate::auth::{users, Authenticator, Hasher, Throttle};
@@ -139,7 +139,7 @@ pub async fn app_with_clock(figment: Figment, clock: Arc<dyn Clock>) -> Result<R
     let sealer = Sealer::new(&key, &fallbacks);
     // Secrets sealed under a key that is now a fallback are sealed under
     // the current one, so retiring the old key later locks nobody out.
-    match second_factor::reseal_all(&storage, &sealer).await {
+    match factors::reseal_all(&storage, &sealer).await {
         Ok((0, 0)) => {}
         Ok((resealed, lost)) => {
             if resealed > 0 {

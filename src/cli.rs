@@ -10,8 +10,8 @@ use clap::{Parser, Subcommand};
 
 use crate::app;
 use crate::auth::accounts::{AccountError, Accounts, Announce, NewAccount};
+use crate::auth::factors;
 use crate::auth::password::check_new_password;
-use crate::auth::second_factor;
 use crate::auth::users::{self, UserError};
 use crate::auth::Hasher;
 use crate::config;
@@ -251,9 +251,9 @@ async fn reseal_second_factors(
 ) -> Result<(), String> {
     let previous = crate::keys::fallbacks(&figment, &path)?;
     let (figment, _) = crate::keys::provide(figment, &path)?;
-    let sealer = second_factor::Sealer::new(&crate::keys::current(&figment)?, &previous);
+    let sealer = factors::Sealer::new(&crate::keys::current(&figment)?, &previous);
     let db = open().await?;
-    let (resealed, lost) = second_factor::reseal_all(&db, &sealer).await.map_err(|e| e.to_string())?;
+    let (resealed, lost) = factors::reseal_all(&db, &sealer).await.map_err(|e| e.to_string())?;
     db.close().await;
     if resealed > 0 {
         println!("sealed {resealed} second-factor secret(s) under the current key");
@@ -519,7 +519,7 @@ async fn user_command(
                 .await
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| user_error(UserError::NotFound(name.clone())))?;
-            match second_factor::status(db, user.id).await.map_err(|e| e.to_string())? {
+            match factors::status(db, user.id).await.map_err(|e| e.to_string())? {
                 Some(on) => println!(
                     "{}: two-factor authentication on since {}, {} recovery codes left",
                     printable(&name),

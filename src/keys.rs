@@ -235,6 +235,17 @@ pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
+/// The key second-factor secrets are sealed under, derived from the cookie
+/// key `key` (so the database alone yields no secret, and a key rotation
+/// re-seals them).
+pub fn second_factor_key(key: &cookie::Key) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(b"sesija second-factor secret v1\0");
+    hasher.update(key.master());
+    hasher.finalize().into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

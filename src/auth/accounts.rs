@@ -9,8 +9,8 @@
 //! it); the command line tells the running server over its control socket,
 //! or waits for the instances on PostgreSQL. Each is an [`Announce`].
 
+use super::factors;
 use super::password::{HashError, Hasher};
-use super::second_factor;
 use super::users::{self, UserError};
 use crate::session::{Ending, SessionStore, StoreError};
 use crate::storage::Storage;
@@ -161,7 +161,7 @@ impl<'a, A: Announce> Accounts<'a, A> {
         now: i64,
         keep: &str,
     ) -> Result<Option<u64>, AccountError> {
-        if !second_factor::enable(self.storage, id, sealed, step, hashes, now).await? {
+        if !factors::enable(self.storage, id, sealed, step, hashes, now).await? {
             return Ok(None);
         }
         self.end_sessions(id, Some(keep), "two-factor authentication was turned on").await.map(Some)
@@ -170,20 +170,20 @@ impl<'a, A: Announce> Accounts<'a, A> {
     /// Turns off account `id`'s second factor and ends every other
     /// session but `keep`; how many ended.
     pub async fn second_factor_off(&self, id: i64, keep: &str) -> Result<u64, AccountError> {
-        second_factor::disable(self.storage, id).await?;
+        factors::disable(self.storage, id).await?;
         self.end_sessions(id, Some(keep), "two-factor authentication was turned off").await
     }
 
     /// New recovery codes (their `hashes`) for account `id`, retiring the
     /// old ones; `false` when its second factor is off.
     pub async fn new_recovery_codes(&self, id: i64, hashes: &[String]) -> Result<bool, AccountError> {
-        Ok(second_factor::replace_codes(self.storage, id, hashes).await?)
+        Ok(factors::replace_codes(self.storage, id, hashes).await?)
     }
 
     /// The operator's reset of a lost device: `name`'s second factor off
     /// and every session ended; how many, or `None` when it was off.
     pub async fn reset_second_factor(&self, name: &str) -> Result<Option<u64>, AccountError> {
-        let (id, was_on) = second_factor::reset(self.storage, name).await?;
+        let (id, was_on) = factors::reset(self.storage, name).await?;
         if !was_on {
             return Ok(None);
         }

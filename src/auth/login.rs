@@ -11,8 +11,8 @@
 
 use std::net::IpAddr;
 
+use super::factors::{self, FactorError, Sealer, Verified};
 use super::password::{needs_rehash, HashError, Hasher, MAX_PASSWORD_BYTES};
-use super::second_factor::{self, FactorError, Sealer, Verified};
 use super::state::{Method, Stage};
 use super::throttle::{Refused, Throttle};
 use super::users::{self, User, UserError, MAX_USERNAME_CHARS};
@@ -218,7 +218,7 @@ impl Authenticator {
             Ok(attempt) => attempt,
             Err(refused) => return throttled(refused),
         };
-        match second_factor::verify(&self.storage, &self.hasher, &self.sealer, user.id, code, now).await {
+        match factors::verify(&self.storage, &self.hasher, &self.sealer, user.id, code, now).await {
             Ok(Verified::Wrong) => {
                 attempt.failed().await;
                 Ok(Verdict::Wrong)
@@ -252,7 +252,7 @@ impl Authenticator {
             Ok(attempt) => attempt,
             Err(refused) => return throttled(refused),
         };
-        match second_factor::step_of(secret, code, now) {
+        match factors::step_of(secret, code, now) {
             Some(step) => {
                 attempt.succeeded().await;
                 Ok(Verdict::Right(step))

@@ -3,10 +3,10 @@
 
 pub mod access;
 pub mod accounts;
+pub mod factors;
 pub mod identity;
 pub mod login;
 pub mod password;
-pub mod second_factor;
 pub mod state;
 pub mod throttle;
 pub mod users;

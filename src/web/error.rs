@@ -14,7 +14,7 @@ use rocket::response::{self, Redirect, Responder, Response};
 
 use super::pages;
 use crate::auth::accounts::AccountError;
-use crate::auth::second_factor::FactorError;
+use crate::auth::factors::FactorError;
 use crate::auth::throttle::Refused;
 use crate::auth::{HashError, LoginError, UserError};
 use crate::session::{SessionError, StoreError};

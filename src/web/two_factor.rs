@@ -21,7 +21,7 @@ use rocket::{get, post, routes, Route, State};
 use super::guards::{auth_state, new_session_data, save_auth_state};
 use super::metrics::{Ended, Login};
 use super::{csrf, pages, App, Notice, Reply, WebError, WebResult, BAD_FORM};
-use crate::auth::second_factor;
+use crate::auth::factors;
 use crate::auth::state::{AuthState, Method, Stage};
 use crate::auth::throttle::Refused;
 use crate::auth::{Authenticator, User, Verdict};
@@ -242,7 +242,7 @@ fn waiting_for_code(session: &Session<'_>, rd: &str) -> Option<Reply> {
 
 /// The status page: on or off, and the forms that go with each.
 struct StatusPage<'a> {
-    enrolment: Option<second_factor::Enrolment>,
+    enrolment: Option<factors::Enrolment>,
     csrf_token: &'a str,
     rd: &'a str,
     state: AuthState,
@@ -257,7 +257,7 @@ impl<'a> StatusPage<'a> {
         rd: &'a str,
         session: &Session<'_>,
     ) -> WebResult<Self> {
-        let enrolment = second_factor::status(&app.storage, user.id).await?;
+        let enrolment = factors::status(&app.storage, user.id).await?;
         Ok(StatusPage { enrolment, csrf_token, rd, state: auth_state(session), now: app.now() })
     }
 
@@ -311,7 +311,7 @@ fn setup_page(
 }
 
 fn setup_html(user: &User, secret: &[u8], csrf_token: &str, rd: &str, error: Option<&str>) -> String {
-    let uri = second_factor::otpauth_uri(secret, &user.username);
+    let uri = factors::otpauth_uri(secret, &user.username);
     let qr = match qrcode::QrCode::new(uri.as_bytes()) {
         Ok(code) => {
             code.render::<qrcode::render::svg::Color<'_>>().min_dimensions(200, 200).quiet_zone(true).build()
@@ -333,7 +333,7 @@ fn setup_html(user: &User, secret: &[u8], csrf_token: &str, rd: &str, error: Opt
         csrf_token,
         rd,
         qr_svg: &qr,
-        secret: &second_factor::secret_text(secret),
+        secret: &factors::secret_text(secret),
         uri: &uri,
     };
     pages::render(page)
@@ -395,7 +395,7 @@ pub async fn setup(
     }
     sudo_for_setup(&session, app, auth, ip, &form.password, &rd).await?;
     // A new secret each time: the last one shown is the one to confirm.
-    let secret = second_factor::new_secret();
+    let secret = factors::new_secret();
     use base64::Engine;
     let sealed = base64::engine::general_purpose::STANDARD.encode(auth.sealer().seal(&secret));
     let mut state = auth_state(&session);
@@ -461,7 +461,7 @@ pub async fn enable(
             return Err(WebError::throttled(Refused::Wait(wait), render));
         }
     };
-    let codes = second_factor::new_recovery_codes();
+    let codes = factors::new_recovery_codes();
     let hashes = auth.hasher().hash_secrets(codes.clone()).await?;
     let sealed = auth.sealer().seal(&secret);
     // This session just proved the new factor; every other one (a session
@@ -572,7 +572,7 @@ pub async fn recovery_codes(
         Ok(user) => user,
         Err(elsewhere) => return Ok(elsewhere),
     };
-    let codes = second_factor::new_recovery_codes();
+    let codes = factors::new_recovery_codes();
     let hashes = auth.hasher().hash_secrets(codes.clone()).await?;
     let accounts = app.accounts(auth, session.manager().store());
     if !accounts.new_recovery_codes(user.id, &hashes).await? {

@@ -1,6 +1,8 @@
-//! The second factor: time-based one-time codes (RFC 6238: 6 digits, 30 s
-//! steps, HMAC-SHA-1, what authenticator apps use) and single-use recovery
-//! codes. Knows nothing of pages or sessions.
+//! Second factors, one file per kind: time-based one-time codes
+//! (RFC 6238, `totp.rs`) and single-use recovery codes (`recovery.rs`);
+//! here, what is stored of an account's factors, sealing, and the check of
+//! a typed code against either. Knows nothing of pages or sessions (a
+//! passkey will be one more file).
 //!
 //! * A secret is 20 random bytes, stored sealed (AES-256-GCM) under a key
 //!   derived from the cookie key: the database alone yields no secret.
@@ -16,21 +18,18 @@
 
 use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
-use rand::{Rng, RngCore};
-use sha2::{Digest, Sha256};
-use totp_rs::{Algorithm, Builder, Totp};
+use rand::RngCore;
+
+mod recovery;
+mod totp;
+
+pub use recovery::{new_recovery_codes, recovery_form, RECOVERY_CODES};
+pub use totp::{code_at, new_secret, otpauth_uri, secret_text, step_of, SECRET_BYTES, STEP};
 
 use super::password::{HashError, Hasher};
 use super::users::UserError;
 use crate::storage::{reading, transaction, writing, Storage};
 
-/// Bytes of a new secret (160 bits, as RFC 4226 recommends).
-pub const SECRET_BYTES: usize = 20;
-/// Seconds per code.
-pub const STEP: u64 = 30;
-/// Recovery codes made at a time.
-pub const RECOVERY_CODES: usize = 10;
-const RECOVERY_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 /// Longest code input looked at (anything longer is simply wrong).
 const MAX_CODE_INPUT: usize = 32;
 
@@ -55,17 +54,13 @@ pub struct Sealer {
     previous: Vec<[u8; 32]>,
 }
 
-fn derive(key: &cookie::Key) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    hasher.update(b"sesija second-factor secret v1\0");
-    hasher.update(key.master());
-    hasher.finalize().into()
-}
-
 impl Sealer {
     /// From the current cookie key and the previous ones still accepted.
     pub fn new(current: &cookie::Key, previous: &[cookie::Key]) -> Sealer {
-        Sealer { current: derive(current), previous: previous.iter().map(derive).collect() }
+        Sealer {
+            current: crate::keys::second_factor_key(current),
+            previous: previous.iter().map(crate::keys::second_factor_key).collect(),
+        }
     }
 
     /// `nonce (12 bytes) || ciphertext`, sealed under the current key.
@@ -88,87 +83,6 @@ impl Sealer {
             cipher.decrypt(Nonce::from_slice(nonce), body).ok().map(|secret| (secret, i > 0))
         })
     }
-}
-
-/// A fresh random secret.
-pub fn new_secret() -> Vec<u8> {
-    let mut secret = vec![0u8; SECRET_BYTES];
-    rand::rng().fill_bytes(&mut secret);
-    secret
-}
-
-fn totp(secret: &[u8], digits: u8) -> Option<Totp> {
-    Builder::new()
-        .with_algorithm(Algorithm::SHA1)
-        .with_digits(digits)
-        .with_step_duration(STEP)
-        .with_skew(1)
-        .with_secret(secret.to_vec())
-        .build()
-        .ok()
-}
-
-/// The code for `secret` at unix time `time` (`digits` long).
-pub fn code_at(secret: &[u8], time: u64, digits: u8) -> Option<String> {
-    totp(secret, digits).map(|t| t.generate(time).to_string())
-}
-
-/// The base32 text of a secret, in groups of four (as apps accept it typed).
-pub fn secret_text(secret: &[u8]) -> String {
-    let plain = totp_rs::Secret::from(secret.to_vec()).to_base32();
-    plain.as_bytes().chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join(" ")
-}
-
-/// The `otpauth://` URI an app scans: issuer `sesija`, the account name.
-pub fn otpauth_uri(secret: &[u8], account: &str) -> String {
-    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
-    let base32 = totp_rs::Secret::from(secret.to_vec()).to_base32();
-    let account = utf8_percent_encode(account, NON_ALPHANUMERIC);
-    format!(
-        "otpauth://totp/sesija:{account}?secret={base32}&issuer=sesija&algorithm=SHA1&digits=6&period={STEP}"
-    )
-}
-
-/// The time step a 6-digit `code` is right for at `now` (one step of skew
-/// either way), if any. Spaces are ignored.
-pub fn step_of(secret: &[u8], code: &str, now: i64) -> Option<u64> {
-    let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
-    if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let totp = totp(secret, 6)?;
-    let now = u64::try_from(now).ok()?;
-    let origin = now / STEP;
-    // Latest first: a code that matches two steps counts as the later.
-    [origin + 1, origin, origin.saturating_sub(1)].into_iter().find(|step| {
-        let expected = totp.generate(step * STEP).to_string();
-        crate::session::constant_time_eq(expected.as_bytes(), code.as_bytes())
-    })
-}
-
-/// Ten new recovery codes, `xxxxx-xxxxx`.
-pub fn new_recovery_codes() -> Vec<String> {
-    let mut rng = rand::rng();
-    (0..RECOVERY_CODES)
-        .map(|_| {
-            let mut code: String = (0..10)
-                .map(|_| RECOVERY_ALPHABET[rng.random_range(0..RECOVERY_ALPHABET.len())] as char)
-                .collect();
-            code.insert(5, '-');
-            code
-        })
-        .collect()
-}
-
-/// A typed recovery code in its stored form (`xxxxx-xxxxx`), if it has the
-/// shape of one: case, spaces and the dash are forgiven.
-pub fn recovery_form(input: &str) -> Option<String> {
-    let plain: String =
-        input.chars().filter(|c| !c.is_whitespace() && *c != '-').map(|c| c.to_ascii_lowercase()).collect();
-    if plain.len() != 10 || !plain.bytes().all(|b| RECOVERY_ALPHABET.contains(&b)) {
-        return None;
-    }
-    Some(format!("{}-{}", &plain[..5], &plain[5..]))
 }
 
 /// An account's second factor, as stored.
@@ -403,6 +317,7 @@ pub async fn reseal_all(storage: &Storage, sealer: &Sealer) -> Result<(u64, u64)
 
 #[cfg(test)]
 mod tests {
+    use super::recovery::RECOVERY_ALPHABET;
     use super::*;
 
     /// RFC 6238, appendix B: the SHA-1 rows (8 digits, the 20-byte ASCII secret).
