@@ -120,6 +120,7 @@ async fn a_look_up_that_read_before_a_logout_cannot_put_the_session_back() {
     let gate = Arc::new(Semaphore::new(0));
     let mut inner = Instrumented::new(&db, 0);
     inner.gate = Some(gate.clone());
+    let at_gate = inner.at_gate.clone();
     let store = Arc::new(CachingStore::new(inner, 100));
     let now = session::now();
     let token = create(&*store, &live_record(1, now), None).await;
@@ -129,7 +130,11 @@ async fn a_look_up_that_read_before_a_logout_cannot_put_the_session_back() {
         let store = store.clone();
         async move { store.load(&token, now).await.unwrap() }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while at_gate.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the look-up reached the gate");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     // ...a logout commits meanwhile...
     assert!(end(&*store, &token).await);
     gate.add_permits(100);

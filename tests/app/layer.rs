@@ -349,6 +349,8 @@ pub struct Instrumented {
     pub loads: Arc<AtomicU32>,
     /// When set, every look-up waits for a permit after reading the database.
     pub gate: Option<Arc<tokio::sync::Semaphore>>,
+    /// Look-ups that have read the database and wait at the gate.
+    pub at_gate: Arc<AtomicU32>,
 }
 
 impl Instrumented {
@@ -359,6 +361,7 @@ impl Instrumented {
             calls: Arc::default(),
             loads: Arc::default(),
             gate: None,
+            at_gate: Arc::default(),
         }
     }
 }
@@ -372,6 +375,7 @@ impl SessionStore for Instrumented {
         self.loads.fetch_add(1, Ordering::SeqCst);
         let found = self.inner.load(h, now).await;
         if let Some(gate) = &self.gate {
+            self.at_gate.fetch_add(1, Ordering::SeqCst);
             let _ = gate.acquire().await.unwrap();
         }
         found
