@@ -25,9 +25,7 @@ use crate::storage::{Db, Storage};
 /// Where PostgreSQL announces changes to accounts and their groups (see
 /// `migrations/postgres/`).
 const ACCOUNTS_CHANNEL: &str = "sesija_accounts";
-use crate::web::Portal;
-use crate::web::SecondFactor;
-use crate::web::{self, App, SetupToken};
+use crate::web::{self, Directory, Metrics, Portal, SecondFactor, SetupToken};
 
 /// Why sesija cannot start: one line for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -75,8 +73,8 @@ pub async fn close(rocket: &Rocket<rocket::Ignite>) {
             log::warn!("session deadline flush at exit failed: {e}");
         }
     }
-    if let Some(app) = rocket.state::<App>() {
-        app.storage.close().await;
+    if let Some(storage) = rocket.state::<Storage>() {
+        storage.close().await;
     }
 }
 
@@ -236,25 +234,33 @@ pub async fn app_with_clock(figment: Figment, clock: Arc<dyn Clock>) -> Result<R
         public: settings.public().map_err(|e| StartupError(e.to_string()))?,
         cookie_domain: settings.cookie_domain().map_err(|e| StartupError(e.to_string()))?,
         rules: settings.rules().map_err(|e| StartupError(e.to_string()))?,
+        cookie_secure: settings.cookie_secure,
+        clock,
     };
     let sessions = SessionLayer::from_manager(manager);
-    let app = App { metrics: Arc::default(), storage, settings, portal, identities, clock };
+    let directory = Directory { storage: storage.clone(), identities };
 
+    // Each concern's state on its own: handlers take what they use.
     let rocket = rocket::custom(figment)
-        .manage(app)
+        .manage(portal)
+        .manage(directory)
+        .manage(storage)
+        .manage(settings)
+        .manage(Arc::new(Metrics::default()))
         .manage(auth)
         .manage(second)
         .manage(setup)
         .attach(sessions)
         .attach(AdHoc::on_liftoff("setup link", |rocket| {
             Box::pin(async move {
-                let (Some(app), Some(setup)) = (rocket.state::<App>(), rocket.state::<SetupToken>()) else {
+                let (Some(portal), Some(setup)) = (rocket.state::<Portal>(), rocket.state::<SetupToken>())
+                else {
                     return;
                 };
                 if let Some(token) = setup.get() {
                     println!(
                         "sesija: no account exists yet; create the first one at {}/setup?token={token}",
-                        app.portal.public.origin
+                        portal.public.origin
                     );
                 }
             })

@@ -1,6 +1,7 @@
 //! `/account/password`: change the password, end every other session.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use rocket::form::{Form, FromForm};
 use rocket::http::Status;
@@ -10,7 +11,7 @@ use rocket::{get, post, State};
 
 use super::guards::SignedIn;
 use super::metrics::Ended;
-use super::{csrf, pages, App, Notice, Reply, WebError, WebResult};
+use super::{csrf, pages, Directory, Metrics, Notice, Portal, Reply, WebError, WebResult};
 use crate::auth::password::check_new_password;
 use crate::auth::Authenticator;
 
@@ -46,7 +47,9 @@ pub async fn change_password(
     _origin: csrf::SameOrigin,
     session: SignedIn<'_>,
     form: Form<PasswordForm>,
-    app: &State<App>,
+    portal: &State<Portal>,
+    directory: &State<Directory>,
+    metrics: &State<Arc<Metrics>>,
     auth: &State<Authenticator>,
     ip: Option<IpAddr>,
 ) -> WebResult {
@@ -55,7 +58,7 @@ pub async fn change_password(
     }
     let token = form.csrf_token.clone();
     let refuse = |error: &str| form_page(Status::UnprocessableEntity, &token, None, Some(error));
-    let user = app.account(session.user_id()).await?;
+    let user = directory.account(session.user_id()).await?;
     let page =
         |error: &str| pages::render(pages::Password { notice: None, error: Some(error), csrf_token: &token });
     let wrong = "The current password is wrong.";
@@ -66,16 +69,16 @@ pub async fn change_password(
     if let Err(why) = check_new_password(&user.username, &form.new_password) {
         return Ok(refuse(why));
     }
-    let accounts = app.accounts(auth, session.manager().store());
+    let accounts = directory.accounts(auth, session.manager().store());
     let ended =
         accounts.set_password(&user.username, form.new_password.clone(), Some(session.handle())).await?;
     session.rotate().await?;
     // The password was just proved.
     let mut state = super::guards::auth_state(&session);
-    state.confirmed_at = app.now();
+    state.confirmed_at = portal.now();
     super::guards::save_auth_state(&session, &state).await?;
     log::info!("password changed: user {:?}, ended {ended} other sessions", user.username);
-    app.metrics.ended(Ended::Revoke, ended);
+    metrics.ended(Ended::Revoke, ended);
     Ok(Reply::Flash(Flash::success(Redirect::to("/user"), "Password changed")))
 }
 

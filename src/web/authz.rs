@@ -15,7 +15,7 @@ use rocket::request::{FromRequest, Outcome, Request};
 use rocket::response::{self, Responder, Response};
 use rocket::{get, State};
 
-use super::{pages, App, WebError, WebResult};
+use super::{pages, Directory, Portal, WebError, WebResult};
 use crate::auth::access::{Verdict, Who};
 use crate::auth::identity::Identity;
 use crate::session::Session;
@@ -288,18 +288,34 @@ impl Answer {
 }
 
 #[get("/api/authz/auth-request")]
-pub async fn auth_request(ask: OriginalRequest, check: Check<'_>, app: &State<App>) -> WebResult<Answer> {
-    decide(ask.0, check, app, Flavour::AuthRequest).await
+pub async fn auth_request(
+    ask: OriginalRequest,
+    check: Check<'_>,
+    portal: &State<Portal>,
+    directory: &State<Directory>,
+) -> WebResult<Answer> {
+    decide(ask.0, check, portal, directory, Flavour::AuthRequest).await
 }
 
 #[get("/api/authz/forward-auth")]
-pub async fn forward_auth(ask: ForwardedRequest, check: Check<'_>, app: &State<App>) -> WebResult<Answer> {
-    decide(ask.0, check, app, Flavour::ForwardAuth).await
+pub async fn forward_auth(
+    ask: ForwardedRequest,
+    check: Check<'_>,
+    portal: &State<Portal>,
+    directory: &State<Directory>,
+) -> WebResult<Answer> {
+    decide(ask.0, check, portal, directory, Flavour::ForwardAuth).await
 }
 
-async fn decide(ask: Ask, check: Check<'_>, app: &App, flavour: Flavour) -> WebResult<Answer> {
+async fn decide(
+    ask: Ask,
+    check: Check<'_>,
+    portal: &Portal,
+    directory: &Directory,
+    flavour: Flavour,
+) -> WebResult<Answer> {
     let target = ask.target.map_err(|BadTarget(why)| WebError::Invalid(why))?;
-    if !app.portal.covers(&target.host) {
+    if !portal.covers(&target.host) {
         return Err(WebError::Invalid("the target host is neither the portal's nor under cookie_domain"));
     }
     let session = check.0.map_err(|()| WebError::Unavailable("the session store is unavailable"))?;
@@ -310,22 +326,30 @@ async fn decide(ask: Ask, check: Check<'_>, app: &App, flavour: Flavour) -> WebR
     let identity = match &session {
         None => None,
         // The account gone: so is this session.
-        Some(session) => app.identities.get(session.user_id()).await?,
+        Some(session) => directory.identities.get(session.user_id()).await?,
     };
     let who = identity.as_ref().map(|i| Who { username: &i.username, groups: &i.groups, second_factor });
-    Ok(match app.portal.rules.decide(&target.host, &target.path, who.as_ref()) {
+    Ok(match portal.rules.decide(&target.host, &target.path, who.as_ref()) {
         Verdict::Public => Answer::allowed(identity.as_deref()),
         Verdict::Allowed => Answer::allowed(identity.as_deref()),
-        Verdict::LoginRequired => login_required(app, &target, ask.navigation, flavour, "/login"),
+        Verdict::LoginRequired => login_required(portal, &target, ask.navigation, flavour, "/login"),
         // The code prompt, or the set-up page for an account without a
         // second factor: then back to the app.
-        Verdict::SecondFactorRequired => login_required(app, &target, ask.navigation, flavour, "/login/2fa"),
-        Verdict::Forbidden => forbidden(app, identity.as_deref()),
+        Verdict::SecondFactorRequired => {
+            login_required(portal, &target, ask.navigation, flavour, "/login/2fa")
+        }
+        Verdict::Forbidden => forbidden(portal, identity.as_deref()),
     })
 }
 
-fn login_required(app: &App, target: &Target, navigation: bool, flavour: Flavour, page: &str) -> Answer {
-    let login = app.portal.login_url(page, &target.url);
+fn login_required(
+    portal: &Portal,
+    target: &Target,
+    navigation: bool,
+    flavour: Flavour,
+    page: &str,
+) -> Answer {
+    let login = portal.login_url(page, &target.url);
     let location = Header::new("Location", login.clone());
     if navigation && flavour == Flavour::ForwardAuth {
         let status = match target.method.as_str() {
@@ -340,11 +364,11 @@ fn login_required(app: &App, target: &Target, navigation: bool, flavour: Flavour
     Answer { status: Status::Unauthorized, headers: vec![location], body: Some((ContentType::JSON, body)) }
 }
 
-fn forbidden(app: &App, identity: Option<&Identity>) -> Answer {
+fn forbidden(portal: &Portal, identity: Option<&Identity>) -> Answer {
     let page = pages::Forbidden {
         notice: None,
         username: identity.map(|i| i.username.as_str()),
-        portal: &app.portal.public.origin,
+        portal: &portal.public.origin,
     };
     Answer {
         status: Status::Forbidden,

@@ -14,7 +14,6 @@
 use rocket::http::{CookieJar, Status};
 use rocket::request::{FromRequest, Outcome, Request};
 
-use crate::config::Settings;
 use crate::session::{constant_time_eq, cookies, Session, Token};
 
 const SESSION_KEY: &str = "csrf";
@@ -33,29 +32,28 @@ fn live_anonymous(value: &str, now: i64) -> Option<&str> {
 
 /// The anonymous token of this browser, set as a cookie if it has none yet
 /// (or only an expired one), at `now`.
-pub fn anonymous(jar: &CookieJar<'_>, settings: &Settings, now: i64) -> String {
-    let name = settings.csrf_cookie_name();
+pub fn anonymous(jar: &CookieJar<'_>, secure: bool, now: i64) -> String {
+    let name = cookies::csrf_cookie_name(secure);
     if let Some(cookie) = jar.get_private(name) {
         if let Some(token) = live_anonymous(cookie.value(), now) {
             return token.to_owned();
         }
     }
     let token = Token::generate().encode();
-    jar.add_private(cookies::csrf(format!("{now}.{token}"), settings.cookie_secure));
+    jar.add_private(cookies::csrf(format!("{now}.{token}"), secure));
     token
 }
 
 /// Drops the anonymous token once its browser is logged in: forms then use
 /// the session's, and every later request is one cookie lighter.
-pub fn forget_anonymous(jar: &CookieJar<'_>, settings: &Settings) {
-    let name = settings.csrf_cookie_name();
-    if jar.get(name).is_some() {
-        jar.remove_private(cookies::csrf_removal(settings.cookie_secure));
+pub fn forget_anonymous(jar: &CookieJar<'_>, secure: bool) {
+    if jar.get(cookies::csrf_cookie_name(secure)).is_some() {
+        jar.remove_private(cookies::csrf_removal(secure));
     }
 }
 
-pub fn anonymous_ok(jar: &CookieJar<'_>, settings: &Settings, submitted: &str, now: i64) -> bool {
-    jar.get_private(settings.csrf_cookie_name()).is_some_and(|c| {
+pub fn anonymous_ok(jar: &CookieJar<'_>, secure: bool, submitted: &str, now: i64) -> bool {
+    jar.get_private(cookies::csrf_cookie_name(secure)).is_some_and(|c| {
         live_anonymous(c.value(), now).is_some_and(|token| {
             !submitted.is_empty() && constant_time_eq(token.as_bytes(), submitted.as_bytes())
         })
@@ -82,7 +80,8 @@ impl<'r> FromRequest<'r> for SameOrigin {
         // exactly), or whatever host the browser addressed (a cross-site
         // form cannot choose the `Host` its request is sent with, only the
         // `Origin` gives it away).
-        let public = req.rocket().state::<super::App>().and_then(|app| origin_of(&app.portal.public.origin));
+        let public =
+            req.rocket().state::<super::Portal>().and_then(|portal| origin_of(&portal.public.origin));
         let host = headers.get_one("Host").and_then(host_of);
         let same = theirs.as_ref().is_some_and(|theirs| {
             Some(theirs) == public.as_ref() || host.as_ref().is_some_and(|host| host.addresses(theirs))

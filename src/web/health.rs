@@ -3,11 +3,12 @@
 use rocket::http::{ContentType, Header, Status};
 use rocket::{get, Responder, State};
 
-use super::{pages, App};
+use super::pages;
+use crate::storage::Storage;
 
 #[get("/healthz")]
-pub async fn healthz(app: &State<App>) -> (Status, &'static str) {
-    if app.storage.ping().await {
+pub async fn healthz(storage: &State<Storage>) -> (Status, &'static str) {
+    if storage.ping().await {
         (Status::Ok, "ok")
     } else {
         (Status::ServiceUnavailable, "database unavailable")

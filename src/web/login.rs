@@ -6,11 +6,12 @@ use rocket::request::FlashMessage;
 use rocket::response::{Flash, Redirect};
 use rocket::{get, post, State};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use super::guards::{new_session_data, SignedIn};
 use super::metrics::{Ended, Login};
 use super::two_factor::{self, NextStep, SecondFactor};
-use super::{csrf, pages, App, Notice, Reply, WebError, WebResult, BAD_FORM};
+use super::{csrf, pages, Directory, Metrics, Notice, Portal, Reply, WebError, WebResult, BAD_FORM};
 use crate::auth::login::Proved;
 use crate::auth::state::{AuthState, Stage};
 use crate::auth::throttle::Refused;
@@ -36,41 +37,41 @@ pub async fn login_form(
     session: Session<'_>,
     rd: Option<&str>,
     jar: &CookieJar<'_>,
-    app: &State<App>,
+    portal: &State<Portal>,
     second: &State<SecondFactor>,
     flash: Option<FlashMessage<'_>>,
 ) -> Reply {
-    let rd = app.portal.safe_rd(rd.unwrap_or_default()).unwrap_or_default();
+    let rd = portal.safe_rd(rd.unwrap_or_default()).unwrap_or_default();
     match two_factor::next_step(session, second, &rd).await {
         NextStep::Then(next) => Reply::see_other(next),
-        NextStep::Complete => app.after_login(&rd),
+        NextStep::Complete => portal.after_login(&rd),
         // The waiting session ended: the form again.
-        NextStep::Expired => login_page(Status::Ok, jar, app, Notice::from_flash(flash), None, "", &rd),
+        NextStep::Expired => login_page(Status::Ok, jar, portal, Notice::from_flash(flash), None, "", &rd),
     }
 }
 
 #[get("/login?<rd>", rank = 2)]
 pub fn login_form_anonymous(
     jar: &CookieJar<'_>,
-    app: &State<App>,
+    portal: &State<Portal>,
     flash: Option<FlashMessage<'_>>,
     rd: Option<&str>,
 ) -> Reply {
-    let rd = app.portal.safe_rd(rd.unwrap_or_default()).unwrap_or_default();
-    login_page(Status::Ok, jar, app, Notice::from_flash(flash), None, "", &rd)
+    let rd = portal.safe_rd(rd.unwrap_or_default()).unwrap_or_default();
+    login_page(Status::Ok, jar, portal, Notice::from_flash(flash), None, "", &rd)
 }
 
 /// The login form; `rd` (already checked safe, or empty) rides along.
 fn login_page(
     status: Status,
     jar: &CookieJar<'_>,
-    app: &App,
+    portal: &Portal,
     notice: Option<Notice>,
     error: Option<&str>,
     username: &str,
     rd: &str,
 ) -> Reply {
-    let csrf_token = csrf::anonymous(jar, &app.settings, app.now());
+    let csrf_token = csrf::anonymous(jar, portal.cookie_secure, portal.now());
     Reply::page(status, pages::render(pages::Login { notice, error, csrf_token: &csrf_token, username, rd }))
 }
 
@@ -88,26 +89,26 @@ pub struct LoginForm {
     rd: String,
 }
 
-#[allow(clippy::too_many_arguments)]
 #[post("/login", data = "<form>")]
 pub async fn login(
     _origin: csrf::SameOrigin,
     form: Form<LoginForm>,
     jar: &CookieJar<'_>,
     sessions: Sessions<'_>,
-    app: &State<App>,
+    portal: &State<Portal>,
+    metrics: &State<Arc<Metrics>>,
     auth: &State<Authenticator>,
     second: &State<SecondFactor>,
     ip: Option<IpAddr>,
 ) -> WebResult {
-    let rd = app.portal.safe_rd(&form.rd).unwrap_or_default();
-    let page = |status, error| login_page(status, jar, app, None, Some(error), &form.username, &rd);
-    if !csrf::anonymous_ok(jar, &app.settings, &form.csrf_token, app.now()) {
+    let rd = portal.safe_rd(&form.rd).unwrap_or_default();
+    let page = |status, error| login_page(status, jar, portal, None, Some(error), &form.username, &rd);
+    if !csrf::anonymous_ok(jar, portal.cookie_secure, &form.csrf_token, portal.now()) {
         log::warn!("login refused: bad csrf token (user {:?}, ip {ip:?})", form.username);
         return Ok(page(Status::Forbidden, BAD_FORM));
     }
     let wrong = || {
-        app.metrics.login(Login::Failed);
+        metrics.login(Login::Failed);
         log::warn!("login failed: user {:?}, ip {ip:?}", form.username);
         page(Status::Unauthorized, WRONG_CREDENTIALS)
     };
@@ -116,8 +117,8 @@ pub async fn login(
         Verdict::Wrong => return Ok(wrong()),
         Verdict::Throttled(wait) => {
             log::warn!("login refused by the throttle: user {:?}, ip {ip:?}: {wait} s", form.username);
-            app.metrics.login(Login::Throttled);
-            let csrf_token = csrf::anonymous(jar, &app.settings, app.now());
+            metrics.login(Login::Throttled);
+            let csrf_token = csrf::anonymous(jar, portal.cookie_secure, portal.now());
             return Err(WebError::throttled(Refused::Wait(wait), |message| {
                 let page = pages::Login {
                     notice: None,
@@ -134,7 +135,7 @@ pub async fn login(
 
     // With a second factor, the session waits for its code and opens
     // nothing meanwhile; where one is required, it opens only the set-up.
-    let data = new_session_data(&AuthState::after_password(stage, app.now()));
+    let data = new_session_data(&AuthState::after_password(stage, portal.now()));
     // A login waiting for its code ends after `two_factor_pending_timeout`,
     // however often its page is reloaded: the purge removes it then, and
     // no list shows it as live.
@@ -165,7 +166,7 @@ pub async fn login(
             return Err(e.into());
         }
     }
-    csrf::forget_anonymous(jar, &app.settings);
+    csrf::forget_anonymous(jar, portal.cookie_secure);
     let (handle, name) = (session.handle(), &user.username);
     match stage {
         Stage::SecondFactorPending => {
@@ -178,15 +179,15 @@ pub async fn login(
         }
         Stage::Complete => {
             log::info!("login: user {name:?}, ip {ip:?}, session {handle}");
-            app.metrics.login(Login::Succeeded);
-            Ok(app.after_login(&rd))
+            metrics.login(Login::Succeeded);
+            Ok(portal.after_login(&rd))
         }
     }
 }
 
 #[get("/logout")]
-pub async fn logout_page(session: Session<'_>, app: &State<App>) -> WebResult {
-    let user = app.account(session.user_id()).await?;
+pub async fn logout_page(session: Session<'_>, directory: &State<Directory>) -> WebResult {
+    let user = directory.account(session.user_id()).await?;
     let csrf_token = csrf::of_session(&session).await?;
     let page = pages::Logout { notice: None, username: &user.username, csrf_token: &csrf_token };
     Ok(Reply::page(Status::Ok, pages::render(page)))
@@ -211,7 +212,8 @@ pub async fn logout(
     _origin: csrf::SameOrigin,
     session: Session<'_>,
     form: Form<LogoutForm>,
-    app: &State<App>,
+    portal: &State<Portal>,
+    metrics: &State<Arc<Metrics>>,
 ) -> WebResult {
     if !csrf::session_ok(&session, &form.csrf_token) {
         return Err(WebError::refused(Status::Forbidden, BAD_FORM));
@@ -219,8 +221,8 @@ pub async fn logout(
     let handle = session.handle().to_owned();
     session.destroy().await?;
     log::info!("logout: session {handle}");
-    app.metrics.ended(Ended::Logout, 1);
-    Ok(match app.portal.safe_rd(&form.rd) {
+    metrics.ended(Ended::Logout, 1);
+    Ok(match portal.safe_rd(&form.rd) {
         Some(to) => Reply::see_other(to),
         None => Reply::Flash(Flash::success(Redirect::to("/login"), "You have been logged out.")),
     })

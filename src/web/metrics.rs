@@ -20,7 +20,7 @@ use rocket::fairing::{Fairing, Info, Kind};
 use rocket::http::ContentType;
 use rocket::{async_trait, get, Data, Request, Response, State};
 
-use super::App;
+use super::Directory;
 use crate::session::SessionManager;
 
 const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
@@ -202,11 +202,14 @@ impl Fairing for RequestTimer {
 }
 
 #[get("/metrics")]
-pub async fn metrics(app: &State<App>, sessions: &State<Arc<SessionManager>>) -> (ContentType, String) {
-    let m = &app.metrics;
+pub async fn metrics(
+    directory: &State<Directory>,
+    m: &State<Arc<Metrics>>,
+    sessions: &State<Arc<SessionManager>>,
+) -> (ContentType, String) {
     let active = sessions.store().backend().count_live(sessions.now()).await.map_or(-1, |n| n as i64);
     m.sessions_active.set(active);
-    m.database_size.set(app.storage.size_bytes().await.unwrap_or(-1));
+    m.database_size.set(directory.storage.size_bytes().await.unwrap_or(-1));
     m.catch_up(sessions);
     let mut out = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &m.registry) {

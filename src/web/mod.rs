@@ -31,7 +31,6 @@ use crate::auth::throttle::Refused;
 use crate::auth::users::User;
 use crate::auth::{Authenticator, Verdict};
 use crate::config::Settings;
-use crate::session::Clock;
 use crate::storage::Storage;
 
 pub use authz::{BadTarget, Target};
@@ -41,29 +40,16 @@ pub use portal::Portal;
 pub use setup::SetupToken;
 pub use two_factor::SecondFactor;
 
-/// Shared state of the web app.
-pub struct App {
-    /// The process's metrics.
-    pub metrics: Arc<Metrics>,
+/// The accounts as the pages reach them: the database, and who each
+/// account is (cached for forward auth and `/user`).
+pub struct Directory {
     /// The database.
     pub storage: Storage,
-    /// The settings, as validated at start-up.
-    pub settings: Settings,
-    /// Public address, cookie domain, access rules.
-    pub portal: portal::Portal,
-    /// Who each account is, for forward auth and `/user`.
+    /// Who each account is.
     pub identities: Arc<Identities>,
-    /// The time every page judges sessions, codes and forms by (the
-    /// session layer's clock).
-    pub clock: Arc<dyn Clock>,
 }
 
-impl App {
-    /// Now, in unix seconds.
-    pub fn now(&self) -> i64 {
-        self.clock.now()
-    }
-
+impl Directory {
     /// Account changes made from a page: sessions ended through `sessions`
     /// (the server's store), announced to this server's caches.
     fn accounts<'a>(
@@ -77,14 +63,6 @@ impl App {
             sessions,
             Caches { sessions, identities: &self.identities },
         )
-    }
-
-    /// Where a browser goes once logged in: a safe `rd`, else `/user`.
-    fn after_login(&self, rd: &str) -> Reply {
-        match self.portal.safe_rd(rd) {
-            Some(to) => Reply::see_other(to),
-            None => Reply::to("/user"),
-        }
     }
 
     /// The account a session belongs to; gone (removed meanwhile), the
@@ -133,9 +111,12 @@ pub fn routes() -> Vec<Route> {
 
 /// Mounts the app on `rocket`: routes, error pages and response headers.
 pub fn stage(rocket: Rocket<Build>) -> Rocket<Build> {
-    let secure = rocket.state::<App>().is_some_and(|a| a.settings.cookie_secure);
-    let portal = rocket.state::<App>().map(|a| (a.portal.public.https, a.portal.cookie_domain.clone()));
-    let metrics = rocket.state::<App>().filter(|a| a.settings.metrics).map(|a| a.metrics.clone());
+    let secure = rocket.state::<Portal>().is_some_and(|p| p.cookie_secure);
+    let portal = rocket.state::<Portal>().map(|p| (p.public.https, p.cookie_domain.clone()));
+    let metrics = match rocket.state::<Settings>().is_some_and(|s| s.metrics) {
+        true => rocket.state::<Arc<Metrics>>().cloned(),
+        false => None,
+    };
     let rocket = match metrics {
         Some(metrics) => rocket.mount("/", routes![metrics::metrics]).attach(metrics::RequestTimer(metrics)),
         None => rocket,

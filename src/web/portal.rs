@@ -2,8 +2,11 @@
 //! cookie domain, the access rules, and which URLs it will send a browser
 //! to after a login or a logout (`rd`).
 
+use std::sync::Arc;
+
 use crate::auth::access::Rules;
 use crate::config::{in_domain, PublicUrl};
+use crate::session::Clock;
 
 /// What forward auth and `rd` are decided by, checked at start-up.
 pub struct Portal {
@@ -13,9 +16,27 @@ pub struct Portal {
     pub cookie_domain: Option<String>,
     /// The access rules.
     pub rules: Rules,
+    /// Cookies are Secure (`cookie_secure`).
+    pub cookie_secure: bool,
+    /// The time pages judge sessions, codes and forms by (the session
+    /// layer's clock).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Portal {
+    /// Now, in unix seconds.
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// Where a browser goes once logged in: a safe `rd`, else `/user`.
+    pub(super) fn after_login(&self, rd: &str) -> super::Reply {
+        match self.safe_rd(rd) {
+            Some(to) => super::Reply::see_other(to),
+            None => super::Reply::to("/user"),
+        }
+    }
+
     /// Whether `host` (lower-case, no port, no trailing dot) is the portal's
     /// own or under the cookie domain: the only hosts whose browsers carry
     /// the session cookie, so the only ones forward auth can answer for.
@@ -74,6 +95,8 @@ mod tests {
             public: PublicUrl { origin: origin.into(), https, host },
             cookie_domain: domain.map(str::to_owned),
             rules: Rules::new(vec![], DefaultPolicy::Allow).unwrap(),
+            cookie_secure: https,
+            clock: Arc::new(crate::session::SystemClock),
         }
     }
 

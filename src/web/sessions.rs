@@ -5,12 +5,13 @@ use rocket::http::Status;
 use rocket::request::FlashMessage;
 use rocket::response::{Flash, Redirect};
 use rocket::{get, post, State};
+use std::sync::Arc;
 
 use std::net::IpAddr;
 
 use super::guards::{auth_state, auth_state_of_data, save_auth_state, SignedIn};
 use super::metrics::Ended;
-use super::{csrf, device, pages, App, Notice, Reply, WebError, WebResult};
+use super::{csrf, device, pages, Directory, Metrics, Notice, Portal, Reply, WebError, WebResult};
 use crate::auth::state::SUDO_WINDOW;
 use crate::auth::Authenticator;
 use crate::session::{Ending, Owner, Session};
@@ -37,13 +38,14 @@ pub(super) struct Confirming<'a> {
 /// with a wrong one) or 429.
 pub(super) async fn sudo(
     session: &Session<'_>,
-    app: &App,
+    portal: &Portal,
+    directory: &Directory,
     auth: &Authenticator,
     ip: Option<IpAddr>,
     password: &str,
     confirming: Confirming<'_>,
 ) -> WebResult<()> {
-    let now = app.now();
+    let now = portal.now();
     let mut state = auth_state(session);
     if state.recently_confirmed(now) {
         return Ok(());
@@ -66,7 +68,7 @@ pub(super) async fn sudo(
     if password.is_empty() {
         return Err(WebError::page(Status::Forbidden, form(None)));
     }
-    let user = app.account(session.user_id()).await?;
+    let user = directory.account(session.user_id()).await?;
     let wrong = "The password is wrong.";
     super::confirm_password(auth, &user, password, ip, wrong, |message| form(Some(message))).await?;
     state.confirmed_at = now;
@@ -127,7 +129,9 @@ pub async fn revoke(
     _origin: csrf::SameOrigin,
     session: SignedIn<'_>,
     form: Form<RevokeForm>,
-    app: &State<App>,
+    metrics: &State<Arc<Metrics>>,
+    portal: &State<Portal>,
+    directory: &State<Directory>,
     auth: &State<Authenticator>,
     ip: Option<IpAddr>,
 ) -> WebResult {
@@ -139,18 +143,18 @@ pub async fn revoke(
         let handle = session.handle().to_owned();
         session.session.destroy().await?;
         log::info!("session {handle} ended by its owner");
-        app.metrics.ended(Ended::Revoke, 1);
+        metrics.ended(Ended::Revoke, 1);
         return Ok(Reply::Flash(Flash::success(Redirect::to("/login"), "Session ended")));
     }
     // Ending another session needs a recent password.
     let confirming = ending_sessions("/sessions/revoke", Some(&form.handle));
-    sudo(&session, app, auth, ip, &form.password, confirming).await?;
+    sudo(&session, portal, directory, auth, ip, &form.password, confirming).await?;
     let ending = Ending::Handle { handle: &form.handle, owner: Some(session.user_id()) };
     if session.manager().store().end(ending).await? == 0 {
         // Not this user's, or no such session: the same answer.
         return Err(WebError::refused(Status::NotFound, "There is no such session."));
     }
-    app.metrics.ended(Ended::Revoke, 1);
+    metrics.ended(Ended::Revoke, 1);
     log::info!(
         "session {} ended by user {} from session {}",
         form.handle,
@@ -173,17 +177,28 @@ pub async fn revoke_others(
     _origin: csrf::SameOrigin,
     session: SignedIn<'_>,
     form: Form<RevokeOthersForm>,
-    app: &State<App>,
+    metrics: &State<Arc<Metrics>>,
+    portal: &State<Portal>,
+    directory: &State<Directory>,
     auth: &State<Authenticator>,
     ip: Option<IpAddr>,
 ) -> WebResult {
     if !csrf::session_ok(&session, &form.csrf_token) {
         return Err(WebError::refused(Status::Forbidden, super::BAD_FORM));
     }
-    sudo(&session, app, auth, ip, &form.password, ending_sessions("/sessions/revoke-others", None)).await?;
+    sudo(
+        &session,
+        portal,
+        directory,
+        auth,
+        ip,
+        &form.password,
+        ending_sessions("/sessions/revoke-others", None),
+    )
+    .await?;
     let ending = Ending::OwnedBy { user_id: session.user_id(), keep: Some(session.handle()) };
     let n = session.manager().store().end(ending).await?;
-    app.metrics.ended(Ended::Revoke, n);
+    metrics.ended(Ended::Revoke, n);
     log::info!("user {} ended {n} other sessions from session {}", session.user_id(), session.handle());
     let message = format!("Logged out of {n} other session{}", if n == 1 { "" } else { "s" });
     Ok(Reply::Flash(Flash::success(Redirect::to("/sessions"), message)))

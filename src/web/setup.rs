@@ -11,7 +11,7 @@ use rocket::request::{FromRequest, Outcome};
 use rocket::{get, post, State};
 use rocket::{Data, Request};
 
-use super::{csrf, pages, App, Reply, WebError, WebResult};
+use super::{csrf, pages, Directory, Portal, Reply, WebError, WebResult};
 use crate::auth::password::check_new_password;
 use crate::auth::users::{self, check_username};
 use crate::auth::Authenticator;
@@ -51,11 +51,11 @@ fn closed() -> WebError {
 }
 
 /// The setup page is open only with the right token and while no user exists.
-async fn open(app: &App, link: &SetupToken, token: &str) -> WebResult<()> {
+async fn open(directory: &Directory, link: &SetupToken, token: &str) -> WebResult<()> {
     if !link.matches(token) {
         return Err(closed());
     }
-    if users::count(&app.storage).await? > 0 {
+    if users::count(&directory.storage).await? > 0 {
         link.clear();
         return Err(closed());
     }
@@ -65,12 +65,12 @@ async fn open(app: &App, link: &SetupToken, token: &str) -> WebResult<()> {
 fn form_page(
     status: Status,
     jar: &CookieJar<'_>,
-    app: &App,
+    portal: &Portal,
     token: &str,
     username: &str,
     error: Option<&str>,
 ) -> Reply {
-    let csrf_token = csrf::anonymous(jar, &app.settings, app.now());
+    let csrf_token = csrf::anonymous(jar, portal.cookie_secure, portal.now());
     let page = pages::Setup { notice: None, error, csrf_token: &csrf_token, token, username };
     Reply::page(status, pages::render(page))
 }
@@ -117,12 +117,13 @@ impl Fairing for HideSetupToken {
 pub async fn setup_form(
     link: LinkToken,
     jar: &CookieJar<'_>,
-    app: &State<App>,
+    portal: &State<Portal>,
+    directory: &State<Directory>,
     setup: &State<SetupToken>,
 ) -> WebResult {
     let token = link.0.unwrap_or_default();
-    open(app, setup, &token).await?;
-    Ok(form_page(Status::Ok, jar, app, &token, "", None))
+    open(directory, setup, &token).await?;
+    Ok(form_page(Status::Ok, jar, portal, &token, "", None))
 }
 
 #[derive(FromForm)]
@@ -143,14 +144,15 @@ pub async fn setup(
     form: Form<SetupForm>,
     jar: &CookieJar<'_>,
     sessions: Sessions<'_>,
-    app: &State<App>,
+    portal: &State<Portal>,
+    directory: &State<Directory>,
     auth: &State<Authenticator>,
     link: &State<SetupToken>,
 ) -> WebResult {
-    open(app, link, &form.token).await?;
-    if !csrf::anonymous_ok(jar, &app.settings, &form.csrf_token, app.now()) {
+    open(directory, link, &form.token).await?;
+    if !csrf::anonymous_ok(jar, portal.cookie_secure, &form.csrf_token, portal.now()) {
         let error = Some("This form has expired. Please try again.");
-        return Ok(form_page(Status::Forbidden, jar, app, &form.token, &form.username, error));
+        return Ok(form_page(Status::Forbidden, jar, portal, &form.token, &form.username, error));
     }
     if let Err(error) =
         check_username(&form.username).and_then(|_| check_new_password(&form.username, &form.password))
@@ -158,13 +160,13 @@ pub async fn setup(
         return Ok(form_page(
             Status::UnprocessableEntity,
             jar,
-            app,
+            portal,
             &form.token,
             &form.username,
             Some(error),
         ));
     }
-    let accounts = app.accounts(auth, sessions.manager().store());
+    let accounts = directory.accounts(auth, sessions.manager().store());
     let Some(id) = accounts.add_first(&form.username, form.password.clone()).await? else {
         link.clear();
         return Err(closed());
@@ -173,10 +175,10 @@ pub async fn setup(
     println!("sesija: created the first account, {:?}", form.username);
     use crate::auth::state::{AuthState, Stage};
     let stage = Stage::after_password(false, auth.second_factor_required());
-    let data = super::guards::new_session_data(&AuthState::after_password(stage, app.now()));
+    let data = super::guards::new_session_data(&AuthState::after_password(stage, portal.now()));
     let session = sessions.start(id, false, data).await?;
     log::info!("setup: user {:?}, session {}", form.username, session.handle());
-    csrf::forget_anonymous(jar, &app.settings);
+    csrf::forget_anonymous(jar, portal.cookie_secure);
     Ok(match stage {
         Stage::MustEnrol => Reply::to("/account/2fa"),
         Stage::Complete | Stage::SecondFactorPending => Reply::to("/user"),

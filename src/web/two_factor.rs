@@ -11,6 +11,7 @@
 //! new one (new token, same "remember me"), as a login does.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use rocket::form::{Form, FromForm};
 use rocket::http::Status;
@@ -20,14 +21,14 @@ use rocket::{get, post, routes, Route, State};
 
 use super::guards::{auth_state, new_session_data, save_auth_state};
 use super::metrics::{Ended, Login};
-use super::{csrf, pages, App, Notice, Reply, WebError, WebResult, BAD_FORM};
+use super::{csrf, pages, Directory, Metrics, Notice, Portal, Reply, WebError, WebResult, BAD_FORM};
 use crate::auth::factors;
 use crate::auth::state::{AuthState, Method, Stage};
 use crate::auth::throttle::Refused;
 use crate::auth::{Authenticator, User, Verdict};
 use crate::session::{Session, Sessions};
 
-/// How long a login may wait for its second factor, managed beside [`App`].
+/// How long a login may wait for its second factor (state of its own).
 pub struct SecondFactor {
     /// Seconds a password-only login may wait for its code.
     pub pending_timeout: i64,
@@ -87,10 +88,11 @@ fn too_late(rd: &str) -> Reply {
 pub async fn code_form(
     session: Session<'_>,
     rd: Option<&str>,
-    app: &State<App>,
+    portal: &State<Portal>,
+    directory: &State<Directory>,
     second: &State<SecondFactor>,
 ) -> WebResult {
-    let rd = app.portal.safe_rd(rd.unwrap_or_default()).unwrap_or_default();
+    let rd = portal.safe_rd(rd.unwrap_or_default()).unwrap_or_default();
     let state = auth_state(&session);
     match state.stage {
         Stage::SecondFactorPending if expired(&session, second) => {
@@ -99,8 +101,8 @@ pub async fn code_form(
         }
         Stage::SecondFactorPending => {}
         Stage::MustEnrol => return Ok(Reply::see_other(with_rd("/account/2fa", &rd))),
-        Stage::Complete if state.second_factor() => return Ok(app.after_login(&rd)),
-        Stage::Complete if app.account(session.user_id()).await?.two_factor => {}
+        Stage::Complete if state.second_factor() => return Ok(portal.after_login(&rd)),
+        Stage::Complete if directory.account(session.user_id()).await?.two_factor => {}
         Stage::Complete => return Ok(Reply::see_other(with_rd("/account/2fa", &rd))),
     }
     let csrf_token = csrf::of_session(&session).await?;
@@ -139,7 +141,8 @@ const WRONG_CODE: &str = "That code is not right. Enter the current code from yo
 /// answer: `wrong` with the form (`render` draws it around a message), 429
 /// or 503.
 async fn check_code(
-    app: &App,
+    portal: &Portal,
+    metrics: &Metrics,
     auth: &Authenticator,
     user: &User,
     code: &str,
@@ -147,7 +150,7 @@ async fn check_code(
     wrong: Status,
     render: impl FnOnce(&str) -> String,
 ) -> WebResult<Method> {
-    match auth.second_factor(user, code, ip, app.now()).await? {
+    match auth.second_factor(user, code, ip, portal.now()).await? {
         Verdict::Right(method) => {
             if method == Method::RecoveryCode {
                 log::info!("recovery code used: user {:?}, ip {ip:?}", user.username);
@@ -156,7 +159,7 @@ async fn check_code(
         }
         Verdict::Wrong => {
             log::warn!("second factor failed: user {:?}, ip {ip:?}", user.username);
-            app.metrics.login(Login::Failed);
+            metrics.login(Login::Failed);
             Err(WebError::page(wrong, render(WRONG_CODE)))
         }
         Verdict::Throttled(wait) => {
@@ -164,25 +167,26 @@ async fn check_code(
                 "second factor refused by the throttle: user {:?}, ip {ip:?}: {wait} s",
                 user.username
             );
-            app.metrics.login(Login::Throttled);
+            metrics.login(Login::Throttled);
             Err(WebError::throttled(Refused::Wait(wait), render))
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 #[post("/login/2fa", data = "<form>")]
 pub async fn verify_code(
     _origin: csrf::SameOrigin,
     session: Session<'_>,
     sessions: Sessions<'_>,
     form: Form<CodeForm>,
-    app: &State<App>,
+    portal: &State<Portal>,
+    directory: &State<Directory>,
+    metrics: &State<Arc<Metrics>>,
     auth: &State<Authenticator>,
     second: &State<SecondFactor>,
     ip: Option<IpAddr>,
 ) -> WebResult {
-    let rd = app.portal.safe_rd(&form.rd).unwrap_or_default();
+    let rd = portal.safe_rd(&form.rd).unwrap_or_default();
     let state = auth_state(&session);
     match state.stage {
         Stage::SecondFactorPending if expired(&session, second) => {
@@ -190,24 +194,25 @@ pub async fn verify_code(
             return Ok(too_late(&rd));
         }
         Stage::MustEnrol => return Ok(Reply::see_other(with_rd("/account/2fa", &rd))),
-        Stage::Complete if state.second_factor() => return Ok(app.after_login(&rd)),
+        Stage::Complete if state.second_factor() => return Ok(portal.after_login(&rd)),
         Stage::SecondFactorPending | Stage::Complete => {}
     }
     if !csrf::session_ok(&session, &form.csrf_token) {
         return Ok(code_page(Status::Forbidden, &form.csrf_token, &rd, Some(BAD_FORM)));
     }
-    let user = app.account(session.user_id()).await?;
+    let user = directory.account(session.user_id()).await?;
     if !user.two_factor {
         // Turned off meanwhile (an operator's reset ends the sessions too).
         let _ = session.destroy().await;
         return Err(WebError::LoggedOut);
     }
     let render = |message: &str| code_html(&form.csrf_token, &rd, Some(message));
-    let method = check_code(app, auth, &user, &form.code, ip, Status::Unauthorized, render).await?;
+    let method =
+        check_code(portal, metrics, auth, &user, &form.code, ip, Status::Unauthorized, render).await?;
     // A new session replaces the waiting one (a fresh token after the
     // login completes), keeping "remember me".
     let persistent = session.record().persistent;
-    let state = AuthState::after_second_factor(method, app.now());
+    let state = AuthState::after_second_factor(method, portal.now());
     let started = sessions.start(user.id, persistent, new_session_data(&state)).await?;
     // As at the password step: a password change, a removal or a reset
     // committed meanwhile must win.
@@ -224,8 +229,8 @@ pub async fn verify_code(
         }
     }
     log::info!("login with second factor: user {:?}, ip {ip:?}, session {}", user.username, started.handle());
-    app.metrics.login(Login::Succeeded);
-    Ok(app.after_login(&rd))
+    metrics.login(Login::Succeeded);
+    Ok(portal.after_login(&rd))
 }
 
 #[post("/login/2fa", rank = 2)]
@@ -251,14 +256,15 @@ struct StatusPage<'a> {
 
 impl<'a> StatusPage<'a> {
     async fn load(
-        app: &App,
+        portal: &Portal,
+        directory: &Directory,
         user: &User,
         csrf_token: &'a str,
         rd: &'a str,
         session: &Session<'_>,
     ) -> WebResult<Self> {
-        let enrolment = factors::status(&app.storage, user.id).await?;
-        Ok(StatusPage { enrolment, csrf_token, rd, state: auth_state(session), now: app.now() })
+        let enrolment = factors::status(&directory.storage, user.id).await?;
+        Ok(StatusPage { enrolment, csrf_token, rd, state: auth_state(session), now: portal.now() })
     }
 
     fn html(&self, error: Option<&str>, notice: Option<Notice>) -> String {
@@ -279,16 +285,17 @@ impl<'a> StatusPage<'a> {
 pub async fn status(
     session: Session<'_>,
     rd: Option<&str>,
-    app: &State<App>,
+    portal: &State<Portal>,
+    directory: &State<Directory>,
     flash: Option<FlashMessage<'_>>,
 ) -> WebResult {
-    let rd = app.portal.safe_rd(rd.unwrap_or_default()).unwrap_or_default();
+    let rd = portal.safe_rd(rd.unwrap_or_default()).unwrap_or_default();
     if let Some(next) = waiting_for_code(&session, &rd) {
         return Ok(next);
     }
-    let user = app.account(session.user_id()).await?;
+    let user = directory.account(session.user_id()).await?;
     let csrf_token = csrf::of_session(&session).await?;
-    let page = StatusPage::load(app, &user, &csrf_token, &rd, &session).await?;
+    let page = StatusPage::load(portal, directory, &user, &csrf_token, &rd, &session).await?;
     Ok(Reply::page(Status::Ok, page.html(None, Notice::from_flash(flash))))
 }
 
@@ -356,7 +363,8 @@ pub struct SetupForm {
 /// cookie alone cannot lock its owner out behind a factor of the thief's.
 async fn sudo_for_setup(
     session: &Session<'_>,
-    app: &App,
+    portal: &Portal,
+    directory: &Directory,
     auth: &Authenticator,
     ip: Option<IpAddr>,
     password: &str,
@@ -369,31 +377,31 @@ async fn sudo_for_setup(
         what: "Setting up two-factor authentication",
         back: "/account/2fa",
     };
-    super::sessions::sudo(session, app, auth, ip, password, confirming).await
+    super::sessions::sudo(session, portal, directory, auth, ip, password, confirming).await
 }
 
-#[allow(clippy::too_many_arguments)]
 #[post("/account/2fa/setup", data = "<form>")]
 pub async fn setup(
     _origin: csrf::SameOrigin,
     session: Session<'_>,
     form: Form<SetupForm>,
-    app: &State<App>,
+    portal: &State<Portal>,
+    directory: &State<Directory>,
     auth: &State<Authenticator>,
     ip: Option<IpAddr>,
 ) -> WebResult {
-    let rd = app.portal.safe_rd(&form.rd).unwrap_or_default();
+    let rd = portal.safe_rd(&form.rd).unwrap_or_default();
     if let Some(next) = waiting_for_code(&session, &rd) {
         return Ok(next);
     }
     if !csrf::session_ok(&session, &form.csrf_token) {
         return Err(WebError::refused(Status::Forbidden, BAD_FORM));
     }
-    let user = app.account(session.user_id()).await?;
+    let user = directory.account(session.user_id()).await?;
     if user.two_factor {
         return Ok(Reply::see_other(with_rd("/account/2fa", &rd)));
     }
-    sudo_for_setup(&session, app, auth, ip, &form.password, &rd).await?;
+    sudo_for_setup(&session, portal, directory, auth, ip, &form.password, &rd).await?;
     // A new secret each time: the last one shown is the one to confirm.
     let secret = factors::new_secret();
     use base64::Engine;
@@ -417,37 +425,38 @@ fn pending_secret(session: &Session<'_>, auth: &Authenticator) -> Option<Vec<u8>
     auth.sealer().open(&sealed).map(|(secret, _)| secret)
 }
 
-#[allow(clippy::too_many_arguments)]
 #[post("/account/2fa/enable", data = "<form>")]
 pub async fn enable(
     _origin: csrf::SameOrigin,
     session: Session<'_>,
     form: Form<CodeForm>,
-    app: &State<App>,
+    portal: &State<Portal>,
+    directory: &State<Directory>,
+    metrics: &State<Arc<Metrics>>,
     auth: &State<Authenticator>,
     ip: Option<IpAddr>,
 ) -> WebResult {
-    let rd = app.portal.safe_rd(&form.rd).unwrap_or_default();
+    let rd = portal.safe_rd(&form.rd).unwrap_or_default();
     if let Some(next) = waiting_for_code(&session, &rd) {
         return Ok(next);
     }
     if !csrf::session_ok(&session, &form.csrf_token) {
         return Err(WebError::refused(Status::Forbidden, BAD_FORM));
     }
-    let user = app.account(session.user_id()).await?;
+    let user = directory.account(session.user_id()).await?;
     if user.two_factor {
         return Ok(Reply::see_other(with_rd("/account/2fa", &rd)));
     }
     // The password proved at the set-up must still be recent: else the
     // confirmation form, which starts the set-up again.
-    sudo_for_setup(&session, app, auth, ip, "", &rd).await?;
+    sudo_for_setup(&session, portal, directory, auth, ip, "", &rd).await?;
     let Some(secret) = pending_secret(&session, auth) else {
         return Ok(Reply::Flash(Flash::warning(
             Redirect::to(with_rd("/account/2fa", &rd)),
             "Start the set-up again: no new secret was waiting for a code.",
         )));
     };
-    let now = app.now();
+    let now = portal.now();
     let step = match auth.first_code(&user, &secret, &form.code, ip, now).await? {
         Verdict::Right(step) => step,
         Verdict::Wrong => {
@@ -466,13 +475,13 @@ pub async fn enable(
     let sealed = auth.sealer().seal(&secret);
     // This session just proved the new factor; every other one (a session
     // opened with the password alone, perhaps not by this person) ends.
-    let accounts = app.accounts(auth, session.manager().store());
+    let accounts = directory.accounts(auth, session.manager().store());
     let Some(ended) =
         accounts.second_factor_on(user.id, &sealed, step, &hashes, now, session.handle()).await?
     else {
         return Ok(Reply::see_other(with_rd("/account/2fa", &rd)));
     };
-    app.metrics.ended(Ended::Revoke, ended);
+    metrics.ended(Ended::Revoke, ended);
     let mut state = auth_state(&session);
     state.enrolled(Method::Totp);
     save_auth_state(&session, &state).await?;
@@ -496,7 +505,9 @@ fn codes_page(codes: &[String], rd: &str) -> Reply {
 async fn confirm_both(
     session: &Session<'_>,
     form: &CodeForm,
-    app: &App,
+    portal: &Portal,
+    directory: &Directory,
+    metrics: &Metrics,
     auth: &Authenticator,
     ip: Option<IpAddr>,
     rd: &str,
@@ -504,38 +515,39 @@ async fn confirm_both(
     if !csrf::session_ok(session, &form.csrf_token) {
         return Err(WebError::refused(Status::Forbidden, BAD_FORM));
     }
-    let user = app.account(session.user_id()).await?;
+    let user = directory.account(session.user_id()).await?;
     if !user.two_factor {
         return Ok(Err(Reply::see_other(with_rd("/account/2fa", rd))));
     }
-    let page = StatusPage::load(app, &user, &form.csrf_token, rd, session).await?;
+    let page = StatusPage::load(portal, directory, &user, &form.csrf_token, rd, session).await?;
     let render = |message: &str| page.html(Some(message), None);
     super::confirm_password(auth, &user, &form.password, ip, "The password is wrong.", render).await?;
-    check_code(app, auth, &user, &form.code, ip, Status::UnprocessableEntity, render).await?;
+    check_code(portal, metrics, auth, &user, &form.code, ip, Status::UnprocessableEntity, render).await?;
     Ok(Ok(user))
 }
 
-#[allow(clippy::too_many_arguments)]
 #[post("/account/2fa/disable", data = "<form>")]
 pub async fn disable(
     _origin: csrf::SameOrigin,
     session: Session<'_>,
     form: Form<CodeForm>,
-    app: &State<App>,
+    portal: &State<Portal>,
+    directory: &State<Directory>,
+    metrics: &State<Arc<Metrics>>,
     auth: &State<Authenticator>,
     ip: Option<IpAddr>,
 ) -> WebResult {
-    let rd = app.portal.safe_rd(&form.rd).unwrap_or_default();
+    let rd = portal.safe_rd(&form.rd).unwrap_or_default();
     if let Some(next) = waiting_for_code(&session, &rd) {
         return Ok(next);
     }
-    let user = match confirm_both(&session, &form, app, auth, ip, &rd).await? {
+    let user = match confirm_both(&session, &form, portal, directory, metrics, auth, ip, &rd).await? {
         Ok(user) => user,
         Err(elsewhere) => return Ok(elsewhere),
     };
-    let accounts = app.accounts(auth, session.manager().store());
+    let accounts = directory.accounts(auth, session.manager().store());
     let ended = accounts.second_factor_off(user.id, session.handle()).await?;
-    app.metrics.ended(Ended::Revoke, ended);
+    metrics.ended(Ended::Revoke, ended);
     // Where 2FA is required, this session must set it up again before
     // anything else opens.
     let mut state = auth_state(&session);
@@ -554,27 +566,28 @@ pub fn disable_anonymous() -> Redirect {
     Redirect::to("/login")
 }
 
-#[allow(clippy::too_many_arguments)]
 #[post("/account/2fa/recovery-codes", data = "<form>")]
 pub async fn recovery_codes(
     _origin: csrf::SameOrigin,
     session: Session<'_>,
     form: Form<CodeForm>,
-    app: &State<App>,
+    portal: &State<Portal>,
+    directory: &State<Directory>,
+    metrics: &State<Arc<Metrics>>,
     auth: &State<Authenticator>,
     ip: Option<IpAddr>,
 ) -> WebResult {
-    let rd = app.portal.safe_rd(&form.rd).unwrap_or_default();
+    let rd = portal.safe_rd(&form.rd).unwrap_or_default();
     if let Some(next) = waiting_for_code(&session, &rd) {
         return Ok(next);
     }
-    let user = match confirm_both(&session, &form, app, auth, ip, &rd).await? {
+    let user = match confirm_both(&session, &form, portal, directory, metrics, auth, ip, &rd).await? {
         Ok(user) => user,
         Err(elsewhere) => return Ok(elsewhere),
     };
     let codes = factors::new_recovery_codes();
     let hashes = auth.hasher().hash_secrets(codes.clone()).await?;
-    let accounts = app.accounts(auth, session.manager().store());
+    let accounts = directory.accounts(auth, session.manager().store());
     if !accounts.new_recovery_codes(user.id, &hashes).await? {
         return Ok(Reply::see_other(with_rd("/account/2fa", &rd)));
     }

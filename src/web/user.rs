@@ -6,15 +6,20 @@ use rocket::response::{Flash, Redirect};
 use rocket::{get, State};
 
 use super::guards::SignedIn;
-use super::{csrf, pages, App, Notice, Reply, WebError, WebResult};
+use super::{csrf, pages, Directory, Notice, Portal, Reply, WebError, WebResult};
 use crate::auth::access::Who;
 use crate::session::Sessions;
 
 #[get("/user")]
-pub async fn user(session: SignedIn<'_>, app: &State<App>, flash: Option<FlashMessage<'_>>) -> WebResult {
+pub async fn user(
+    session: SignedIn<'_>,
+    portal: &State<Portal>,
+    directory: &State<Directory>,
+    flash: Option<FlashMessage<'_>>,
+) -> WebResult {
     // Who this is comes from the identity cache (no query once warm); it
     // also holds the groups that decide which apps to list.
-    let Some(identity) = app.identities.get(session.user_id()).await? else {
+    let Some(identity) = directory.identities.get(session.user_id()).await? else {
         // The account is gone: so is this session.
         let _ = session.session.destroy().await;
         return Err(WebError::LoggedOut);
@@ -27,7 +32,7 @@ pub async fn user(session: SignedIn<'_>, app: &State<App>, flash: Option<FlashMe
         username: &identity.username,
         csrf_token: &csrf_token,
         persistent: session.record().persistent,
-        apps: app.portal.rules.apps_for(&who),
+        apps: portal.rules.apps_for(&who),
     };
     Ok(Reply::page(Status::Ok, pages::render(page)))
 }

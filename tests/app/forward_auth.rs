@@ -310,8 +310,8 @@ async fn the_database_down_is_503_never_200_or_500() {
     let app = spawn_app_with(|f| portal(f).merge(("session_cache_capacity", 0))).await;
     app.add_user("alice").await;
     logged_in(&app.client, "alice", false).await;
-    let state = app.client.rocket().state::<sesija::web::App>().unwrap();
-    state.storage.sqlite().unwrap().reader.close().await;
+    let storage = app.client.rocket().state::<sesija::storage::Storage>().unwrap();
+    storage.sqlite().unwrap().reader.close().await;
     let res = auth_request(&app.client, "http://wiki.sesija.test/", &[]).await;
     assert_eq!(res.status(), Status::ServiceUnavailable);
     assert_no_identity(&res);
@@ -452,7 +452,7 @@ async fn the_user_page_lists_the_apps_this_user_may_open(engine: Engine) {
     assert!(html.contains(r#"<a href="http://wiki.sesija.test/">Wiki</a>"#), "{html}");
     assert!(!html.contains("Grafana"), "not in admins");
     sesija::auth::users::set_groups(&app.storage(), "alice", &["admins".into()]).await.unwrap();
-    app.client.rocket().state::<sesija::web::App>().unwrap().identities.forget();
+    app.client.rocket().state::<sesija::web::Directory>().unwrap().identities.forget();
     let html = app.client.get("/user").dispatch().await.into_string().await.unwrap();
     assert!(html.contains("Grafana"));
 }

@@ -17,7 +17,6 @@ use rocket::local::asynchronous::Client;
 use tempfile::TempDir;
 
 use sesija::auth::{users, Hasher};
-use sesija::web::App;
 
 use crate::helpers::*;
 use crate::http::{free_port, request, run_cli, Browser, Server};
@@ -67,8 +66,8 @@ async fn untracked(figment: rocket::figment::Figment) -> Arc<Client> {
     Arc::new(Client::untracked(sesija::app(figment).await.unwrap()).await.unwrap())
 }
 
-fn app_state(client: &Client) -> &App {
-    client.rocket().state::<App>().unwrap()
+fn storage_of(client: &Client) -> &sesija::storage::Storage {
+    client.rocket().state::<sesija::storage::Storage>().unwrap()
 }
 
 /// Keys the app's (in-memory) login throttle holds.
@@ -86,7 +85,7 @@ async fn logins_racing(engine: Engine, change: impl AsyncFnOnce(&sesija::storage
     let dir = TempDir::new().unwrap();
     let data = dir.path().join("data");
     let client = untracked(figment_on(engine, &data).await).await;
-    let storage = app_state(&client).storage.clone();
+    let storage = storage_of(&client).clone();
     let hash = Hasher::default().hash(PASSWORD.into()).await.unwrap();
     users::create(&storage, "alice", &hash).await.unwrap();
     let (form_cookie, token) = login_form(&client).await;
@@ -230,7 +229,7 @@ async fn a_burst_of_wrong_passwords_gets_at_most_the_limit_of_401s(engine: Engin
     let dir = TempDir::new().unwrap();
     let client = untracked(figment_on(engine, &dir.path().join("data")).await).await;
     let hash = Hasher::default().hash(PASSWORD.into()).await.unwrap();
-    users::create(&app_state(&client).storage, "alice", &hash).await.unwrap();
+    users::create(storage_of(&client), "alice", &hash).await.unwrap();
     let (cookie, token) = login_form(&client).await;
     let from = Some("192.0.2.9:4000".parse().unwrap());
     // 20 wrong guesses at once, then 40 more with the right password last.
@@ -284,7 +283,7 @@ async fn twenty_simultaneous_right_logins_from_one_address_all_get_in(engine: En
     let client = untracked(figment_on(engine, &dir.path().join("data")).await).await;
     let hash = Hasher::default().hash(PASSWORD.into()).await.unwrap();
     for name in ["alice", "bob"] {
-        users::create(&app_state(&client).storage, name, &hash).await.unwrap();
+        users::create(storage_of(&client), name, &hash).await.unwrap();
     }
     let (cookie, token) = login_form(&client).await;
     let from = Some("192.0.2.10:4000".parse().unwrap());
@@ -325,7 +324,7 @@ async fn one_address_spraying_many_names_is_locked_for_every_name(engine: Engine
     let figment = figment_on(engine, &dir.path().join("data")).await;
     let client = untracked(figment.merge(("login_max_failures_per_ip", 8))).await;
     let hash = Hasher::default().hash(PASSWORD.into()).await.unwrap();
-    users::create(&app_state(&client).storage, "alice", &hash).await.unwrap();
+    users::create(storage_of(&client), "alice", &hash).await.unwrap();
     let (cookie, token) = login_form(&client).await;
     let sprayer: SocketAddr = "203.0.113.5:1234".parse().unwrap();
     for i in 0..8 {
@@ -452,7 +451,7 @@ async fn the_sessions_page_lists_activity_as_the_server_knows_it_current_first()
     let dir = TempDir::new().unwrap();
     // One app, with its cache: it holds deadline moves back for a second.
     let client = untracked(figment(&dir.path().join("data")).merge(("session_touch_interval", 1))).await;
-    let storage = app_state(&client).storage.clone();
+    let storage = storage_of(&client).clone();
     let db = storage.sqlite().unwrap().clone();
     let hash = Hasher::default().hash(PASSWORD.into()).await.unwrap();
     users::create(&storage, "alice", &hash).await.unwrap();

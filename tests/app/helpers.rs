@@ -178,7 +178,7 @@ pub(crate) use sql;
 /// The app's own storage (its pools).
 impl HasStorage for TestApp {
     fn storage(&self) -> sesija::storage::Storage {
-        self.client.rocket().state::<sesija::web::App>().unwrap().storage.clone()
+        self.client.rocket().state::<sesija::storage::Storage>().unwrap().clone()
     }
 }
 

@@ -515,7 +515,7 @@ async fn healthz_answers_ok_and_503_without_a_database() {
     let res = app.client.get("/healthz").dispatch().await;
     assert_eq!(res.status(), Status::Ok);
     assert_eq!(res.into_string().await.unwrap(), "ok");
-    app.client.rocket().state::<sesija::web::App>().unwrap().storage.close().await;
+    app.client.rocket().state::<sesija::storage::Storage>().unwrap().close().await;
     assert_eq!(app.client.get("/healthz").dispatch().await.status(), Status::ServiceUnavailable);
 }
 
@@ -524,7 +524,7 @@ async fn a_database_failure_during_a_request_is_a_503_page() {
     let app = spawn_app().await;
     app.add_user("alice").await;
     logged_in(&app.client, "alice", false).await;
-    app.client.rocket().state::<sesija::web::App>().unwrap().storage.close().await;
+    app.client.rocket().state::<sesija::storage::Storage>().unwrap().close().await;
     let res = app.client.get("/user").dispatch().await;
     assert_eq!(res.status(), Status::ServiceUnavailable);
     let html = res.into_string().await.unwrap();

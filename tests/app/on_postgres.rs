@@ -56,7 +56,7 @@ impl Installation {
     }
 
     async fn add_user(&self, client: &Client, name: &str) {
-        let storage = client.rocket().state::<sesija::web::App>().unwrap().storage.clone();
+        let storage = client.rocket().state::<sesija::storage::Storage>().unwrap().clone();
         let hash = sesija::auth::Hasher::default().hash(PASSWORD.into()).await.unwrap();
         sesija::auth::users::create(&storage, name, &hash).await.unwrap();
     }
@@ -602,7 +602,7 @@ async fn an_sqlite_installation_moves_to_postgresql_and_nobody_logs_in_again() {
     let res = a.get("/user").cookie(Cookie::new("sesija", alice)).dispatch().await;
     assert_eq!(res.status(), Status::Ok);
     assert!(res.into_string().await.unwrap().contains("Hello, alice!"));
-    let storage = a.rocket().state::<sesija::web::App>().unwrap().storage.clone();
+    let storage = a.rocket().state::<sesija::storage::Storage>().unwrap().clone();
     let alice = sesija::auth::users::by_name(&storage, "alice").await.unwrap().unwrap();
     assert_eq!(sesija::auth::users::groups(&storage, alice.id).await.unwrap(), ["admins"]);
     crate::two_factor::password_step(&a, "bob", false).await;

@@ -60,7 +60,7 @@ async fn a_cookie_under_a_configured_fallback_key_is_accepted_and_resealed(engin
     let (old, new) = (random_key(64), random_key(32));
     let before = client_on(base.clone(), |f| f.merge(("secret_key", old.clone()))).await;
     let hash = sesija::auth::Hasher::default().hash(PASSWORD.into()).await.unwrap();
-    let storage = &before.rocket().state::<sesija::web::App>().unwrap().storage;
+    let storage = &before.rocket().state::<sesija::storage::Storage>().unwrap();
     sesija::auth::users::create(storage, "alice", &hash).await.unwrap();
     let cookie = sealed(&logged_in(&before, "alice", false).await);
 
