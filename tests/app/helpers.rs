@@ -523,3 +523,56 @@ pub async fn enrol(client: &Client) -> (Vec<u8>, Vec<String>) {
     assert_eq!(codes.len(), 10, "{html}");
     (secret, codes)
 }
+
+/// Several instances of sesija on one PostgreSQL database, each with a
+/// data directory of its own: the database, and what every instance shares.
+pub struct Installation {
+    pub dir: TempDir,
+    pub url: String,
+    pub key: String,
+}
+
+impl Installation {
+    /// A fresh database in the test cluster; `None` only when the tests
+    /// were told to skip PostgreSQL.
+    pub async fn new() -> Option<Installation> {
+        let cluster = crate::postgres::cluster()?;
+        let url = crate::postgres::fresh_database(&cluster).await;
+        Some(Installation { dir: TempDir::new().unwrap(), url, key: random_key(64) })
+    }
+
+    pub fn figment(&self, instance: &str) -> Figment {
+        figment(&self.dir.path().join(instance))
+            .merge(("database_url", &self.url))
+            .merge(("secret_key", &self.key))
+    }
+
+    /// Another instance of the server (its own data directory).
+    pub async fn instance(&self, name: &str) -> Client {
+        self.instance_with(name, |f| f).await
+    }
+
+    /// [`Installation::instance`], configured further.
+    pub async fn instance_with(&self, name: &str, configure: impl FnOnce(Figment) -> Figment) -> Client {
+        let figment = configure(self.figment(name));
+        Client::tracked(sesija::app(figment).await.expect("starts on PostgreSQL")).await.unwrap()
+    }
+
+    pub fn envs(&self) -> [(&'static str, &str); 2] {
+        [("ROCKET_DATABASE_URL", &self.url), ("ROCKET_SECRET_KEY", &self.key)]
+    }
+
+    pub fn workdir(&self) -> PathBuf {
+        self.dir.path().to_owned()
+    }
+
+    pub async fn add_user(&self, client: &Client, name: &str) {
+        let storage = client.rocket().state::<sesija::storage::Storage>().unwrap().clone();
+        let hash = sesija::auth::Hasher::default().hash(PASSWORD.into()).await.unwrap();
+        sesija::auth::users::create(&storage, name, &hash).await.unwrap();
+    }
+
+    pub async fn pool(&self) -> sqlx::PgPool {
+        sqlx::PgPool::connect(&self.url).await.unwrap()
+    }
+}

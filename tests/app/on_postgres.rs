@@ -3,7 +3,7 @@
 //! data directory, the same key), the command line, start-up errors, an
 //! outage of the database, and two real instances of the binary.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rocket::figment::Figment;
 use rocket::http::{ContentType, Cookie, Status};
@@ -13,58 +13,6 @@ use tempfile::TempDir;
 use crate::helpers::*;
 use crate::http::{free_port, run_cli, run_cli_with, sesija, Browser, Server};
 use crate::server::log_in;
-
-/// One database, and what every instance of it shares.
-struct Installation {
-    dir: TempDir,
-    url: String,
-    key: String,
-}
-
-impl Installation {
-    /// A fresh database in the test cluster; `None` only when the tests
-    /// were told to skip PostgreSQL.
-    async fn new() -> Option<Installation> {
-        let cluster = crate::postgres::cluster()?;
-        let url = crate::postgres::fresh_database(&cluster).await;
-        Some(Installation { dir: TempDir::new().unwrap(), url, key: random_key(64) })
-    }
-
-    fn figment(&self, instance: &str) -> Figment {
-        figment(&self.dir.path().join(instance))
-            .merge(("database_url", &self.url))
-            .merge(("secret_key", &self.key))
-    }
-
-    /// Another instance of the server (its own data directory).
-    async fn instance(&self, name: &str) -> Client {
-        self.instance_with(name, |f| f).await
-    }
-
-    /// [`Installation::instance`], configured further.
-    async fn instance_with(&self, name: &str, configure: impl FnOnce(Figment) -> Figment) -> Client {
-        let figment = configure(self.figment(name));
-        Client::tracked(sesija::app(figment).await.expect("starts on PostgreSQL")).await.unwrap()
-    }
-
-    fn envs(&self) -> [(&'static str, &str); 2] {
-        [("ROCKET_DATABASE_URL", &self.url), ("ROCKET_SECRET_KEY", &self.key)]
-    }
-
-    fn workdir(&self) -> PathBuf {
-        self.dir.path().to_owned()
-    }
-
-    async fn add_user(&self, client: &Client, name: &str) {
-        let storage = client.rocket().state::<sesija::storage::Storage>().unwrap().clone();
-        let hash = sesija::auth::Hasher::default().hash(PASSWORD.into()).await.unwrap();
-        sesija::auth::users::create(&storage, name, &hash).await.unwrap();
-    }
-
-    async fn pool(&self) -> sqlx::PgPool {
-        sqlx::PgPool::connect(&self.url).await.unwrap()
-    }
-}
 
 async fn user_page(client: &Client, cookie: &str) -> Status {
     client.get("/user").cookie(Cookie::new("sesija", cookie.to_owned())).dispatch().await.status()
