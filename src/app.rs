@@ -126,32 +126,12 @@ pub async fn app_with_clock(figment: Figment, clock: Arc<dyn Clock>) -> Result<R
     let fallbacks = keys::fallbacks(&figment, &settings.key_path()).map_err(StartupError)?;
     let (figment, source) = keys::provide(figment, &settings.key_path()).map_err(StartupError)?;
     let figment = cap_log_level(figment);
-    match source {
-        KeySource::Generated => {
-            println!("sesija: generated a new secret key at {}", settings.key_path().display());
-        }
-        KeySource::File | KeySource::Configured => {}
+    if source == KeySource::Generated {
+        println!("sesija: generated a new secret key at {}", settings.key_path().display());
     }
-
     let key = keys::current(&figment).map_err(StartupError)?;
     let sealer = Sealer::new(&key, &fallbacks);
-    // Secrets sealed under a key that is now a fallback are sealed under
-    // the current one, so retiring the old key later locks nobody out.
-    match factors::reseal_all(&storage, &sealer).await {
-        Ok((0, 0)) => {}
-        Ok((resealed, lost)) => {
-            if resealed > 0 {
-                log::info!("sealed {resealed} second-factor secret(s) under the current key");
-            }
-            if lost > 0 {
-                println!(
-                    "sesija: {lost} account(s) have a second-factor secret sealed under a key no longer \
-                     configured; they cannot log in until `sesija user 2fa-reset NAME`"
-                );
-            }
-        }
-        Err(e) => return Err(StartupError(format!("cannot write {}: {e}", storage.describe()))),
-    }
+    reseal_second_factors(&storage, &sealer).await?;
     let auth = Authenticator::new(
         storage.clone(),
         Hasher::default(),
@@ -161,61 +141,13 @@ pub async fn app_with_clock(figment: Figment, clock: Arc<dyn Clock>) -> Result<R
         settings.require_2fa,
     );
     let second = SecondFactor { pending_timeout: settings.two_factor_pending_timeout };
-
     let setup = match users::count(&storage).await {
         Ok(0) => SetupToken::new(),
         Ok(_) => SetupToken::default(),
         Err(e) => return Err(StartupError(format!("cannot read {}: {e}", storage.describe()))),
     };
-    let switched_at = storage
-        .setting_since("session_cookie", settings.cookie_name_index() as i64)
-        .await
-        .map_err(|e| StartupError(format!("cannot write {}: {e}", storage.describe())))?;
-    let config = settings.session_config(switched_at);
-    let mut coherence = None;
-    let (manager, control) = match &storage {
-        // Several instances share the database: each keeps its cache and
-        // drops what the others announce; each change waits until every
-        // instance has applied it (see `session::Coherence`).
-        Storage::Postgres(pool) => {
-            let coherent = Coherence::start(pool.clone(), &[ACCOUNTS_CHANNEL])
-                .await
-                .map_err(|e| StartupError(format!("cannot listen on {}: {e}", storage.describe())))?;
-            let store = PgStore::new(pool.clone());
-            let manager = match settings.cache_capacity() {
-                0 => SessionManager::new(NotifyingStore::new(store, coherent.clone()), config),
-                n => {
-                    let cache = CachingStore::new(store, n).gated(coherent.trust());
-                    coherent.forgets(cache.handle());
-                    SessionManager::new(NotifyingStore::new(cache, coherent.clone()), config)
-                }
-            };
-            coherence = Some(coherent);
-            (manager, None)
-        }
-        Storage::Sqlite(db) => {
-            let store = SqliteStore::new(db.reader.clone(), db.writer.clone());
-            match control::claim(&settings.data_dir).map_err(StartupError)? {
-                Claim::Owner(control) => match settings.cache_capacity() {
-                    0 => (SessionManager::new(store, config), Some(control)),
-                    n => (SessionManager::new(CachingStore::new(store, n), config), Some(control)),
-                },
-                Claim::Peer(socket) => {
-                    log::warn!(
-                        "another sesija server runs on {}: this one caches no sessions and tells that one of each change",
-                        settings.data_dir.display()
-                    );
-                    (
-                        SessionManager::new(
-                            NotifyingStore::new(store, Arc::new(OwnerSocket(socket))),
-                            config,
-                        ),
-                        None,
-                    )
-                }
-            }
-        }
-    };
+
+    let Sessions { manager, control, coherence } = sessions(&settings, &storage).await?;
     let manager = Arc::new(manager.with_fallback_keys(fallbacks).with_clock(clock.clone()));
     // A server that hears of no outside change (a peer) keeps no
     // identities either; on PostgreSQL, only while it hears them.
@@ -237,7 +169,6 @@ pub async fn app_with_clock(figment: Figment, clock: Arc<dyn Clock>) -> Result<R
         cookie_secure: settings.cookie_secure,
         clock,
     };
-    let sessions = SessionLayer::from_manager(manager);
     let directory = Directory { storage: storage.clone(), identities };
 
     // Each concern's state on its own: handlers take what they use.
@@ -250,24 +181,102 @@ pub async fn app_with_clock(figment: Figment, clock: Arc<dyn Clock>) -> Result<R
         .manage(auth)
         .manage(second)
         .manage(setup)
-        .attach(sessions)
-        .attach(AdHoc::on_liftoff("setup link", |rocket| {
-            Box::pin(async move {
-                let (Some(portal), Some(setup)) = (rocket.state::<Portal>(), rocket.state::<SetupToken>())
-                else {
-                    return;
-                };
-                if let Some(token) = setup.get() {
-                    println!(
-                        "sesija: no account exists yet; create the first one at {}/setup?token={token}",
-                        portal.public.origin
-                    );
-                }
-            })
-        }));
+        .attach(SessionLayer::from_manager(manager))
+        .attach(AdHoc::on_liftoff("setup link", |rocket| Box::pin(print_setup_link(rocket))));
     let rocket = match control {
         Some(control) => rocket.attach(control),
         None => rocket,
     };
     Ok(web::stage(rocket))
+}
+
+/// Second-factor secrets sealed under a key that is now a fallback are
+/// sealed under the current one, so retiring the old key later locks
+/// nobody out; secrets no key opens are counted and said.
+async fn reseal_second_factors(storage: &Storage, sealer: &Sealer) -> Result<(), StartupError> {
+    match factors::reseal_all(storage, sealer).await {
+        Ok((resealed, lost)) => {
+            if resealed > 0 {
+                log::info!("sealed {resealed} second-factor secret(s) under the current key");
+            }
+            if lost > 0 {
+                println!(
+                    "sesija: {lost} account(s) have a second-factor secret sealed under a key no longer \
+                     configured; they cannot log in until `sesija user 2fa-reset NAME`"
+                );
+            }
+            Ok(())
+        }
+        Err(e) => Err(StartupError(format!("cannot write {}: {e}", storage.describe()))),
+    }
+}
+
+/// The session layer of this server, and who else it keeps coherent with.
+struct Sessions {
+    manager: SessionManager,
+    /// The control socket, for the server that owns an SQLite data directory.
+    control: Option<control::Control>,
+    /// The announcements, for an instance on PostgreSQL.
+    coherence: Option<Arc<Coherence>>,
+}
+
+/// The session store for `storage`: on PostgreSQL, the cache kept coherent
+/// with every instance (each change waits until each applied it, see
+/// `session::Coherence`); on SQLite, the cache and the control socket of
+/// the data directory's owner, or, for a second server on the same
+/// directory, no cache and every change told to the owner.
+async fn sessions(settings: &Settings, storage: &Storage) -> Result<Sessions, StartupError> {
+    let switched_at = storage
+        .setting_since("session_cookie", settings.cookie_name_index() as i64)
+        .await
+        .map_err(|e| StartupError(format!("cannot write {}: {e}", storage.describe())))?;
+    let config = settings.session_config(switched_at);
+    match storage {
+        Storage::Postgres(pool) => {
+            let coherent = Coherence::start(pool.clone(), &[ACCOUNTS_CHANNEL])
+                .await
+                .map_err(|e| StartupError(format!("cannot listen on {}: {e}", storage.describe())))?;
+            let store = PgStore::new(pool.clone());
+            let manager = match settings.cache_capacity() {
+                0 => SessionManager::new(NotifyingStore::new(store, coherent.clone()), config),
+                n => {
+                    let cache = CachingStore::new(store, n).gated(coherent.trust());
+                    coherent.forgets(cache.handle());
+                    SessionManager::new(NotifyingStore::new(cache, coherent.clone()), config)
+                }
+            };
+            Ok(Sessions { manager, control: None, coherence: Some(coherent) })
+        }
+        Storage::Sqlite(db) => {
+            let store = SqliteStore::new(db.reader.clone(), db.writer.clone());
+            let (manager, control) = match control::claim(&settings.data_dir).map_err(StartupError)? {
+                Claim::Owner(control) => match settings.cache_capacity() {
+                    0 => (SessionManager::new(store, config), Some(control)),
+                    n => (SessionManager::new(CachingStore::new(store, n), config), Some(control)),
+                },
+                Claim::Peer(socket) => {
+                    log::warn!(
+                        "another sesija server runs on {}: this one caches no sessions and tells that one of each change",
+                        settings.data_dir.display()
+                    );
+                    let peers = Arc::new(OwnerSocket(socket));
+                    (SessionManager::new(NotifyingStore::new(store, peers), config), None)
+                }
+            };
+            Ok(Sessions { manager, control, coherence: None })
+        }
+    }
+}
+
+/// While no account exists, the one-time link to create the first.
+async fn print_setup_link(rocket: &Rocket<rocket::Orbit>) {
+    let (Some(portal), Some(setup)) = (rocket.state::<Portal>(), rocket.state::<SetupToken>()) else {
+        return;
+    };
+    if let Some(token) = setup.get() {
+        println!(
+            "sesija: no account exists yet; create the first one at {}/setup?token={token}",
+            portal.public.origin
+        );
+    }
 }
