@@ -122,36 +122,22 @@ impl Authenticator {
         password: &str,
         ip: Option<IpAddr>,
     ) -> Result<Verdict<Proved>, LoginError> {
-        let attempt = match self.passwords.begin(username, ip).await {
-            Ok(attempt) => attempt,
-            Err(refused) => return throttled(refused),
-        };
-        let user = match username.chars().count() <= MAX_USERNAME_CHARS {
-            true => match users::by_name(&self.storage, username).await {
-                Ok(user) => user,
-                Err(e) => {
-                    attempt.refund().await;
-                    return Err(e.into());
-                }
-            },
-            false => None,
-        };
         let fits = password.len() <= MAX_PASSWORD_BYTES;
         let candidate = if fits { password.to_owned() } else { String::new() };
-        let hash = user.as_ref().filter(|_| fits).map(|u| u.password_hash.clone());
-        let right = match self.hasher.verify(candidate.clone(), hash).await {
-            Ok(right) => right,
-            // Never checked (no hashing slot in time): it does not count.
-            Err(e) => {
-                attempt.refund().await;
-                return Err(e.into());
-            }
+        let check = async {
+            let user = match username.chars().count() <= MAX_USERNAME_CHARS {
+                true => users::by_name(&self.storage, username).await?,
+                false => None,
+            };
+            let hash = user.as_ref().filter(|_| fits).map(|u| u.password_hash.clone());
+            let right = self.hasher.verify(candidate.clone(), hash).await?;
+            Ok::<_, LoginError>(user.filter(|_| right))
         };
-        let Some(user) = user.filter(|_| right) else {
-            attempt.failed().await;
-            return Ok(Verdict::Wrong);
+        let user = match attempt(&self.passwords, username, ip, check).await? {
+            Verdict::Right(user) => user,
+            Verdict::Wrong => return Ok(Verdict::Wrong),
+            Verdict::Throttled(wait) => return Ok(Verdict::Throttled(wait)),
         };
-        attempt.succeeded().await;
         let hash = self.stronger_hash(&user, candidate).await;
         let stage = Stage::after_password(user.two_factor, self.required);
         Ok(Verdict::Right(Proved { user, hash, stage }))
@@ -184,25 +170,12 @@ impl Authenticator {
         password: &str,
         ip: Option<IpAddr>,
     ) -> Result<Verdict<()>, LoginError> {
-        let attempt = match self.passwords.begin(&user.username, ip).await {
-            Ok(attempt) => attempt,
-            Err(refused) => return throttled(refused),
-        };
         let candidate = if password.len() > MAX_PASSWORD_BYTES { String::new() } else { password.to_owned() };
-        match self.hasher.verify(candidate, Some(user.password_hash.clone())).await {
-            Ok(true) => {
-                attempt.succeeded().await;
-                Ok(Verdict::Right(()))
-            }
-            Ok(false) => {
-                attempt.failed().await;
-                Ok(Verdict::Wrong)
-            }
-            Err(e) => {
-                attempt.refund().await;
-                Err(e.into())
-            }
-        }
+        let check = async {
+            let right = self.hasher.verify(candidate, Some(user.password_hash.clone())).await?;
+            Ok::<_, HashError>(right.then_some(()))
+        };
+        attempt(&self.passwords, &user.username, ip, check).await
     }
 
     /// A second factor of `user`: an authenticator code (once per step) or
@@ -214,28 +187,16 @@ impl Authenticator {
         ip: Option<IpAddr>,
         now: i64,
     ) -> Result<Verdict<Method>, LoginError> {
-        let attempt = match self.codes.begin(&user.username, ip).await {
-            Ok(attempt) => attempt,
-            Err(refused) => return throttled(refused),
+        let check = async {
+            Ok::<_, FactorError>(
+                match factors::verify(&self.storage, &self.hasher, &self.sealer, user.id, code, now).await? {
+                    Verified::Wrong => None,
+                    Verified::RecoveryCode => Some(Method::RecoveryCode),
+                    Verified::Code => Some(Method::Totp),
+                },
+            )
         };
-        match factors::verify(&self.storage, &self.hasher, &self.sealer, user.id, code, now).await {
-            Ok(Verified::Wrong) => {
-                attempt.failed().await;
-                Ok(Verdict::Wrong)
-            }
-            Ok(verified) => {
-                attempt.succeeded().await;
-                let method = match verified {
-                    Verified::RecoveryCode => Method::RecoveryCode,
-                    _ => Method::Totp,
-                };
-                Ok(Verdict::Right(method))
-            }
-            Err(e) => {
-                attempt.refund().await;
-                Err(e.into())
-            }
-        }
+        attempt(&self.codes, &user.username, ip, check).await
     }
 
     /// The first code of a secret being set up for `user`: the step it is
@@ -248,20 +209,8 @@ impl Authenticator {
         ip: Option<IpAddr>,
         now: i64,
     ) -> Result<Verdict<u64>, LoginError> {
-        let attempt = match self.codes.begin(&user.username, ip).await {
-            Ok(attempt) => attempt,
-            Err(refused) => return throttled(refused),
-        };
-        match factors::step_of(secret, code, now) {
-            Some(step) => {
-                attempt.succeeded().await;
-                Ok(Verdict::Right(step))
-            }
-            None => {
-                attempt.failed().await;
-                Ok(Verdict::Wrong)
-            }
-        }
+        let check = async { Ok::<_, LoginError>(factors::step_of(secret, code, now)) };
+        attempt(&self.codes, &user.username, ip, check).await
     }
 
     /// After a login proved `password`: if the stored hash was made with
@@ -287,10 +236,33 @@ impl Authenticator {
     }
 }
 
-/// A throttle's refusal as a step's outcome.
-fn throttled<T>(refused: Refused) -> Result<Verdict<T>, LoginError> {
-    match refused {
-        Refused::Wait(wait) => Ok(Verdict::Throttled(wait)),
-        Refused::Unavailable => Err(LoginError::Throttle),
+/// One attempt under `throttle` for `name` from `ip`: counted in flight,
+/// then `check` decides it, and its outcome settles the attempt (`Some`:
+/// right, cleared; `None`: wrong, counted; an error: never checked,
+/// refunded). A throttle that refuses answers without running `check`.
+async fn attempt<T, E: Into<LoginError>>(
+    throttle: &Throttle,
+    name: &str,
+    ip: Option<IpAddr>,
+    check: impl std::future::Future<Output = Result<Option<T>, E>>,
+) -> Result<Verdict<T>, LoginError> {
+    let attempt = match throttle.begin(name, ip).await {
+        Ok(attempt) => attempt,
+        Err(Refused::Wait(wait)) => return Ok(Verdict::Throttled(wait)),
+        Err(Refused::Unavailable) => return Err(LoginError::Throttle),
+    };
+    match check.await {
+        Ok(Some(right)) => {
+            attempt.succeeded().await;
+            Ok(Verdict::Right(right))
+        }
+        Ok(None) => {
+            attempt.failed().await;
+            Ok(Verdict::Wrong)
+        }
+        Err(e) => {
+            attempt.refund().await;
+            Err(e.into())
+        }
     }
 }
