@@ -10,7 +10,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::policy::{
-    name_of, source_of, ACCOUNT_MAX_FAILURES, ACCOUNT_WINDOW, DEFAULT_CAPACITY, IN_FLIGHT_WAIT, SOURCE_WINDOW,
+    name_of, source_of, Held, Outcome, ACCOUNT_MAX_FAILURES, ACCOUNT_WINDOW, DEFAULT_CAPACITY,
+    IN_FLIGHT_WAIT, SOURCE_WINDOW,
 };
 use crate::session::{Clock, SystemClock};
 
@@ -124,15 +125,6 @@ struct State {
     by_source: Table<Option<IpAddr>>,
 }
 
-/// What one look at the counts allows.
-#[derive(Debug, PartialEq, Eq)]
-enum Look {
-    /// A limit is reached by settled failures: the seconds to wait.
-    Locked(u64),
-    /// A limit could be reached by the attempts in flight: wait for them.
-    Busy,
-}
-
 /// The login throttle of one server, in memory (shared by the login form
 /// and every password prompt).
 pub struct MemoryThrottle {
@@ -193,8 +185,8 @@ impl MemoryThrottle {
             settled.as_mut().enable();
             match self.try_begin(username, ip) {
                 Ok(attempt) => return Ok(attempt),
-                Err(Look::Locked(wait)) => return Err(wait),
-                Err(Look::Busy) => {
+                Err(Held::Locked(wait)) => return Err(wait),
+                Err(Held::Busy) => {
                     if tokio::time::timeout_at(deadline, settled).await.is_err() {
                         log::warn!("login throttle: attempts in flight did not settle in time: refused");
                         return Err(1);
@@ -205,7 +197,7 @@ impl MemoryThrottle {
     }
 
     /// One look at the counts: the attempt begun, or why not.
-    fn try_begin(&self, username: &str, ip: Option<IpAddr>) -> Result<Attempt, Look> {
+    fn try_begin(&self, username: &str, ip: Option<IpAddr>) -> Result<Attempt, Held> {
         let now = self.clock.now();
         let mut state = self.state.lock().unwrap();
         let source = source_of(ip);
@@ -220,10 +212,10 @@ impl MemoryThrottle {
             busy |= state.by_name_and_source.busy(&pair, now) || state.by_account.busy(name, now);
         }
         if let Some(wait) = wait {
-            return Err(Look::Locked(wait));
+            return Err(Held::Locked(wait));
         }
         if busy {
-            return Err(Look::Busy);
+            return Err(Held::Busy);
         }
         let capacity = self.capacity;
         let full = |state: &mut State| {
@@ -239,7 +231,7 @@ impl MemoryThrottle {
         };
         if full(&mut state) {
             log::warn!("login throttle tables are full: attempt refused");
-            return Err(Look::Locked(SOURCE_WINDOW.as_secs().min(60)));
+            return Err(Held::Locked(SOURCE_WINDOW.as_secs().min(60)));
         }
         state.by_source.start(source, now);
         if let Some(name) = &name {
@@ -277,21 +269,13 @@ pub struct Attempt {
     done: bool,
 }
 
-/// How an attempt ended.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Verdict {
-    Failed,
-    NeverChecked,
-    Succeeded,
-}
-
 impl Attempt {
-    fn settle(&mut self, verdict: Verdict) {
+    fn settle(&mut self, verdict: Outcome) {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
         let now = self.clock.now();
-        let failed = verdict == Verdict::Failed;
+        let failed = verdict == Outcome::Failed;
         {
             let mut state = self.state.lock().unwrap();
             state.by_source.settle(&self.source, failed, now);
@@ -299,7 +283,7 @@ impl Attempt {
                 let pair = (name.clone(), self.ip);
                 state.by_account.settle(name, failed, now);
                 state.by_name_and_source.settle(&pair, failed, now);
-                if verdict == Verdict::Succeeded {
+                if verdict == Outcome::Succeeded {
                     state.by_name_and_source.clear(&pair);
                 }
             }
@@ -310,19 +294,19 @@ impl Attempt {
     /// The password was never checked (no hashing slot, the database
     /// down): the attempt does not count.
     pub fn refund(mut self) {
-        self.settle(Verdict::NeverChecked);
+        self.settle(Outcome::NeverChecked);
     }
 
     /// The password was right: the attempt does not count, and the
     /// failures of that name from that IP are cleared.
     pub fn succeeded(mut self) {
-        self.settle(Verdict::Succeeded);
+        self.settle(Outcome::Succeeded);
     }
 }
 
 impl Drop for Attempt {
     fn drop(&mut self) {
-        self.settle(Verdict::Failed);
+        self.settle(Outcome::Failed);
     }
 }
 
@@ -338,8 +322,8 @@ mod tests {
     /// One look, as a sequential caller sees it (nothing is in flight).
     fn begin(t: &MemoryThrottle, name: &str, ip: Option<IpAddr>) -> Result<Attempt, u64> {
         t.try_begin(name, ip).map_err(|look| match look {
-            Look::Locked(wait) => wait,
-            Look::Busy => panic!("busy with nothing in flight"),
+            Held::Locked(wait) => wait,
+            Held::Busy => panic!("busy with nothing in flight"),
         })
     }
 
@@ -389,7 +373,7 @@ mod tests {
         // Twenty attempts begun at once, none settled yet.
         let begun: Vec<_> = (0..20).map(|_| t.try_begin("alice", ip("10.0.0.1"))).collect();
         assert_eq!(begun.iter().filter(|b| b.is_ok()).count(), 5);
-        assert!(begun.iter().skip(5).all(|b| matches!(b, Err(Look::Busy))));
+        assert!(begun.iter().skip(5).all(|b| matches!(b, Err(Held::Busy))));
     }
 
     /// Twenty simultaneous attempts, each settled as `settle` says after

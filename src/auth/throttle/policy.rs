@@ -49,3 +49,23 @@ pub enum Refused {
     /// the database is unavailable anyway.
     Unavailable,
 }
+
+/// Why one look at the counts began no attempt.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Held {
+    /// A limit is reached by settled failures: the seconds to wait.
+    Locked(u64),
+    /// A limit could be reached by the attempts in flight: wait for them.
+    Busy,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// The credential was wrong: counted.
+    Failed,
+    /// It was never checked: not counted.
+    NeverChecked,
+    /// It was right: not counted, and its pair's failures cleared.
+    Succeeded,
+}

@@ -21,7 +21,8 @@ use std::time::Duration;
 use sqlx::PgPool;
 
 use super::policy::{
-    name_of, source_of, Refused, ACCOUNT_MAX_FAILURES, ACCOUNT_WINDOW, IN_FLIGHT_WAIT, SOURCE_WINDOW,
+    name_of, source_of, Held, Outcome, Refused, ACCOUNT_MAX_FAILURES, ACCOUNT_WINDOW, IN_FLIGHT_WAIT,
+    SOURCE_WINDOW,
 };
 
 /// How often an attempt held back by attempts in flight looks again.
@@ -104,17 +105,17 @@ impl SharedThrottle {
         let deadline = tokio::time::Instant::now() + IN_FLIGHT_WAIT;
         loop {
             match self.count(&keys).await {
-                Ok(Look::Begun) => {
+                Ok(Ok(())) => {
                     if self.since_cleanup.fetch_add(1, Ordering::Relaxed).is_multiple_of(CLEANUP_EVERY) {
                         self.cleanup().await;
                     }
                     return Ok(SharedAttempt { pool: self.pool.clone(), keys, done: false });
                 }
-                Ok(Look::Locked(wait)) => return Err(Refused::Wait(wait)),
-                Ok(Look::Busy) if tokio::time::Instant::now() + POLL < deadline => {
+                Ok(Err(Held::Locked(wait))) => return Err(Refused::Wait(wait)),
+                Ok(Err(Held::Busy)) if tokio::time::Instant::now() + POLL < deadline => {
                     tokio::time::sleep(POLL).await;
                 }
-                Ok(Look::Busy) => {
+                Ok(Err(Held::Busy)) => {
                     log::warn!("login throttle: attempts in flight did not settle in time: refused");
                     return Err(Refused::Wait(1));
                 }
@@ -128,7 +129,7 @@ impl SharedThrottle {
 
     /// Locks the keys' rows, checks them, and counts the attempt as in
     /// flight unless a limit stands in the way.
-    async fn count(&self, keys: &[(Counter, String)]) -> Result<Look, sqlx::Error> {
+    async fn count(&self, keys: &[(Counter, String)]) -> Result<Result<(), Held>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let now: i64 =
             sqlx::query_scalar("SELECT EXTRACT(EPOCH FROM now())::BIGINT").fetch_one(&mut *tx).await?;
@@ -158,11 +159,11 @@ impl SharedThrottle {
         }
         if let Some(wait) = wait {
             tx.commit().await?;
-            return Ok(Look::Locked(wait));
+            return Ok(Err(Held::Locked(wait)));
         }
         if busy {
             tx.commit().await?;
-            return Ok(Look::Busy);
+            return Ok(Err(Held::Busy));
         }
         for (counter, key) in keys {
             sqlx::query("UPDATE login_failures SET in_flight = in_flight + 1 WHERE scope = $1 AND key = $2")
@@ -172,7 +173,7 @@ impl SharedThrottle {
                 .await?;
         }
         tx.commit().await?;
-        Ok(Look::Begun)
+        Ok(Ok(()))
     }
 
     async fn cleanup(&self) {
@@ -189,15 +190,6 @@ impl SharedThrottle {
     }
 }
 
-/// What one look at the shared counts allows.
-enum Look {
-    Begun,
-    /// A limit is reached by settled failures: the seconds to wait.
-    Locked(u64),
-    /// A limit could be reached by the attempts in flight.
-    Busy,
-}
-
 /// An attempt in flight, begun by [`SharedThrottle::begin`]; dropped
 /// without a verdict, it counts as a failure (written by a task of its
 /// own, as a drop cannot wait).
@@ -208,26 +200,18 @@ pub struct SharedAttempt {
     done: bool,
 }
 
-/// How an attempt ended.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Verdict {
-    Failed,
-    NeverChecked,
-    Succeeded,
-}
-
 impl SharedAttempt {
     /// Takes this attempt out of flight on every key, counting a failure
     /// if it failed; a success also clears the failures of its pair.
-    async fn settle(pool: PgPool, keys: Vec<(Counter, String)>, verdict: Verdict) {
+    async fn settle(pool: PgPool, keys: Vec<(Counter, String)>, verdict: Outcome) {
         let mut result = Ok(());
         for (counter, key) in &keys {
             let statement = match verdict {
-                Verdict::Failed => {
+                Outcome::Failed => {
                     "UPDATE login_failures SET in_flight = GREATEST(in_flight - 1, 0), failures = failures + 1 \
                      WHERE scope = $1 AND key = $2"
                 }
-                Verdict::Succeeded if counter.scope.ends_with(":pair") => {
+                Outcome::Succeeded if counter.scope.ends_with(":pair") => {
                     "UPDATE login_failures SET in_flight = GREATEST(in_flight - 1, 0), failures = 0 \
                      WHERE scope = $1 AND key = $2"
                 }
@@ -244,7 +228,7 @@ impl SharedAttempt {
         }
     }
 
-    async fn finish(mut self, verdict: Verdict) {
+    async fn finish(mut self, verdict: Outcome) {
         self.done = true;
         let keys = std::mem::take(&mut self.keys);
         SharedAttempt::settle(self.pool.clone(), keys, verdict).await;
@@ -252,18 +236,18 @@ impl SharedAttempt {
 
     /// The password was wrong: counted as a failure.
     pub async fn failed(self) {
-        self.finish(Verdict::Failed).await;
+        self.finish(Outcome::Failed).await;
     }
 
     /// The password was never checked: the attempt does not count.
     pub async fn refund(self) {
-        self.finish(Verdict::NeverChecked).await;
+        self.finish(Outcome::NeverChecked).await;
     }
 
     /// The password was right: it does not count, and that name's failures
     /// from that address are cleared.
     pub async fn succeeded(self) {
-        self.finish(Verdict::Succeeded).await;
+        self.finish(Outcome::Succeeded).await;
     }
 }
 
@@ -275,7 +259,7 @@ impl Drop for SharedAttempt {
         let (pool, keys) = (self.pool.clone(), std::mem::take(&mut self.keys));
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                runtime.spawn(SharedAttempt::settle(pool, keys, Verdict::Failed));
+                runtime.spawn(SharedAttempt::settle(pool, keys, Outcome::Failed));
             }
             // No runtime to write it on: it stays in flight until its
             // window passes, holding back (never letting through) others.
