@@ -501,7 +501,9 @@ fn codes_page(codes: &[String], rd: &str) -> Reply {
 }
 
 /// Password and code, both right, for turning the factor off or making
-/// new recovery codes: the account, or the answer.
+/// new recovery codes: the account, or where the browser goes instead (the
+/// code prompt for a login still waiting for it, the status page when the
+/// factor is off).
 async fn confirm_both(
     session: &Session<'_>,
     form: &CodeForm,
@@ -512,6 +514,9 @@ async fn confirm_both(
     ip: Option<IpAddr>,
     rd: &str,
 ) -> WebResult<Result<User, Reply>> {
+    if let Some(next) = waiting_for_code(session, rd) {
+        return Ok(Err(next));
+    }
     if !csrf::session_ok(session, &form.csrf_token) {
         return Err(WebError::refused(Status::Forbidden, BAD_FORM));
     }
@@ -538,9 +543,6 @@ pub async fn disable(
     ip: Option<IpAddr>,
 ) -> WebResult {
     let rd = portal.safe_rd(&form.rd).unwrap_or_default();
-    if let Some(next) = waiting_for_code(&session, &rd) {
-        return Ok(next);
-    }
     let user = match confirm_both(&session, &form, portal, directory, metrics, auth, ip, &rd).await? {
         Ok(user) => user,
         Err(elsewhere) => return Ok(elsewhere),
@@ -578,9 +580,6 @@ pub async fn recovery_codes(
     ip: Option<IpAddr>,
 ) -> WebResult {
     let rd = portal.safe_rd(&form.rd).unwrap_or_default();
-    if let Some(next) = waiting_for_code(&session, &rd) {
-        return Ok(next);
-    }
     let user = match confirm_both(&session, &form, portal, directory, metrics, auth, ip, &rd).await? {
         Ok(user) => user,
         Err(elsewhere) => return Ok(elsewhere),
