@@ -461,7 +461,15 @@ fn a_stopped_proxy_leaves_no_process_behind() {
 /// `admins`, bob in no group; `/public` on the app open to anyone, `/admin`
 /// to admins only; `open.sesija.test`, a host no proxy serves, open to
 /// anyone.
-fn guarded(start_proxy: fn(u16, u16) -> Proxy) -> (TempDir, EchoApp, Proxy, Server) {
+struct Guarded {
+    /// The proxy's port.
+    port: u16,
+    /// Bob's session, as a Cookie header value.
+    bob: String,
+    _keep: (TempDir, EchoApp, Proxy, Server),
+}
+
+fn guarded(start_proxy: fn(u16, u16) -> Proxy) -> Guarded {
     let work = TempDir::new().unwrap();
     for (name, groups) in [("alice", &["--group", "admins"][..]), ("bob", &[][..])] {
         let mut args = vec!["user", "add", name, "--password-stdin"];
@@ -482,7 +490,9 @@ fn guarded(start_proxy: fn(u16, u16) -> Proxy) -> (TempDir, EchoApp, Proxy, Serv
         ("ROCKET_ACCESS", access),
     ];
     let server = Server::start(work.path(), sesija_port, &envs);
-    (work, app, proxy, server)
+    let port = proxy.port;
+    let (bob, _) = log_in_as_through(port, "bob", &format!("http://app.sesija.test:{port}/"));
+    Guarded { port, bob, _keep: (work, app, proxy, server) }
 }
 
 /// Whether the app answered (its page came back).
@@ -492,11 +502,9 @@ fn reached_app(res: &Option<Response>) -> bool {
 
 /// Host confusion: nginx's check must be about the host nginx serves, not
 /// about whatever the client's Host header says.
-fn host_confusion(start_proxy: fn(u16, u16) -> Proxy) {
-    let (_work, _app, proxy, _server) = guarded(start_proxy);
-    let p = proxy.port;
-    let target = format!("http://app.sesija.test:{p}/");
-    let (bob, _) = log_in_as_through(p, "bob", &target);
+fn asks_about_the_host_it_serves_never_the_client_s_host_header(start_proxy: fn(u16, u16) -> Proxy) {
+    let guarded = guarded(start_proxy);
+    let (p, bob) = (guarded.port, guarded.bob.clone());
 
     // An absolute-form request line for the app, with the portal's Host:
     // the check is about /admin of the app, which bob may not open.
@@ -521,28 +529,12 @@ fn host_confusion(start_proxy: fn(u16, u16) -> Proxy) {
     assert_eq!(res.status, 403, "{}", res.body);
 }
 
-#[test]
-fn nginx_asks_about_the_host_it_serves_never_the_client_s_host_header() {
-    if !skip() {
-        host_confusion(nginx);
-    }
-}
-
-#[test]
-fn caddy_asks_about_the_host_it_serves_never_the_client_s_host_header() {
-    if !skip() {
-        host_confusion(caddy);
-    }
-}
-
 /// `;` path parameters, as servlet containers read them, and forged
 /// identity headers in the underscore spelling CGI-style servers read.
-fn paths_and_headers(start_proxy: fn(u16, u16) -> Proxy) {
-    let (_work, _app, proxy, _server) = guarded(start_proxy);
-    let p = proxy.port;
-    let target = format!("http://app.sesija.test:{p}/");
-    let (bob, _) = log_in_as_through(p, "bob", &target);
-    let (alice, _) = log_in_as_through(p, "alice", &target);
+fn refuses_path_parameters_and_forged_underscore_headers(start_proxy: fn(u16, u16) -> Proxy) {
+    let guarded = guarded(start_proxy);
+    let (p, bob) = (guarded.port, guarded.bob.clone());
+    let (alice, _) = log_in_as_through(p, "alice", &format!("http://app.sesija.test:{p}/"));
 
     for path in
         ["/public/..;/admin", "/public/..;x=1/admin/users", "/public/%2e%2e;/admin", "/public;/../admin"]
@@ -579,27 +571,11 @@ fn paths_and_headers(start_proxy: fn(u16, u16) -> Proxy) {
     assert!(!res.body.contains("mallory") && !res.body.contains("remote_"), "{}", res.body);
 }
 
-#[test]
-fn nginx_refuses_path_parameters_and_forged_underscore_headers() {
-    if !skip() {
-        paths_and_headers(nginx);
-    }
-}
-
-#[test]
-fn caddy_refuses_path_parameters_and_forged_underscore_headers() {
-    if !skip() {
-        paths_and_headers(caddy);
-    }
-}
-
 /// A user a rule refuses sees sesija's 403 page (naming them, with a way
 /// to log in as someone else), not the proxy's bare one.
-fn forbidden_page(start_proxy: fn(u16, u16) -> Proxy) {
-    let (_work, _app, proxy, _server) = guarded(start_proxy);
-    let p = proxy.port;
-    let target = format!("http://app.sesija.test:{p}/");
-    let (bob, _) = log_in_as_through(p, "bob", &target);
+fn shows_sesija_s_forbidden_page(start_proxy: fn(u16, u16) -> Proxy) {
+    let guarded = guarded(start_proxy);
+    let (p, bob) = (guarded.port, guarded.bob.clone());
     for method in ["GET", "POST"] {
         let body = (method == "POST").then_some("a=1");
         let res = via(p, method, "app.sesija.test", "/admin/users", &[HTML, ("Cookie", &bob)], body);
@@ -611,16 +587,31 @@ fn forbidden_page(start_proxy: fn(u16, u16) -> Proxy) {
     }
 }
 
-#[test]
-fn nginx_shows_sesija_s_forbidden_page() {
-    if !skip() {
-        forbidden_page(nginx);
-    }
+/// One test per proxy for each function named: `name::nginx` and
+/// `name::caddy` run `name` against that proxy (skipped only when
+/// `SESIJA_SKIP_PROXIES` is set).
+macro_rules! on_each_proxy {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn nginx() {
+                if !super::skip() {
+                    super::$name(super::nginx);
+                }
+            }
+
+            #[test]
+            fn caddy() {
+                if !super::skip() {
+                    super::$name(super::caddy);
+                }
+            }
+        }
+    )*};
 }
 
-#[test]
-fn caddy_shows_sesija_s_forbidden_page() {
-    if !skip() {
-        forbidden_page(caddy);
-    }
-}
+on_each_proxy!(
+    asks_about_the_host_it_serves_never_the_client_s_host_header,
+    refuses_path_parameters_and_forged_underscore_headers,
+    shows_sesija_s_forbidden_page,
+);
