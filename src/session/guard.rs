@@ -150,7 +150,13 @@ impl<'r> Session<'r> {
     /// A value, if present and of type `T`. A value of another shape is `None`.
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
         let data = self.live.data.lock().unwrap();
-        serde_json::from_value(data.get(key)?.clone()).ok()
+        T::deserialize(data.get(key)?).ok()
+    }
+
+    /// What `read` makes of all the session's values at once (read in
+    /// place, nothing copied).
+    pub fn with_values<R>(&self, read: impl FnOnce(&Map<String, Value>) -> R) -> R {
+        read(&self.live.data.lock().unwrap())
     }
 
     /// Stores a value; written at once, and only if it changed.

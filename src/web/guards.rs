@@ -10,6 +10,7 @@
 
 use rocket::http::Status;
 use rocket::request::{FromRequest, Outcome, Request};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::auth::state::{AuthState, Stage};
@@ -21,11 +22,11 @@ const AUTH_KEY: &str = "auth";
 /// [`AuthState::from_earlier_release`]'s order.
 const EARLIER_KEYS: [&str; 3] = ["factor", "auth_at", "totp_setup"];
 
-/// The login state held in a session's values (`get` reads one).
-fn read(get: impl Fn(&str) -> Option<Value>, created_at: i64) -> AuthState {
-    match get(AUTH_KEY) {
+/// The login state held in a session's `values`.
+fn read(values: &Map<String, Value>, created_at: i64) -> AuthState {
+    match values.get(AUTH_KEY) {
         // Unreadable (another release's shape, a hand edit): opens nothing.
-        Some(value) => serde_json::from_value(value).unwrap_or(AuthState {
+        Some(value) => AuthState::deserialize(value).unwrap_or(AuthState {
             stage: Stage::SecondFactorPending,
             methods: Vec::new(),
             auth_at: created_at,
@@ -33,11 +34,11 @@ fn read(get: impl Fn(&str) -> Option<Value>, created_at: i64) -> AuthState {
             enrolling: None,
         }),
         None => {
-            let [factor, auth_at, setup] = EARLIER_KEYS.map(&get);
+            let [factor, auth_at, setup] = EARLIER_KEYS.map(|key| values.get(key));
             AuthState::from_earlier_release(
-                factor.as_ref().and_then(Value::as_str),
-                auth_at.as_ref().and_then(Value::as_i64),
-                setup.as_ref().and_then(Value::as_str).map(str::to_owned),
+                factor.and_then(Value::as_str),
+                auth_at.and_then(Value::as_i64),
+                setup.and_then(Value::as_str).map(str::to_owned),
                 created_at,
             )
         }
@@ -46,13 +47,13 @@ fn read(get: impl Fn(&str) -> Option<Value>, created_at: i64) -> AuthState {
 
 /// The login state of `session`.
 pub fn auth_state(session: &Session<'_>) -> AuthState {
-    read(|key| session.get::<Value>(key), session.record().created_at)
+    let created_at = session.record().created_at;
+    session.with_values(|values| read(values, created_at))
 }
 
 /// The login state of a stored session's data (JSON text), for listings.
 pub fn auth_state_of_data(data: &str, created_at: i64) -> AuthState {
-    let values = serde_json::from_str::<Map<String, Value>>(data).unwrap_or_default();
-    read(|key| values.get(key).cloned(), created_at)
+    read(&serde_json::from_str(data).unwrap_or_default(), created_at)
 }
 
 /// Stores `state` as `session`'s login state (one write, dropping the
