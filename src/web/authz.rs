@@ -65,7 +65,7 @@ impl Target {
         // `/admin`, `/api//admin` is `/api/admin`. The rules see the path
         // as they do, so `..` is then refused and `/admin;x` is `/admin`.
         let stripped = normalise_segments(raw_path);
-        let raw_path = stripped.as_str();
+        let raw_path = stripped.as_ref();
         let path = percent_encoding::percent_decode_str(raw_path)
             .decode_utf8()
             .map_err(|_| BadTarget("the target path is not UTF-8"))?;
@@ -117,8 +117,12 @@ impl Target {
 }
 
 /// `raw_path` with each segment's `;parameters` dropped and runs of `/`
-/// merged into one (a trailing `/` is kept).
-fn normalise_segments(raw_path: &str) -> String {
+/// merged into one (a trailing `/` is kept); as it is when it has neither
+/// (the common case: no copy on the proxies' hot path).
+fn normalise_segments(raw_path: &str) -> std::borrow::Cow<'_, str> {
+    if !raw_path.contains(';') && !raw_path.contains("//") {
+        return std::borrow::Cow::Borrowed(raw_path);
+    }
     let segments: Vec<&str> =
         raw_path.split('/').skip(1).map(|segment| segment.split(';').next().unwrap_or_default()).collect();
     let last = segments.len().saturating_sub(1);
@@ -133,7 +137,7 @@ fn normalise_segments(raw_path: &str) -> String {
     if path.is_empty() {
         path.push('/');
     }
-    path
+    std::borrow::Cow::Owned(path)
 }
 
 /// The host of `host[:port]` when it is a plain ASCII name (letters,
