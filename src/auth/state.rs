@@ -10,7 +10,7 @@
 //! [`AuthState::amr`] from it, and a new way to prove who one is adds a
 //! [`Method`].
 
-use serde::{Deserialize, Serialize};
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
 /// How long a confirmed password lets a session take sensitive actions
 /// (end other sessions, set up a second factor) without asking again
@@ -18,8 +18,7 @@ use serde::{Deserialize, Serialize};
 pub const SUDO_WINDOW: i64 = 600;
 
 /// A way of proving who one is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
     /// The account's password.
     Password,
@@ -45,8 +44,7 @@ impl Method {
 }
 
 /// How far a login got.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
     /// Every factor the account needs was given: the session opens the
     /// portal and the apps.
@@ -73,7 +71,12 @@ impl Stage {
 }
 
 /// The state of a session's login.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Stored as one short string, `STAGE METHODS AUTH_AT CONFIRMED_AT
+/// [ENROLLING]` (`complete password,totp 1765000000 1765000000`): every
+/// request reads it (forward-auth checks included), and a string costs the
+/// session's JSON parse far less than a nested object would.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthState {
     /// How far the login got.
     pub stage: Stage,
@@ -84,7 +87,6 @@ pub struct AuthState {
     /// When the password was last given, at login or confirmed since.
     pub confirmed_at: i64,
     /// A second factor being set up: its secret, sealed, base64.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enrolling: Option<String>,
 }
 
@@ -170,6 +172,87 @@ impl AuthState {
     }
 }
 
+impl Method {
+    fn name(self) -> &'static str {
+        match self {
+            Method::Password => "password",
+            Method::Totp => "totp",
+            Method::RecoveryCode => "recovery_code",
+        }
+    }
+
+    fn named(name: &str) -> Option<Method> {
+        [Method::Password, Method::Totp, Method::RecoveryCode].into_iter().find(|m| m.name() == name)
+    }
+}
+
+impl Stage {
+    fn name(self) -> &'static str {
+        match self {
+            Stage::Complete => "complete",
+            Stage::SecondFactorPending => "second_factor_pending",
+            Stage::MustEnrol => "must_enrol",
+        }
+    }
+
+    fn named(name: &str) -> Option<Stage> {
+        [Stage::Complete, Stage::SecondFactorPending, Stage::MustEnrol].into_iter().find(|s| s.name() == name)
+    }
+}
+
+impl AuthState {
+    /// The stored form (see the type's docs).
+    fn encode(&self) -> String {
+        let methods: Vec<&str> = self.methods.iter().map(|m| m.name()).collect();
+        let methods = if methods.is_empty() { "-".to_owned() } else { methods.join(",") };
+        let mut text = format!("{} {methods} {} {}", self.stage.name(), self.auth_at, self.confirmed_at);
+        if let Some(enrolling) = &self.enrolling {
+            text.push(' ');
+            text.push_str(enrolling);
+        }
+        text
+    }
+
+    /// The state of a stored form; `None` for anything else.
+    fn decode(text: &str) -> Option<AuthState> {
+        let mut parts = text.split(' ');
+        let stage = Stage::named(parts.next()?)?;
+        let methods = match parts.next()? {
+            "-" => Vec::new(),
+            names => names.split(',').map(Method::named).collect::<Option<Vec<_>>>()?,
+        };
+        let auth_at = parts.next()?.parse().ok()?;
+        let confirmed_at = parts.next()?.parse().ok()?;
+        let enrolling = parts.next().map(str::to_owned);
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(AuthState { stage, methods, auth_at, confirmed_at, enrolling })
+    }
+}
+
+impl Serialize for AuthState {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.encode())
+    }
+}
+
+impl<'de> Deserialize<'de> for AuthState {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<AuthState, D::Error> {
+        struct Stored;
+        impl de::Visitor<'_> for Stored {
+            type Value = AuthState;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a login state")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<AuthState, E> {
+                AuthState::decode(text).ok_or_else(|| E::custom("not a login state"))
+            }
+        }
+        deserializer.deserialize_str(Stored)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,6 +310,13 @@ mod tests {
         state.enrolling = Some("x".into());
         let text = serde_json::to_string(&state).unwrap();
         assert_eq!(serde_json::from_str::<AuthState>(&text).unwrap(), state);
-        assert!(text.contains(r#""stage":"complete""#) && text.contains(r#""methods":["password","totp"]"#));
+        assert_eq!(text, r#""complete password,totp 7 7 x""#);
+        let none =
+            AuthState { methods: Vec::new(), ..AuthState::after_password(Stage::SecondFactorPending, 3) };
+        assert_eq!(serde_json::from_str::<AuthState>(&serde_json::to_string(&none).unwrap()).unwrap(), none);
+        for bad in [r#""complete password 7""#, r#""done password 7 7""#, r#""complete pin 7 7""#, "{}", "7"]
+        {
+            assert!(serde_json::from_str::<AuthState>(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -134,7 +134,8 @@ mod tests {
         let earlier = auth_state_of_data(r#"{"csrf":"x","auth_at":5,"factor":"passed"}"#, 3);
         assert_eq!(earlier, AuthState::from_earlier_release(Some("passed"), Some(5), None, 3));
         assert!(auth_state_of_data(r#"{"csrf":"x","auth_at":5}"#, 3).opens());
-        assert!(!auth_state_of_data(r#"{"auth":{"stage":"rocket"}}"#, 3).opens(), "unreadable: closed");
+        assert!(!auth_state_of_data(r#"{"auth":{"stage":"complete"}}"#, 3).opens(), "unreadable: closed");
+        assert!(!auth_state_of_data(r#"{"auth":"complete password"}"#, 3).opens(), "unreadable: closed");
         assert!(!auth_state_of_data(r#"{"auth":7,"factor":null}"#, 3).opens());
     }
 }

@@ -526,7 +526,7 @@ async fn age_waiting_sessions(app: &TestApp, clients: &[&Client], seconds: i64) 
         execute,
         sqlx::query(
             "UPDATE sessions SET created_at = created_at - $1, last_seen_at = last_seen_at - $1, \
-             expires_at = expires_at - $1, ends_at = ends_at - $1 WHERE data LIKE '%\"stage\":\"second_factor_pending\"%'"
+             expires_at = expires_at - $1, ends_at = ends_at - $1 WHERE data LIKE '%second_factor_pending %'"
         )
         .bind(seconds)
     );
