@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::access::{DefaultPolicy, Rule, Rules};
 use crate::session::SessionConfig;
 
-pub use crate::session::cookies::{COOKIE_NAME, COOKIE_NAMES, SECURE_COOKIE_NAME, SECURE_DOMAIN_COOKIE_NAME};
+use crate::session::cookies::COOKIE_NAMES;
 
 /// Upper bound of `session_cache_capacity` (about 2 GiB of entries at most).
 pub const MAX_CACHE_CAPACITY: i64 = 10_000_000;
@@ -275,11 +275,6 @@ impl Settings {
     /// The cookie key file in `data_dir`.
     pub fn key_path(&self) -> PathBuf {
         self.data_dir.join("secret.key")
-    }
-
-    /// The anonymous CSRF cookie's name.
-    pub fn csrf_cookie_name(&self) -> &'static str {
-        crate::session::cookies::csrf_cookie_name(self.cookie_secure)
     }
 
     /// `session_cache_capacity` as a size (validated: never negative).

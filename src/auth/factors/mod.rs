@@ -107,11 +107,6 @@ pub async fn status(storage: &Storage, id: i64) -> Result<Option<Enrolment>, sql
     Ok(row.map(|(at, codes_left)| Enrolment { enabled_at: at.unwrap_or_default(), codes_left }))
 }
 
-/// Whether account `id` has a second factor.
-pub async fn enabled(storage: &Storage, id: i64) -> Result<bool, sqlx::Error> {
-    Ok(status(storage, id).await?.is_some())
-}
-
 /// Replaces the recovery codes of account `$id` by `$hashes`, inside a
 /// transaction (either engine).
 macro_rules! insert_codes {
