@@ -712,6 +712,64 @@ async fn sessions_from_before_cookies_carried_the_id_end_at_the_upgrade() {
     assert_eq!(client.get("/user").dispatch().await.status(), Status::Ok);
 }
 
+/// A login waiting for its code, stored by the release before sessions had
+/// a hard end, ends at the upgrade's default timeout: its row gets the end
+/// and a deadline no later than it, so the purge removes it then; other
+/// sessions keep theirs.
+#[rocket::async_test]
+async fn the_upgrade_ends_logins_that_were_waiting_for_their_code() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let migrations = tempfile::TempDir::new().unwrap();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+    for file in std::fs::read_dir(&shipped).unwrap().map(|e| e.unwrap().file_name()) {
+        if file.to_string_lossy().as_ref() < "0006" {
+            std::fs::copy(shipped.join(&file), migrations.path().join(&file)).unwrap();
+        }
+    }
+    let options =
+        sqlx::sqlite::SqliteConnectOptions::new().filename(data.join("sesija.db")).create_if_missing(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    sqlx::migrate::Migrator::new(migrations.path()).await.unwrap().run(&pool).await.unwrap();
+    let now = session::now();
+    sqlx::query("INSERT INTO users (username, password_hash, created_at) VALUES ('alice', 'x', ?)")
+        .bind(now)
+        .execute(&pool)
+        .await
+        .unwrap();
+    for (handle, data) in
+        [("waiting", r#"{"csrf":"t","auth_at":1,"factor":"pending"}"#), ("in", r#"{"csrf":"t"}"#)]
+    {
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, handle, user_id, data, created_at, last_seen_at, expires_at) \
+             VALUES (?, ?, 1, ?, ?, ?, ?)",
+        )
+        .bind(&Token::generate().hash().0[..])
+        .bind(handle)
+        .bind(data)
+        .bind(now - 100)
+        .bind(now - 100)
+        .bind(now + 5 * 86_400)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+
+    let rocket = sesija::app(figment(&data)).await.unwrap();
+    let _client = rocket::local::asynchronous::Client::tracked(rocket).await.unwrap();
+    let rows: Vec<(String, i64, Option<i64>)> =
+        sqlx::query_as("SELECT handle, expires_at, ends_at FROM sessions ORDER BY handle")
+            .fetch_all(&client_db(&data).await)
+            .await
+            .unwrap();
+    assert_eq!(
+        rows,
+        [("in".into(), now + 5 * 86_400, None), ("waiting".into(), now - 100 + 300, Some(now - 100 + 300))]
+    );
+}
+
 async fn client_db(data: &std::path::Path) -> sqlx::SqlitePool {
     let options = sqlx::sqlite::SqliteConnectOptions::new().filename(data.join("sesija.db"));
     sqlx::SqlitePool::connect_with(options).await.unwrap()
