@@ -273,9 +273,14 @@ async fn malformed_checks_are_400_never_200() {
         assert_eq!(res.status(), Status::BadRequest, "{url}");
         assert_no_identity(&res);
     }
-    // Missing headers, repeated headers, a bad method.
+    // Missing headers, repeated headers, a bad method. The reason comes as
+    // JSON in OAuth's error shape, as every /api/ failure does.
     let res = app.client.get("/api/authz/auth-request").dispatch().await;
     assert_eq!(res.status(), Status::BadRequest);
+    assert_eq!(res.content_type(), Some(ContentType::JSON));
+    let body: serde_json::Value = serde_json::from_str(&res.into_string().await.unwrap()).unwrap();
+    assert_eq!(body["error"], "invalid_request");
+    assert_eq!(body["error_description"], "a required header is missing");
     let res = app
         .client
         .get("/api/authz/auth-request")
