@@ -132,6 +132,20 @@ impl<'r> FromRequest<'r> for Session<'r> {
 }
 
 impl<'r> Session<'r> {
+    /// The request's session for a route whose only session guard this is
+    /// (a proxy's check): loaded like the guard's, without keeping it for
+    /// other guards of the request, which costs the keeping. `Ok(None)`:
+    /// no live session.
+    ///
+    /// # Errors
+    /// [`SessionError::NotAttached`] without the layer; a store error when
+    /// the store is unavailable.
+    pub async fn load_alone(req: &'r Request<'_>) -> Result<Option<Session<'r>>, SessionError> {
+        let manager = manager(req).ok_or(SessionError::NotAttached)?;
+        let live = manager.load(req.cookies()).await?;
+        Ok(live.map(|live| Session { manager, jar: req.cookies(), live }))
+    }
+
     /// The session's owner.
     pub fn user_id(&self) -> i64 {
         self.live.record.user_id
@@ -149,14 +163,13 @@ impl<'r> Session<'r> {
 
     /// A value, if present and of type `T`. A value of another shape is `None`.
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
-        let data = self.live.data.lock().unwrap();
-        T::deserialize(data.get(key)?).ok()
+        self.live.get(key)
     }
 
     /// What `read` makes of all the session's values at once (read in
     /// place, nothing copied).
     pub fn with_values<R>(&self, read: impl FnOnce(&Map<String, Value>) -> R) -> R {
-        read(&self.live.data.lock().unwrap())
+        self.live.with_values(|values| read(values))
     }
 
     /// Stores a value; written at once, and only if it changed.
@@ -165,15 +178,17 @@ impl<'r> Session<'r> {
     /// [`SessionError::Ended`] when the session was ended meanwhile.
     pub async fn insert<T: Serialize>(&self, key: &str, value: T) -> Result<(), SessionError> {
         let value = serde_json::to_value(value)?;
-        let text = {
-            let mut data = self.live.data.lock().unwrap();
+        let text = self.live.with_values(|data| {
             if data.get(key) == Some(&value) {
-                return Ok(());
+                return Ok(None);
             }
             data.insert(key.to_owned(), value);
-            serde_json::to_string(&*data)?
-        };
-        self.save(&text).await
+            serde_json::to_string(&*data).map(Some)
+        })?;
+        match text {
+            Some(text) => self.save(&text).await,
+            None => Ok(()),
+        }
     }
 
     /// Changes the values at once with `change`; written once, and only if
@@ -182,25 +197,27 @@ impl<'r> Session<'r> {
     /// # Errors
     /// [`SessionError::Ended`] when the session was ended meanwhile.
     pub async fn update(&self, change: impl FnOnce(&mut Map<String, Value>)) -> Result<(), SessionError> {
-        let text = {
-            let mut data = self.live.data.lock().unwrap();
+        let text = self.live.with_values(|data| {
             let before = data.clone();
-            change(&mut data);
-            if *data == before {
-                return Ok(());
+            change(data);
+            match *data == before {
+                true => Ok(None),
+                false => serde_json::to_string(&*data).map(Some),
             }
-            serde_json::to_string(&*data)?
-        };
-        self.save(&text).await
+        })?;
+        match text {
+            Some(text) => self.save(&text).await,
+            None => Ok(()),
+        }
     }
 
     /// Removes a value and returns it; writes only if it was there.
     pub async fn remove(&self, key: &str) -> Result<Option<Value>, SessionError> {
-        let (old, text) = {
-            let mut data = self.live.data.lock().unwrap();
+        let removed = self.live.with_values(|data| {
             let Some(old) = data.remove(key) else { return Ok(None) };
-            (old, serde_json::to_string(&*data)?)
-        };
+            serde_json::to_string(&*data).map(|text| Some((old, text)))
+        })?;
+        let Some((old, text)) = removed else { return Ok(None) };
         self.save(&text).await?;
         Ok(Some(old))
     }
@@ -325,7 +342,7 @@ impl<'r> Sessions<'r> {
         let id = self.manager.store.create(&hash, &record, replaces.as_ref()).await?;
         self.manager.stats.created.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.jar.add_private(self.manager.cookie(id, &token, persistent, record.created_at, now));
-        let live = Live { key: Mutex::new(SessionKey { id, hash }), record, data: Mutex::new(data) };
+        let live = Live { key: Mutex::new(SessionKey { id, hash }), record, data: Mutex::new(Some(data)) };
         Ok(Session { manager: self.manager, jar: self.jar, live: Arc::new(live) })
     }
 

@@ -7,9 +7,11 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use rocket::http::{Cookie, CookieJar};
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::clock::{Clock, SystemClock};
+use super::opened::OpenedCookies;
 use super::purge::{purge_expired, PurgeReport};
 use super::store::{Record, SessionStore, StoreError, Touch};
 use super::token::{CookieValue, SessionKey, Token};
@@ -24,6 +26,8 @@ pub struct SessionManager {
     pub(super) clock: Arc<dyn Clock>,
     pub(super) fallback_keys: Vec<cookie::Key>,
     pub(super) stats: SessionStats,
+    /// Sealed cookies already opened, and what they named.
+    opened: OpenedCookies,
 }
 
 /// Counters of what this process's session layer did, for metrics.
@@ -48,6 +52,7 @@ impl SessionManager {
             clock: Arc::new(SystemClock),
             fallback_keys: Vec::new(),
             stats: SessionStats::default(),
+            opened: OpenedCookies::default(),
         }
     }
 
@@ -106,9 +111,9 @@ impl SessionManager {
 /// What a request's session cookie names.
 pub(super) struct CookieKey {
     pub(super) key: SessionKey,
-    pub(super) token: Token,
-    /// Re-issue the cookie (opened under a previous key or another name).
-    pub(super) reissue: bool,
+    /// The token, when the cookie must be re-issued (it opened under a
+    /// previous key or came under another name).
+    pub(super) reissue: Option<Token>,
     /// It came under one of `accept_names`.
     pub(super) other_name: bool,
 }
@@ -117,7 +122,11 @@ pub(super) struct CookieKey {
 pub(super) struct Live {
     pub(super) key: Mutex<SessionKey>,
     pub(super) record: Record,
-    pub(super) data: Mutex<Map<String, Value>>,
+    /// The values, once read as a whole (until then, `record.data` is
+    /// all there is: a request that reads one value, as every
+    /// forward-auth check does, picks it out of the text without building
+    /// the map).
+    pub(super) data: Mutex<Option<Map<String, Value>>>,
 }
 
 impl SessionManager {
@@ -156,15 +165,20 @@ impl SessionManager {
         })
     }
 
-    /// What the request's cookie holds, if it opens and is well formed,
-    /// whether the cookie must be re-issued (previous key or name), and
-    /// whether it came under another name. A cookie that is present but
-    /// unusable is removed. A sealed cookie that is not there costs nothing:
-    /// no decryption, no query.
-    pub(super) fn cookie_value(&self, jar: &CookieJar<'_>) -> Option<(CookieValue, bool, bool)> {
+    /// What the request's cookie names, if it opens and is well formed. A
+    /// cookie that is present but unusable is removed. A sealed cookie that
+    /// is not there costs nothing: no decryption, no query; one opened
+    /// before under the current key and name costs a look-up (see
+    /// [`OpenedCookies`]).
+    pub(super) fn key(&self, jar: &CookieJar<'_>) -> Option<CookieKey> {
         let names = std::iter::once(&self.config.cookie_name).chain(&self.config.accept_names);
         for (i, name) in names.enumerate() {
             let Some(raw) = jar.get(name) else { continue };
+            if i == 0 {
+                if let Some(key) = self.opened.get(raw.value()) {
+                    return Some(CookieKey { key, reissue: None, other_name: false });
+                }
+            }
             let opened = match jar.get_private(name) {
                 Some(c) => Some((c.value().to_owned(), i > 0)),
                 None => self.open_with_fallbacks(&raw.clone()).map(|v| (v, true)),
@@ -172,26 +186,24 @@ impl SessionManager {
             if i > 0 || opened.is_none() {
                 jar.remove_private(self.removal_named(name));
             }
-            match opened.and_then(|(value, reissue)| CookieValue::decode(&value).map(|v| (v, reissue, i > 0)))
-            {
-                Some(found) => return Some(found),
-                None => log::warn!("unreadable session cookie ignored"),
+            let Some((CookieValue { id, token }, reissue)) =
+                opened.and_then(|(value, reissue)| CookieValue::decode(&value).map(|v| (v, reissue)))
+            else {
+                log::warn!("unreadable session cookie ignored");
+                continue;
+            };
+            let key = SessionKey { id, hash: token.hash() };
+            if !reissue {
+                self.opened.insert(raw.value(), key);
             }
+            return Some(CookieKey { key, reissue: reissue.then_some(token), other_name: i > 0 });
         }
         None
     }
 
-    /// The key of the cookie's session, its token, whether the cookie must
-    /// be re-issued and whether it came under another name.
-    pub(super) fn key(&self, jar: &CookieJar<'_>) -> Option<CookieKey> {
-        let (CookieValue { id, token }, reissue, other_name) = self.cookie_value(jar)?;
-        let hash = token.hash();
-        Some(CookieKey { key: SessionKey { id, hash }, token, reissue, other_name })
-    }
-
     pub(super) async fn load(&self, jar: &CookieJar<'_>) -> Result<Option<Arc<Live>>, StoreError> {
         let now = self.now();
-        let Some(CookieKey { key, token, reissue, other_name }) = self.key(jar) else {
+        let Some(CookieKey { key, reissue, other_name }) = self.key(jar) else {
             return Ok(None);
         };
         let Some(mut record) = self.store.load(&key, now).await? else {
@@ -217,17 +229,108 @@ impl SessionManager {
             record.last_seen_at = now;
             record.expires_at = expires_at;
         }
-        if reissue {
+        if let Some(token) = reissue {
             jar.add_private(self.cookie(key.id, &token, record.persistent, record.created_at, now));
         }
 
-        let data = match serde_json::from_str::<Map<String, Value>>(&record.data) {
-            Ok(data) => data,
-            Err(e) => {
-                log::warn!("session {}: undecodable data dropped: {e}", record.handle);
+        Ok(Some(Arc::new(Live { key: Mutex::new(key), record, data: Mutex::new(None) })))
+    }
+}
+
+impl Live {
+    /// `change` of the values (read from the stored text at the first
+    /// need; undecodable text is dropped with a warning).
+    pub(super) fn with_values<R>(&self, change: impl FnOnce(&mut Map<String, Value>) -> R) -> R {
+        let mut data = self.data.lock().unwrap();
+        let values = data.get_or_insert_with(|| {
+            serde_json::from_str(&self.record.data).unwrap_or_else(|e| {
+                log::warn!("session {}: undecodable data dropped: {e}", self.record.handle);
                 Map::new()
+            })
+        });
+        change(values)
+    }
+
+    /// The value under `key`, if present and of type `T`: from the values
+    /// when they were read already, else picked out of the stored text.
+    pub(super) fn get<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
+        match &*self.data.lock().unwrap() {
+            Some(values) => T::deserialize(values.get(key)?).ok(),
+            None => field(&self.record.data, key),
+        }
+    }
+}
+
+/// The value under `key` of the JSON object `text`, read without building
+/// the object (the last one when the key is repeated, as a map would keep);
+/// `None` when absent, of another shape, or when `text` is no object.
+fn field<T: DeserializeOwned>(text: &str, key: &str) -> Option<T> {
+    use serde::de::{DeserializeSeed, Error, IgnoredAny, MapAccess, Visitor};
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    /// Whether a key is the one wanted (borrowed from the text when it
+    /// has no escapes).
+    struct IsKey<'k>(&'k str);
+    impl<'de> Visitor<'de> for IsKey<'_> {
+        type Value = bool;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a key")
+        }
+        fn visit_str<E: Error>(self, key: &str) -> Result<bool, E> {
+            Ok(key == self.0)
+        }
+    }
+    impl<'de> DeserializeSeed<'de> for IsKey<'_> {
+        type Value = bool;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+
+    struct Field<'k, T>(&'k str, PhantomData<T>);
+    impl<'de, T: DeserializeOwned> Visitor<'de> for Field<'_, T> {
+        type Value = Option<T>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<T>, A::Error> {
+            let mut found = None;
+            while let Some(wanted) = map.next_key_seed(IsKey(self.0))? {
+                match wanted {
+                    true => found = Some(map.next_value::<T>()?),
+                    false => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
             }
-        };
-        Ok(Some(Arc::new(Live { key: Mutex::new(key), record, data: Mutex::new(data) })))
+            Ok(found)
+        }
+    }
+
+    let mut de = serde_json::Deserializer::from_str(text);
+    let found = serde::Deserializer::deserialize_map(&mut de, Field(key, PhantomData)).ok()?;
+    de.end().ok()?;
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::field;
+
+    #[test]
+    fn one_value_is_picked_out_of_the_text_as_the_map_would_hold_it() {
+        let text = r#"{"csrf":"abc","auth":"complete password 1 1","n":[1,{"auth":2}],"e":"a\"b"}"#;
+        assert_eq!(field::<String>(text, "auth").as_deref(), Some("complete password 1 1"));
+        assert_eq!(field::<String>(text, "csrf").as_deref(), Some("abc"));
+        assert_eq!(field::<String>(text, "e").as_deref(), Some("a\"b"));
+        assert_eq!(field::<String>(text, "missing"), None);
+        // Another shape: none, as `Session::get` says.
+        assert_eq!(field::<String>(text, "n"), None);
+        assert_eq!(field::<String>(r#"{"a":"1","a":"2"}"#, "a").as_deref(), Some("2"));
+        assert_eq!(field::<String>(r#"{"\u0061uth":"x"}"#, "auth").as_deref(), Some("x"));
+        for broken in ["", "[]", "\"auth\"", r#"{"auth":"x"} trailing"#, r#"{"auth":"x""#] {
+            assert_eq!(field::<String>(broken, "auth"), None, "{broken}");
+        }
     }
 }

@@ -72,6 +72,7 @@ pub mod cookies;
 mod guard;
 mod manager;
 mod notify;
+mod opened;
 mod postgres;
 pub mod purge;
 mod sqlite;
