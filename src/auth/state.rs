@@ -182,7 +182,12 @@ impl Method {
     }
 
     fn named(name: &str) -> Option<Method> {
-        [Method::Password, Method::Totp, Method::RecoveryCode].into_iter().find(|m| m.name() == name)
+        match name {
+            "password" => Some(Method::Password),
+            "totp" => Some(Method::Totp),
+            "recovery_code" => Some(Method::RecoveryCode),
+            _ => None,
+        }
     }
 }
 
@@ -196,7 +201,12 @@ impl Stage {
     }
 
     fn named(name: &str) -> Option<Stage> {
-        [Stage::Complete, Stage::SecondFactorPending, Stage::MustEnrol].into_iter().find(|s| s.name() == name)
+        match name {
+            "complete" => Some(Stage::Complete),
+            "second_factor_pending" => Some(Stage::SecondFactorPending),
+            "must_enrol" => Some(Stage::MustEnrol),
+            _ => None,
+        }
     }
 }
 
@@ -213,22 +223,47 @@ impl AuthState {
         text
     }
 
-    /// The state of a stored form; `None` for anything else.
+    /// The state of a stored form; `None` for anything else. Read byte by
+    /// byte: every forward-auth check reads it, and on strings this short
+    /// the general splitting and searching cost more than the reading.
     fn decode(text: &str) -> Option<AuthState> {
-        let mut parts = text.split(' ');
-        let stage = Stage::named(parts.next()?)?;
-        let methods = match parts.next()? {
-            "-" => Vec::new(),
-            names => names.split(',').map(Method::named).collect::<Option<Vec<_>>>()?,
-        };
-        let auth_at = parts.next()?.parse().ok()?;
-        let confirmed_at = parts.next()?.parse().ok()?;
-        let enrolling = parts.next().map(str::to_owned);
-        if parts.next().is_some() {
+        let ([stage, methods, auth_at, confirmed_at, enrolling], count) = fields::<5>(text, b' ')?;
+        if count < 4 {
             return None;
         }
-        Some(AuthState { stage, methods, auth_at, confirmed_at, enrolling })
+        let stage = Stage::named(stage)?;
+        let methods = match methods {
+            "-" => Vec::new(),
+            names => {
+                let (names, count) = fields::<8>(names, b',')?;
+                names[..count].iter().map(|name| Method::named(name)).collect::<Option<Vec<_>>>()?
+            }
+        };
+        let enrolling = (count == 5).then(|| enrolling.to_owned());
+        Some(AuthState {
+            stage,
+            methods,
+            auth_at: auth_at.parse().ok()?,
+            confirmed_at: confirmed_at.parse().ok()?,
+            enrolling,
+        })
     }
+}
+
+/// `text` split at each `separator` into at most `N` fields, and how many
+/// there are; `None` when there are more.
+fn fields<const N: usize>(text: &str, separator: u8) -> Option<([&str; N], usize)> {
+    let mut fields = [""; N];
+    let (mut count, mut start) = (0, 0);
+    for (i, b) in text.bytes().enumerate() {
+        if b == separator {
+            *fields.get_mut(count)? = &text[start..i];
+            count += 1;
+            start = i + 1;
+        }
+    }
+    *fields.get_mut(count)? = &text[start..];
+    Some((fields, count + 1))
 }
 
 impl Serialize for AuthState {
@@ -314,8 +349,21 @@ mod tests {
         let none =
             AuthState { methods: Vec::new(), ..AuthState::after_password(Stage::SecondFactorPending, 3) };
         assert_eq!(serde_json::from_str::<AuthState>(&serde_json::to_string(&none).unwrap()).unwrap(), none);
-        for bad in [r#""complete password 7""#, r#""done password 7 7""#, r#""complete pin 7 7""#, "{}", "7"]
-        {
+        let once = AuthState::after_password(Stage::Complete, 5);
+        assert_eq!(serde_json::from_str::<AuthState>(r#""complete password 5 5""#).unwrap(), once);
+        for bad in [
+            r#""complete password 7""#,
+            r#""done password 7 7""#,
+            r#""complete pin 7 7""#,
+            r#""complete password 7 7 x y""#,
+            r#""complete password,totp,totp,totp,totp,totp,totp,totp,totp 7 7""#,
+            r#""complete password, 7 7""#,
+            r#""complete password x 7""#,
+            r#""complete  password 7 7""#,
+            r#""""#,
+            "{}",
+            "7",
+        ] {
             assert!(serde_json::from_str::<AuthState>(bad).is_err(), "{bad}");
         }
     }

@@ -10,119 +10,206 @@
 //! set a cookie (a proxy drops it, and would hand it to the app), and never
 //! answer 200 on an error: a malformed target is 400, the database down 503.
 
+use std::borrow::Cow;
+
+use rocket::get;
 use rocket::http::{ContentType, Header, Status};
 use rocket::request::{FromRequest, Outcome, Request};
 use rocket::response::{self, Responder, Response};
-use rocket::{get, State};
 
 use super::{pages, Directory, Portal, WebError, WebResult};
 use crate::auth::access::{Verdict, Who};
 use crate::auth::identity::Identity;
 use crate::session::Session;
 
-/// The request a proxy asks about.
+/// The request a proxy asks about. Borrowed from the proxy's headers
+/// where it can be: the common target (a plain host name, a path without
+/// escapes or parameters) is read without a copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    /// As the browser asked for it: where to come back to after a login.
-    pub url: String,
+pub struct Target<'r> {
+    /// `http` or `https`.
+    scheme: &'static str,
+    /// `host[:port]` as the browser wrote it.
+    authority: &'r str,
+    /// The request target (`/path?query`) as the browser wrote it (from an
+    /// absolute URL, `?query` or nothing when the path was left out).
+    uri: &'r str,
     /// Lower-case, IDNA applied, no port, no trailing dot.
-    pub host: String,
+    pub host: Cow<'r, str>,
     /// Percent-decoded; no dot segments, no encoded slashes or backslashes.
-    pub path: String,
+    pub path: Cow<'r, str>,
     /// Upper-case (`GET`).
-    pub method: String,
+    pub method: Cow<'r, str>,
 }
 
 /// Why a check cannot be answered (400).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadTarget(pub &'static str);
 
-impl Target {
+impl<'r> Target<'r> {
     /// From the parts a proxy sends. `uri` is the request target
     /// (`/path?query`), exactly as the browser sent it.
-    pub fn parse(scheme: &str, authority: &str, uri: &str, method: &str) -> Result<Target, BadTarget> {
-        let scheme = scheme.trim().to_ascii_lowercase();
-        if scheme != "http" && scheme != "https" {
-            return Err(BadTarget("the target is not an http(s) URL"));
-        }
+    pub fn parse(
+        scheme: &str,
+        authority: &'r str,
+        uri: &'r str,
+        method: &'r str,
+    ) -> Result<Target<'r>, BadTarget> {
+        let scheme = match scheme.trim() {
+            s if s.eq_ignore_ascii_case("https") => "https",
+            s if s.eq_ignore_ascii_case("http") => "http",
+            _ => return Err(BadTarget("the target is not an http(s) URL")),
+        };
         if authority.is_empty() || authority.contains(['/', '\\', '@', '?', '#']) {
             return Err(BadTarget("the target host is malformed"));
         }
         if !uri.starts_with('/') || uri.starts_with("//") {
             return Err(BadTarget("the target path must start with one /"));
         }
-        if uri.chars().any(|c| c.is_whitespace() || c.is_control() || c == '\\') {
+        let scan = Scan::of(uri);
+        if scan.bad {
             return Err(BadTarget("the target holds whitespace, a control character or a backslash"));
         }
-        let raw_path = &uri[..uri.find(['?', '#']).unwrap_or(uri.len())];
-        let lower = raw_path.to_ascii_lowercase();
-        if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%3b") {
-            return Err(BadTarget("the target path holds an encoded slash, backslash or semicolon"));
+        let raw_path = &uri[..scan.path_end];
+        if scan.escaped {
+            check_escapes(raw_path)?;
         }
         // Servlet containers (Tomcat, Jetty) and the apps built on them drop
         // each segment's `;parameters` and merge repeated slashes before
         // they route: `/admin;x` is `/admin`, `/public/..;/admin` is
         // `/admin`, `/api//admin` is `/api/admin`. The rules see the path
         // as they do, so `..` is then refused and `/admin;x` is `/admin`.
-        let stripped = normalise_segments(raw_path);
-        let raw_path = stripped.as_ref();
-        let path = percent_encoding::percent_decode_str(raw_path)
-            .decode_utf8()
-            .map_err(|_| BadTarget("the target path is not UTF-8"))?;
-        if raw_path
-            .split('%')
-            .skip(1)
-            .any(|h| h.len() < 2 || !h.as_bytes()[..2].iter().all(u8::is_ascii_hexdigit))
-        {
-            return Err(BadTarget("the target path has a malformed percent escape"));
-        }
-        if path.chars().any(|c| c.is_control() || c == '\\') {
-            return Err(BadTarget("the target path decodes to a control character or a backslash"));
-        }
-        if path.split('/').any(|segment| segment == "." || segment == "..") {
+        let path = match (scan.parameters, scan.escaped) {
+            // The common case: the path as written, not copied.
+            (false, false) => Cow::Borrowed(raw_path),
+            (parameters, _) => {
+                let raw = if parameters { normalise_segments(raw_path) } else { raw_path.to_owned() };
+                let decoded = percent_encoding::percent_decode_str(&raw)
+                    .decode_utf8()
+                    .map_err(|_| BadTarget("the target path is not UTF-8"))?;
+                if decoded.chars().any(|c| c.is_control() || c == '\\') {
+                    return Err(BadTarget("the target path decodes to a control character or a backslash"));
+                }
+                Cow::Owned(decoded.into_owned())
+            }
+        };
+        // Every segment follows a `/`: without a `/.`, no dot segment.
+        let dotted = if let Cow::Borrowed(_) = path { scan.slash_dot } else { path.contains("/.") };
+        if dotted && path.split('/').any(|segment| segment == "." || segment == "..") {
             return Err(BadTarget("the target path has dot segments"));
         }
         let method = method.trim();
         if method.is_empty() || method.len() > 32 || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
             return Err(BadTarget("the method is malformed"));
         }
-        let url = format!("{scheme}://{authority}{uri}");
+        let method = match method.bytes().all(|b| b.is_ascii_uppercase()) {
+            true => Cow::Borrowed(method),
+            false => Cow::Owned(method.to_ascii_uppercase()),
+        };
         let host = match plain_host(authority) {
             Some(host) => host,
             // Anything else (IDNA, IPv6, escapes) is the URL parser's to normalise.
             None => {
+                let url = format!("{scheme}://{authority}{uri}");
                 let parsed = url::Url::parse(&url).map_err(|_| BadTarget("the target is not a valid URL"))?;
-                match parsed.host() {
+                Cow::Owned(match parsed.host() {
                     Some(url::Host::Domain(d)) => d.trim_end_matches('.').to_owned(),
                     Some(_) => parsed.host_str().unwrap_or_default().to_owned(),
                     None => return Err(BadTarget("the target has no host")),
-                }
+                })
             }
         };
-        Ok(Target { url, host, path: path.into_owned(), method: method.to_ascii_uppercase() })
+        Ok(Target { scheme, authority, uri, host, path, method })
     }
 
     /// From an absolute URL (nginx's `X-Original-URL`).
-    pub fn from_url(url: &str, method: &str) -> Result<Target, BadTarget> {
-        let (scheme, rest) = url.split_once("://").ok_or(BadTarget("the target is not an absolute URL"))?;
+    pub fn from_url(url: &'r str, method: &'r str) -> Result<Target<'r>, BadTarget> {
+        let colon = url.find(':').ok_or(BadTarget("the target is not an absolute URL"))?;
+        let (scheme, rest) = (&url[..colon], &url[colon + 1..]);
+        let rest = rest.strip_prefix("//").ok_or(BadTarget("the target is not an absolute URL"))?;
         let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
         let (authority, uri) = rest.split_at(end);
-        let uri = match uri {
-            "" => "/".to_owned(),
-            u if u.starts_with('/') => u.to_owned(),
-            u => format!("/{u}"),
-        };
-        Target::parse(scheme, authority, &uri, method)
+        match uri {
+            u if u.starts_with('/') => Target::parse(scheme, authority, u, method),
+            // Nothing, or `?query` / `#fragment` straight after the host:
+            // the path is `/`.
+            u if Scan::of(u).bad => {
+                Err(BadTarget("the target holds whitespace, a control character or a backslash"))
+            }
+            u => Target::parse(scheme, authority, "/", method).map(|t| Target { uri: u, ..t }),
+        }
+    }
+
+    /// As the browser asked for it: where to come back to after a login.
+    pub fn url(&self) -> String {
+        let slash = if self.uri.starts_with('/') { "" } else { "/" };
+        format!("{}://{}{slash}{}", self.scheme, self.authority, self.uri)
     }
 }
 
-/// `raw_path` with each segment's `;parameters` dropped and runs of `/`
-/// merged into one (a trailing `/` is kept); as it is when it has neither
-/// (the common case: no copy on the proxies' hot path).
-fn normalise_segments(raw_path: &str) -> std::borrow::Cow<'_, str> {
-    if !raw_path.contains(';') && !raw_path.contains("//") {
-        return std::borrow::Cow::Borrowed(raw_path);
+/// What one pass over a request target's bytes finds.
+struct Scan {
+    /// Whitespace, a control character or a backslash somewhere.
+    bad: bool,
+    /// Where the path ends (at `?`, `#` or the end).
+    path_end: usize,
+    /// The path has a `%`.
+    escaped: bool,
+    /// The path has a `;` or a `//` (see [`normalise_segments`]).
+    parameters: bool,
+    /// The path has a `/.` (so perhaps a dot segment).
+    slash_dot: bool,
+}
+
+impl Scan {
+    fn of(uri: &str) -> Scan {
+        let mut scan =
+            Scan { bad: false, path_end: uri.len(), escaped: false, parameters: false, slash_dot: false };
+        let (mut in_path, mut previous, mut ascii) = (true, 0u8, true);
+        for (i, b) in uri.bytes().enumerate() {
+            scan.bad |= b <= b' ' || b == 0x7f || b == b'\\';
+            ascii &= b.is_ascii();
+            if in_path {
+                match b {
+                    b'?' | b'#' => {
+                        in_path = false;
+                        scan.path_end = i;
+                    }
+                    b'%' => scan.escaped = true,
+                    b';' => scan.parameters = true,
+                    b'/' if previous == b'/' => scan.parameters = true,
+                    b'.' if previous == b'/' => scan.slash_dot = true,
+                    _ => {}
+                }
+                previous = b;
+            }
+        }
+        // Beyond ASCII, whitespace and control characters are Unicode's.
+        if !ascii {
+            scan.bad |= uri.chars().any(|c| c.is_whitespace() || c.is_control());
+        }
+        scan
     }
+}
+
+/// Refuses a malformed percent escape and an encoded slash, backslash or
+/// semicolon.
+fn check_escapes(raw_path: &str) -> Result<(), BadTarget> {
+    for escape in raw_path.split('%').skip(1) {
+        let hex = escape.as_bytes().get(..2).filter(|h| h.iter().all(u8::is_ascii_hexdigit));
+        let Some(hex) = hex else {
+            return Err(BadTarget("the target path has a malformed percent escape"));
+        };
+        if [b"2f", b"5c", b"3b"].iter().any(|bad| hex.eq_ignore_ascii_case(*bad)) {
+            return Err(BadTarget("the target path holds an encoded slash, backslash or semicolon"));
+        }
+    }
+    Ok(())
+}
+
+/// `raw_path` with each segment's `;parameters` dropped and runs of `/`
+/// merged into one (a trailing `/` is kept).
+fn normalise_segments(raw_path: &str) -> String {
     let segments: Vec<&str> =
         raw_path.split('/').skip(1).map(|segment| segment.split(';').next().unwrap_or_default()).collect();
     let last = segments.len().saturating_sub(1);
@@ -137,31 +224,46 @@ fn normalise_segments(raw_path: &str) -> std::borrow::Cow<'_, str> {
     if path.is_empty() {
         path.push('/');
     }
-    std::borrow::Cow::Owned(path)
+    path
 }
 
 /// The host of `host[:port]` when it is a plain ASCII name (letters,
 /// digits, `-`, dots; not all digits and dots, so never an IPv4 address to
 /// normalise, nor `xn--` punycode): lower-cased, trailing dot and port
-/// dropped. The common case, without a URL parse on every proxied request.
-fn plain_host(authority: &str) -> Option<String> {
+/// dropped. The common case, without a URL parse on every proxied request
+/// (and without a copy when it is lower-case already).
+fn plain_host(authority: &str) -> Option<Cow<'_, str>> {
     let host = match authority.rsplit_once(':') {
         Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
         Some(_) => return None,
         None => authority,
     };
     let host = host.strip_suffix('.').unwrap_or(host);
-    let plain = !host.is_empty()
-        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-        && host.bytes().any(|b| b.is_ascii_alphabetic())
-        && !host.split('.').any(|label| {
-            label.is_empty()
-                || label.len() > 63
-                || label.starts_with("xn--")
-                || label.starts_with('-')
-                || label.ends_with('-')
-        });
-    plain.then(|| host.to_ascii_lowercase())
+    let label_ok = |label: &[u8]| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label[0] != b'-'
+            && label[label.len() - 1] != b'-'
+            && !label.get(..4).is_some_and(|start| start.eq_ignore_ascii_case(b"xn--"))
+    };
+    let (mut letters, mut upper, mut start) = (false, false, 0);
+    let bytes = host.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'a'..=b'z' => letters = true,
+            b'A'..=b'Z' => (letters, upper) = (true, true),
+            b'0'..=b'9' | b'-' => {}
+            b'.' if label_ok(&bytes[start..i]) => start = i + 1,
+            _ => return None,
+        }
+    }
+    if !letters || !label_ok(&bytes[start..]) {
+        return None;
+    }
+    Some(match upper {
+        true => Cow::Owned(host.to_ascii_lowercase()),
+        false => Cow::Borrowed(host),
+    })
 }
 
 /// Which endpoint answers: they differ only in how they redirect.
@@ -174,84 +276,123 @@ enum Flavour {
 }
 
 /// What the proxy's request tells of the browser's.
-pub struct Ask {
-    target: Result<Target, BadTarget>,
+pub struct Ask<'r> {
+    target: Result<Target<'r>, BadTarget>,
     /// A browser navigating (it will follow a redirect to a login page).
     navigation: bool,
 }
 
-fn header<'r>(req: &'r Request<'_>, name: &str) -> Result<&'r str, BadTarget> {
-    let mut values = req.headers().get(name);
-    let value = values.next().ok_or(BadTarget("a required header is missing"))?;
-    // Two values for one of these headers is an attempt to confuse: refused.
-    if values.next().is_some() {
-        return Err(BadTarget("a header is repeated"));
+/// What a header the check reads holds.
+#[derive(Clone, Copy)]
+enum Found<'r> {
+    Missing,
+    One(&'r str),
+    /// Two values for one of these headers is an attempt to confuse:
+    /// refused.
+    Repeated,
+}
+
+impl<'r> Found<'r> {
+    fn required(self) -> Result<&'r str, BadTarget> {
+        match self {
+            Found::One(value) => Ok(value),
+            Found::Missing => Err(BadTarget("a required header is missing")),
+            Found::Repeated => Err(BadTarget("a header is repeated")),
+        }
     }
-    Ok(value)
-}
 
-fn navigation(req: &Request<'_>) -> bool {
-    let html = req.headers().get("Accept").any(|a| a.to_ascii_lowercase().contains("text/html"));
-    let xhr = req.headers().get("X-Requested-With").any(|v| v.eq_ignore_ascii_case("XMLHttpRequest"));
-    html && !xhr
-}
-
-fn method_of<'r>(req: &'r Request<'_>, name: &str) -> Result<&'r str, BadTarget> {
-    match req.headers().get(name).count() {
-        0 => Ok("GET"),
-        1 => Ok(req.headers().get_one(name).unwrap_or("GET")),
-        _ => Err(BadTarget("a header is repeated")),
+    /// A method header: `GET` when there is none.
+    fn method(self) -> Result<&'r str, BadTarget> {
+        match self {
+            Found::Missing => Ok("GET"),
+            found => found.required(),
+        }
     }
 }
 
-/// nginx's view of the request.
-pub struct OriginalRequest(Ask);
+/// The proxy's headers named in `names`, and whether the browser is
+/// navigating (an `Accept` with `text/html`, not an XHR), read in one pass
+/// over the request's headers: a look-up by name hashes the name each time,
+/// and a check runs on every proxied request.
+fn read_headers<'r, const N: usize>(req: &'r Request<'_>, names: [&str; N]) -> ([Found<'r>; N], bool) {
+    let mut found = [Found::Missing; N];
+    let (mut html, mut xhr) = (false, false);
+    for header in req.headers().iter() {
+        // Rocket lends every value from the request; an owned one (never
+        // seen) could not outlive this loop, and is refused as unreadable.
+        let Cow::Borrowed(value) = header.value else {
+            return ([Found::Repeated; N], false);
+        };
+        let name = header.name.as_str();
+        if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(name)) {
+            found[i] = match found[i] {
+                Found::Missing => Found::One(value),
+                _ => Found::Repeated,
+            };
+        } else if name.eq_ignore_ascii_case("Accept") {
+            html |= value.as_bytes().windows(9).any(|w| w.eq_ignore_ascii_case(b"text/html"));
+        } else if name.eq_ignore_ascii_case("X-Requested-With") {
+            xhr |= value.eq_ignore_ascii_case("XMLHttpRequest");
+        }
+    }
+    (found, html && !xhr)
+}
+
+/// A proxy's check, gathered by one request guard: what it asks about,
+/// the session it carries (or the store's failure: unlike
+/// `Option<Session>`, an unreachable database is not "logged out") and
+/// what answers it. One guard rather than one per part: each guard costs
+/// every check a future of its own, and a check runs on every proxied
+/// request.
+pub struct Check<'r> {
+    ask: Ask<'r>,
+    session: Result<Option<Session<'r>>, ()>,
+    portal: &'r Portal,
+    directory: &'r Directory,
+}
+
+impl<'r> Check<'r> {
+    async fn gather(req: &'r Request<'_>, ask: Ask<'r>) -> Outcome<Check<'r>, &'static str> {
+        let rocket = req.rocket();
+        let (Some(portal), Some(directory)) = (rocket.state::<Portal>(), rocket.state::<Directory>()) else {
+            return Outcome::Error((Status::InternalServerError, "the portal's state is not managed"));
+        };
+        let session = Session::load_alone(req).await.map_err(|e| log::error!("{e}"));
+        Outcome::Success(Check { ask, session, portal, directory })
+    }
+}
+
+/// nginx's check: the request as `X-Original-URL` and `X-Original-Method`
+/// tell it.
+pub struct OriginalRequest<'r>(Check<'r>);
 
 #[rocket::async_trait]
-impl<'r> FromRequest<'r> for OriginalRequest {
-    type Error = std::convert::Infallible;
+impl<'r> FromRequest<'r> for OriginalRequest<'r> {
+    type Error = &'static str;
 
     async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
-        let target = header(req, "X-Original-URL")
-            .and_then(|url| Target::from_url(url, method_of(req, "X-Original-Method")?));
-        Outcome::Success(OriginalRequest(Ask { target, navigation: navigation(req) }))
+        let ([url, method], navigation) = read_headers(req, ["X-Original-URL", "X-Original-Method"]);
+        let target = url.required().and_then(|url| Target::from_url(url, method.method()?));
+        Check::gather(req, Ask { target, navigation }).await.map(OriginalRequest)
     }
 }
 
-/// Caddy's and Traefik's view of the request.
-pub struct ForwardedRequest(Ask);
+/// Caddy's and Traefik's check: the request as the `X-Forwarded-*`
+/// headers tell it.
+pub struct ForwardedRequest<'r>(Check<'r>);
 
 #[rocket::async_trait]
-impl<'r> FromRequest<'r> for ForwardedRequest {
-    type Error = std::convert::Infallible;
+impl<'r> FromRequest<'r> for ForwardedRequest<'r> {
+    type Error = &'static str;
 
     async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
-        let target = (|| {
-            let (proto, host, uri) = (
-                header(req, "X-Forwarded-Proto")?,
-                header(req, "X-Forwarded-Host")?,
-                header(req, "X-Forwarded-Uri")?,
-            );
-            Target::parse(proto, host, uri, method_of(req, "X-Forwarded-Method")?)
-        })();
-        Outcome::Success(ForwardedRequest(Ask { target, navigation: navigation(req) }))
-    }
-}
-
-/// The session of the request, if any, or the store's failure: unlike
-/// `Option<Session>`, an unreachable database is not "logged out".
-pub struct Check<'r>(Result<Option<Session<'r>>, ()>);
-
-#[rocket::async_trait]
-impl<'r> FromRequest<'r> for Check<'r> {
-    type Error = std::convert::Infallible;
-
-    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
-        Outcome::Success(Check(match Session::from_request(req).await {
-            Outcome::Success(session) => Ok(Some(session)),
-            Outcome::Forward(_) => Ok(None),
-            Outcome::Error(_) => Err(()),
-        }))
+        let ([proto, host, uri, method], navigation) = read_headers(
+            req,
+            ["X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Uri", "X-Forwarded-Method"],
+        );
+        let target =
+            (|| Target::parse(proto.required()?, host.required()?, uri.required()?, method.method()?))();
+        Check::gather(req, Ask { target, navigation }).await.map(ForwardedRequest)
     }
 }
 
@@ -292,37 +433,22 @@ impl Answer {
 }
 
 #[get("/api/authz/auth-request")]
-pub async fn auth_request(
-    ask: OriginalRequest,
-    check: Check<'_>,
-    portal: &State<Portal>,
-    directory: &State<Directory>,
-) -> WebResult<Answer> {
-    decide(ask.0, check, portal, directory, Flavour::AuthRequest).await
+pub async fn auth_request(check: OriginalRequest<'_>) -> WebResult<Answer> {
+    decide(check.0, Flavour::AuthRequest).await
 }
 
 #[get("/api/authz/forward-auth")]
-pub async fn forward_auth(
-    ask: ForwardedRequest,
-    check: Check<'_>,
-    portal: &State<Portal>,
-    directory: &State<Directory>,
-) -> WebResult<Answer> {
-    decide(ask.0, check, portal, directory, Flavour::ForwardAuth).await
+pub async fn forward_auth(check: ForwardedRequest<'_>) -> WebResult<Answer> {
+    decide(check.0, Flavour::ForwardAuth).await
 }
 
-async fn decide(
-    ask: Ask,
-    check: Check<'_>,
-    portal: &Portal,
-    directory: &Directory,
-    flavour: Flavour,
-) -> WebResult<Answer> {
+async fn decide(check: Check<'_>, flavour: Flavour) -> WebResult<Answer> {
+    let Check { ask, session, portal, directory } = check;
     let target = ask.target.map_err(|BadTarget(why)| WebError::Invalid(why))?;
     if !portal.covers(&target.host) {
         return Err(WebError::Invalid("the target host is neither the portal's nor under cookie_domain"));
     }
-    let session = check.0.map_err(|()| WebError::Unavailable("the session store is unavailable"))?;
+    let session = session.map_err(|()| WebError::Unavailable("the session store is unavailable"))?;
     // A login still waiting for its code (or for a set-up) is no login.
     let state = session.as_ref().map(super::guards::auth_state);
     let session = session.filter(|_| state.as_ref().is_some_and(super::super::auth::state::AuthState::opens));
@@ -353,10 +479,10 @@ fn login_required(
     flavour: Flavour,
     page: &str,
 ) -> Answer {
-    let login = portal.login_url(page, &target.url);
+    let login = portal.login_url(page, &target.url());
     let location = Header::new("Location", login.clone());
     if navigation && flavour == Flavour::ForwardAuth {
-        let status = match target.method.as_str() {
+        let status = match &*target.method {
             "GET" | "HEAD" | "OPTIONS" => Status::Found,
             _ => Status::SeeOther,
         };
@@ -381,9 +507,16 @@ fn forbidden(portal: &Portal, identity: Option<&Identity>) -> Answer {
     }
 }
 
-/// This area's routes.
+/// This area's routes, ranked before every other: Rocket tries a method's
+/// routes by rank (the lowest a route gets by default is -12, and a route
+/// with a query comes before one without), matching each against the
+/// path, and the checks are most of the requests.
 pub fn routes() -> Vec<rocket::Route> {
-    rocket::routes![auth_request, forward_auth,]
+    let mut routes = rocket::routes![auth_request, forward_auth];
+    for route in &mut routes {
+        route.rank = -20;
+    }
+    routes
 }
 
 #[cfg(test)]
@@ -396,8 +529,18 @@ mod tests {
         assert_eq!(t.host, "app.example.com");
         assert_eq!(t.path, "/a b/c");
         assert_eq!(t.method, "POST");
-        assert_eq!(t.url, "https://App.Example.COM./a%20b/c?x=../y");
+        assert_eq!(t.url(), "https://App.Example.COM./a%20b/c?x=../y");
         assert_eq!(Target::from_url("http://app.example.com", "GET").unwrap().path, "/");
+        let bare = Target::from_url("http://app.example.com?x=1", "get").unwrap();
+        assert_eq!(
+            (&*bare.path, &*bare.method, bare.url()),
+            ("/", "GET", "http://app.example.com/?x=1".into())
+        );
+        assert_eq!(
+            Target::from_url("HTTP://app.example.com#top", "GET").unwrap().url(),
+            "http://app.example.com/#top"
+        );
+        assert!(Target::from_url("http://app.example.com?x=a b", "GET").is_err());
         assert_eq!(
             Target::parse("https", "app.example.com:8443", "/x", "GET").unwrap().host,
             "app.example.com"
@@ -406,7 +549,8 @@ mod tests {
 
     #[test]
     fn path_parameters_and_repeated_slashes_are_seen_as_servlet_containers_see_them() {
-        let path = |uri: &str| Target::parse("https", "app.example.com", uri, "GET").unwrap().path;
+        let path =
+            |uri: &str| Target::parse("https", "app.example.com", uri, "GET").unwrap().path.into_owned();
         assert_eq!(path("/admin;jsessionid=1/users"), "/admin/users");
         assert_eq!(path("/admin;x"), "/admin");
         assert_eq!(path("/admin;x?y=1;z"), "/admin");
@@ -456,6 +600,13 @@ mod tests {
             "https://app.example.com/a/%2e%2e/admin",
             "https://app.example.com/./admin",
             "https://app.example.com/a%2fb",
+            "https://app.example.com/a%2Fb",
+            "https://app.example.com/a%5c",
+            "https://app.example.com/a%",
+            "https://app.example.com/a%4",
+            "https://app.example.com/a\u{a0}b",
+            "https://app.example.com/a\u{85}b",
+            "https://app.example.com/a%C2%85b",
             "https://app.example.com/a%5Cb",
             "https://app.example.com/a\\b",
             "https://app.example.com/a b",

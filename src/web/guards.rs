@@ -45,8 +45,13 @@ fn read(values: &Map<String, Value>, created_at: i64) -> AuthState {
     }
 }
 
-/// The login state of `session`.
+/// The login state of `session`: the one value picked out of the stored
+/// data (every forward-auth check reads it), all of them only when it is
+/// not there or unreadable.
 pub fn auth_state(session: &Session<'_>) -> AuthState {
+    if let Some(state) = session.get::<AuthState>(AUTH_KEY) {
+        return state;
+    }
     let created_at = session.record().created_at;
     session.with_values(|values| read(values, created_at))
 }

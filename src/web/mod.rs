@@ -97,6 +97,7 @@ async fn confirm_password(
 /// Every page and endpoint: each area's own routes.
 pub fn routes() -> Vec<Route> {
     [
+        authz::routes(),
         login::routes(),
         user::routes(),
         sessions::routes(),
@@ -104,7 +105,6 @@ pub fn routes() -> Vec<Route> {
         two_factor::routes(),
         setup::routes(),
         health::routes(),
-        authz::routes(),
     ]
     .concat()
 }

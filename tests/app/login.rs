@@ -316,5 +316,6 @@ async fn every_response_carries_the_security_headers() {
         assert_eq!(header("X-Frame-Options"), "DENY", "{path}");
         assert_eq!(res.headers().get("X-Frame-Options").count(), 1, "set once: {path}");
         assert!(res.headers().get_one("Strict-Transport-Security").is_none(), "only with cookie_secure");
+        assert_eq!(res.headers().get_one("Server"), None, "no software named: {path}");
     }
 }
