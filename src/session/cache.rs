@@ -19,7 +19,10 @@
 //!   back and written in one transaction per [`SessionStore::flush`] (the
 //!   session layer flushes about once a second and at shutdown), unless the
 //!   stored deadline is less than [`FLUSH_MARGIN`] away: a crash can lose one
-//!   second of deadline moves, which only shortens sessions.
+//!   second of deadline moves, which only shortens sessions. A held move is
+//!   written as of when it was made, however late (a slow or unreachable
+//!   database), and before any later move of its session: the stored
+//!   deadline it was to push back never ends the session it kept alive.
 //! * Changes made behind the store's back (another process, a raw SQL
 //!   transaction) must be announced with [`SessionStore::invalidate`], which
 //!   forgets everything.
@@ -202,6 +205,15 @@ impl<S: SessionStore> CachingStore<S> {
     }
 }
 
+/// When the earliest of `touches` was made. A held move is written as of
+/// then, not as of the flush: each was held while its session was live by
+/// its stored deadline (more than [`FLUSH_MARGIN`] ahead), and a flush that
+/// comes late (a busy database, an outage) must not find the session over
+/// by the very deadline the move was to push back.
+fn earliest_seen(touches: &[Touch]) -> i64 {
+    touches.iter().map(|t| t.last_seen_at).min().unwrap_or(i64::MAX)
+}
+
 #[async_trait]
 impl<S: SessionStore> SessionStore for CachingStore<S> {
     async fn create(
@@ -257,7 +269,7 @@ impl<S: SessionStore> SessionStore for CachingStore<S> {
     async fn touch(&self, touches: &[Touch], now: i64) -> Result<u64, StoreError> {
         // Moves of cached sessions whose stored deadline is not near are
         // held back for the next flush; the rest are written now.
-        let (mut held, mut now_due) = (0, Vec::new());
+        let (mut held, mut now_due, mut overdue) = (0, Vec::new(), Vec::new());
         {
             let mut state = self.state.lock().unwrap();
             for t in touches {
@@ -268,12 +280,20 @@ impl<S: SessionStore> SessionStore for CachingStore<S> {
                         state.pending.insert(t.key, *t);
                         held += 1;
                     }
-                    _ => now_due.push(*t),
+                    _ => {
+                        // A move held back and not flushed yet goes first:
+                        // the stored deadline may be past it already.
+                        overdue.extend(state.pending.remove(&t.key));
+                        now_due.push(*t);
+                    }
                 }
             }
         }
         if now_due.is_empty() {
             return Ok(held);
+        }
+        if !overdue.is_empty() {
+            self.inner.touch(&overdue, earliest_seen(&overdue)).await?;
         }
         let live = self.inner.touch(&now_due, now).await?;
         let mut state = self.state.lock().unwrap();
@@ -341,7 +361,7 @@ impl<S: SessionStore> SessionStore for CachingStore<S> {
         if batch.is_empty() {
             return Ok(inner);
         }
-        match self.inner.touch(&batch, super::now()).await {
+        match self.inner.touch(&batch, earliest_seen(&batch)).await {
             Ok(_) => {
                 let mut state = self.state.lock().unwrap();
                 for t in &batch {

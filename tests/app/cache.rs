@@ -204,6 +204,31 @@ async fn a_move_close_to_the_stored_deadline_is_written_at_once() {
     assert_eq!(stored_expiry(&db, &token).await, Some(late + 60), "no purge can beat the flush");
 }
 
+/// A held-back move was made while its session was live: written late (a
+/// flush after the stored deadline, a busy or unreachable database), or
+/// overtaken by a move due at once, it still counts, and the session it
+/// kept alive is not ended by the deadline it pushed back.
+#[rocket::async_test]
+async fn a_held_back_move_counts_however_late_it_is_written() {
+    let (_dir, db) = temp_db().await;
+    let store = cached(&db, 100);
+    // Stored deadlines already past by the wall clock when the moves are
+    // written.
+    let base = session::now() - 1_000;
+    let late_flush = create(&store, &live_record(1, base), None).await;
+    let overtaken = create(&store, &live_record(1, base), None).await;
+    for token in [&late_flush, &overtaken] {
+        store.load(token, base).await.unwrap();
+        assert!(touch(&store, token, base + 1, base + 200, base + 1).await, "held back");
+        assert_eq!(stored_expiry(&db, token).await, Some(base + 60));
+    }
+    // A move due at once (the stored deadline is past), before any flush.
+    assert!(touch(&store, &overtaken, base + 100, base + 300, base + 100).await, "still live");
+    assert_eq!(stored_expiry(&db, &overtaken).await, Some(base + 300));
+    assert_eq!(store.flush().await.unwrap(), 1);
+    assert_eq!(stored_expiry(&db, &late_flush).await, Some(base + 200), "written as of when it was made");
+}
+
 #[rocket::async_test]
 async fn the_purge_forgets_the_cached_sessions_it_removed() {
     let (_dir, db) = temp_db().await;

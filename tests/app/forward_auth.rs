@@ -16,6 +16,7 @@ on_each_engine!(
     every_kind_of_rule_decides,
     access_default_deny_refuses_hosts_no_rule_names,
     checks_see_every_change_at_once,
+    checks_alone_keep_a_session_alive_and_a_kept_copy_of_an_ended_one_opens_nothing,
     login_keeps_a_safe_rd_through_every_answer_and_goes_there,
     the_rd_survives_a_throttled_login_and_hostile_ones_are_never_followed,
     the_user_page_lists_the_apps_this_user_may_open,
@@ -382,6 +383,48 @@ async fn checks_see_every_change_at_once(engine: Engine) {
     assert!(out.status.success());
     assert_eq!(check(&app.client, "wiki.sesija.test").await.0, Status::Unauthorized, "removed");
     assert_eq!(check(&bob, "wiki.sesija.test").await.0, Status::Ok, "others unaffected");
+}
+
+/// A browser that only visits the apps keeps its session through the
+/// checks: each slides the idle deadline (without a cookie), and when they
+/// stop, the session ends at its deadline. A copy of the cookie kept after
+/// the session ended (a stolen one, another device's) opens nothing on a
+/// check, though the check opened that very cookie before (what the layer
+/// remembers of opened cookies is no credential).
+async fn checks_alone_keep_a_session_alive_and_a_kept_copy_of_an_ended_one_opens_nothing(engine: Engine) {
+    let app = portal_app(engine).await;
+    app.add_user("alice").await;
+
+    let cookie = sealed(&logged_in(&app.client, "alice", false).await);
+    let copy = browser(&app).await;
+    let with_copy = async || {
+        copy.get("/api/authz/auth-request")
+            .header(Header::new("X-Original-URL", "http://wiki.sesija.test/"))
+            .cookie(rocket::http::Cookie::new("sesija", cookie.clone()))
+            .dispatch()
+            .await
+            .status()
+    };
+    assert_eq!(with_copy().await, Status::Ok, "the copy works while the session lives");
+    assert_eq!(with_copy().await, Status::Ok, "and again, opened before");
+    assert_eq!(log_out(&app.client).await.status(), Status::SeeOther);
+    assert_eq!(with_copy().await, Status::Unauthorized, "the copy after the logout");
+
+    logged_in(&app.client, "alice", false).await;
+    let idle = sesija::config::Settings::default().session_idle_timeout;
+    for round in 0..4 {
+        app.advance(idle - 3600);
+        let res = auth_request(&app.client, "http://wiki.sesija.test/", &[]).await;
+        assert_eq!(res.status(), Status::Ok, "the checks kept it alive, round {round}");
+        assert!(res.headers().get("Set-Cookie").next().is_none());
+    }
+    assert_eq!(app.client.get("/user").dispatch().await.status(), Status::Ok, "4 idle timeouts later");
+    app.advance(idle + 1);
+    assert_eq!(
+        auth_request(&app.client, "http://wiki.sesija.test/", &[]).await.status(),
+        Status::Unauthorized,
+        "no check for an idle timeout: ended"
+    );
 }
 
 async fn login_keeps_a_safe_rd_through_every_answer_and_goes_there(engine: Engine) {
