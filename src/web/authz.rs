@@ -4,9 +4,10 @@
 //! `forward_auth` and Traefik's `forwardAuth`.
 //!
 //! These run on every request of every protected app: a warm session costs
-//! the cookie's decryption and two hash-map look-ups (session, identity),
-//! no database read and no write (the idle deadline still slides, written
-//! at most once per `session_touch_interval` as for page views). They never
+//! three hash-map look-ups (the cookie opened before, the session, the
+//! identity), no decryption, no database read and no write (the idle
+//! deadline still slides, written at most once per `session_touch_interval`
+//! as for page views). They never
 //! set a cookie (a proxy drops it, and would hand it to the app), and never
 //! answer 200 on an error: a malformed target is 400, the database down 503.
 
