@@ -184,10 +184,6 @@ impl<'r> Responder<'r, 'static> for WebError {
             WebError::Refused(_, page) => page,
             WebError::Invalid(why) => pages::error(status, why, None),
         };
-        Response::build()
-            .status(status)
-            .header(ContentType::HTML)
-            .sized_body(html.len(), std::io::Cursor::new(html))
-            .ok()
+        super::Page { status, html }.respond_to(req)
     }
 }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use rocket::fairing::{Fairing, Info, Kind};
 use rocket::http::{Header, Status};
 use rocket::request::FlashMessage;
-use rocket::response::{content::RawHtml, Flash, Redirect, Responder};
+use rocket::response::{Flash, Redirect, Responder};
 use rocket::{catch, catchers, routes, Build, Request, Rocket, Route};
 
 use crate::auth::accounts::{Accounts, Caches};
@@ -203,13 +203,33 @@ impl Fairing for SecurityHeaders {
 #[derive(Responder)]
 pub enum Reply {
     /// A page with its status.
-    Page((Status, RawHtml<String>)),
+    Page(Page),
     /// A redirect to one of our own pages.
     Redirect(Redirect),
     /// A redirect with a message for the next page.
     Flash(Flash<Redirect>),
     /// 303 to an address checked safe.
     SeeOther(SeeOther),
+}
+
+/// An HTML page with its status. Its own responder: Rocket's `RawHtml`
+/// over a `String` sets the content type twice (plain text, then HTML), and
+/// each header costs every page view a hashed insert.
+pub struct Page {
+    /// The status.
+    pub status: Status,
+    /// The page.
+    pub html: String,
+}
+
+impl<'r> Responder<'r, 'static> for Page {
+    fn respond_to(self, _: &'r Request<'_>) -> rocket::response::Result<'static> {
+        rocket::Response::build()
+            .status(self.status)
+            .header(rocket::http::ContentType::HTML)
+            .sized_body(self.html.len(), std::io::Cursor::new(self.html))
+            .ok()
+    }
 }
 
 /// 303 to a URL checked safe (`rd`): `Location` as given, never re-parsed.
@@ -223,7 +243,7 @@ pub struct SeeOther {
 impl Reply {
     /// A page with `status`.
     pub fn page(status: Status, html: String) -> Reply {
-        Reply::Page((status, RawHtml(html)))
+        Reply::Page(Page { status, html })
     }
 
     /// 303 to `location` (checked safe by the caller).
@@ -258,7 +278,7 @@ impl Notice {
 }
 
 #[catch(default)]
-fn default_catcher(status: Status, _: &Request<'_>) -> (Status, RawHtml<String>) {
+fn default_catcher(status: Status, _: &Request<'_>) -> Page {
     let message = match status.code {
         400 | 422 => "The request could not be understood.",
         403 => "This request is not allowed.",
@@ -267,5 +287,5 @@ fn default_catcher(status: Status, _: &Request<'_>) -> (Status, RawHtml<String>)
         503 => error::UNAVAILABLE,
         _ => "Something went wrong on our side.",
     };
-    (status, RawHtml(pages::error(status, message, None)))
+    Page { status, html: pages::error(status, message, None) }
 }

@@ -317,5 +317,10 @@ async fn every_response_carries_the_security_headers() {
         assert_eq!(res.headers().get("X-Frame-Options").count(), 1, "set once: {path}");
         assert!(res.headers().get_one("Strict-Transport-Security").is_none(), "only with cookie_secure");
         assert_eq!(res.headers().get_one("Server"), None, "no software named: {path}");
+        if res.status() != Status::SeeOther {
+            let kinds: Vec<_> = res.headers().get("Content-Type").collect();
+            let kind = if path == "/style.css" { "text/css" } else { "text/html" };
+            assert!(kinds.len() == 1 && kinds[0].starts_with(kind), "{path}: {kinds:?}");
+        }
     }
 }
