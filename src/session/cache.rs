@@ -293,7 +293,14 @@ impl<S: SessionStore> SessionStore for CachingStore<S> {
             return Ok(held);
         }
         if !overdue.is_empty() {
-            self.inner.touch(&overdue, earliest_seen(&overdue)).await?;
+            if let Err(e) = self.inner.touch(&overdue, earliest_seen(&overdue)).await {
+                // Kept for the next try, as a failed flush keeps its batch.
+                let mut state = self.state.lock().unwrap();
+                for t in overdue {
+                    state.pending.entry(t.key).or_insert(t);
+                }
+                return Err(e);
+            }
         }
         let live = self.inner.touch(&now_due, now).await?;
         let mut state = self.state.lock().unwrap();

@@ -227,6 +227,22 @@ async fn a_held_back_move_counts_however_late_it_is_written() {
     assert_eq!(stored_expiry(&db, &overtaken).await, Some(base + 300));
     assert_eq!(store.flush().await.unwrap(), 1);
     assert_eq!(stored_expiry(&db, &late_flush).await, Some(base + 200), "written as of when it was made");
+
+    // The database busy when the held move is to go first: it is kept for
+    // the next try, not lost (which would leave the stale deadline to end
+    // the session at the next move).
+    let inner = Instrumented::new(&db, 0);
+    let failing = inner.touch_failures.clone();
+    let store = CachingStore::new(inner, 100);
+    let token = create(&store, &live_record(1, base), None).await;
+    store.load(&token, base).await.unwrap();
+    assert!(touch(&store, &token, base + 1, base + 200, base + 1).await, "held back");
+    failing.store(1, std::sync::atomic::Ordering::SeqCst);
+    let due = Touch { key: token, last_seen_at: base + 100, expires_at: base + 300 };
+    assert!(store.touch(&[due], base + 100).await.is_err(), "the database is busy");
+    let due = Touch { key: token, last_seen_at: base + 101, expires_at: base + 301 };
+    assert_eq!(store.touch(&[due], base + 101).await.unwrap(), 1, "still live at the next try");
+    assert_eq!(stored_expiry(&db, &token).await, Some(base + 301));
 }
 
 #[rocket::async_test]

@@ -345,6 +345,8 @@ async fn the_purge_task_runs_at_launch_and_on_its_interval() {
 pub struct Instrumented {
     pub inner: SqliteStore,
     pub failures: AtomicU32,
+    /// Deadline moves that fail (the database busy) before one succeeds.
+    pub touch_failures: Arc<AtomicU32>,
     pub calls: Arc<AtomicU32>,
     pub loads: Arc<AtomicU32>,
     /// When set, every look-up waits for a permit after reading the database.
@@ -358,6 +360,7 @@ impl Instrumented {
         Instrumented {
             inner: SqliteStore::new(db.reader.clone(), db.writer.clone()),
             failures: AtomicU32::new(failures),
+            touch_failures: Arc::default(),
             calls: Arc::default(),
             loads: Arc::default(),
             gate: None,
@@ -381,6 +384,10 @@ impl SessionStore for Instrumented {
         found
     }
     async fn touch(&self, touches: &[Touch], now: i64) -> Result<u64, StoreError> {
+        if self.touch_failures.load(Ordering::SeqCst) > 0 {
+            self.touch_failures.fetch_sub(1, Ordering::SeqCst);
+            return Err(StoreError::Unavailable("database is locked".into()));
+        }
         self.inner.touch(touches, now).await
     }
     async fn save_data(&self, h: &SessionKey, data: &str, now: i64) -> Result<bool, StoreError> {
