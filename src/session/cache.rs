@@ -100,12 +100,13 @@ struct Entry {
     stored_expires_at: i64,
 }
 
-/// Keys are SHA-256 outputs of random tokens: their first bytes are already
-/// uniformly spread, so hashing them again would only cost time.
-type KeyHasher = BuildHasherDefault<PrefixHasher>;
+/// For keys already uniformly spread (SHA-256 outputs of random tokens,
+/// keyed hashes): their first bytes are used as they are, since hashing
+/// them again would only cost time.
+pub(super) type KeyHasher = BuildHasherDefault<PrefixHasher>;
 
 #[derive(Default)]
-struct PrefixHasher(u64);
+pub(super) struct PrefixHasher(u64);
 
 impl Hasher for PrefixHasher {
     fn finish(&self) -> u64 {

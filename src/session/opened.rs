@@ -20,11 +20,12 @@
 //! full, it starts again empty, and each browser pays one opening.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
-
-use foldhash::quality::RandomState;
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 
+use foldhash::quality::RandomState;
+
+use super::cache::KeyHasher;
 use super::token::{constant_time_eq, SessionKey};
 
 /// Sealed values kept at most; beyond, the memo starts again empty.
@@ -42,27 +43,7 @@ pub struct OpenedCookies {
     map: Mutex<Entries>,
 }
 
-type Entries = HashMap<u64, (Box<str>, SessionKey), BuildHasherDefault<Spread>>;
-
-/// A hasher for keys that are already keyed hashes.
-#[derive(Default)]
-struct Spread(u64);
-
-impl Hasher for Spread {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
+type Entries = HashMap<u64, (Box<str>, SessionKey), KeyHasher>;
 
 impl OpenedCookies {
     /// The key `sealed` opened to before, if it did.
