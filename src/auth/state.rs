@@ -182,12 +182,7 @@ impl Method {
     }
 
     fn named(name: &str) -> Option<Method> {
-        match name {
-            "password" => Some(Method::Password),
-            "totp" => Some(Method::Totp),
-            "recovery_code" => Some(Method::RecoveryCode),
-            _ => None,
-        }
+        [Method::Password, Method::Totp, Method::RecoveryCode].into_iter().find(|m| m.name() == name)
     }
 }
 
@@ -201,12 +196,7 @@ impl Stage {
     }
 
     fn named(name: &str) -> Option<Stage> {
-        match name {
-            "complete" => Some(Stage::Complete),
-            "second_factor_pending" => Some(Stage::SecondFactorPending),
-            "must_enrol" => Some(Stage::MustEnrol),
-            _ => None,
-        }
+        [Stage::Complete, Stage::SecondFactorPending, Stage::MustEnrol].into_iter().find(|s| s.name() == name)
     }
 }
 

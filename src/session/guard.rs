@@ -185,10 +185,7 @@ impl<'r> Session<'r> {
             data.insert(key.to_owned(), value);
             serde_json::to_string(&*data).map(Some)
         })?;
-        match text {
-            Some(text) => self.save(&text).await,
-            None => Ok(()),
-        }
+        self.save_changed(text).await
     }
 
     /// Changes the values at once with `change`; written once, and only if
@@ -205,10 +202,7 @@ impl<'r> Session<'r> {
                 false => serde_json::to_string(&*data).map(Some),
             }
         })?;
-        match text {
-            Some(text) => self.save(&text).await,
-            None => Ok(()),
-        }
+        self.save_changed(text).await
     }
 
     /// Removes a value and returns it; writes only if it was there.
@@ -220,6 +214,14 @@ impl<'r> Session<'r> {
         let Some((old, text)) = removed else { return Ok(None) };
         self.save(&text).await?;
         Ok(Some(old))
+    }
+
+    /// Writes the values' new text, if there is one (`None`: nothing changed).
+    async fn save_changed(&self, text: Option<String>) -> Result<(), SessionError> {
+        match text {
+            Some(text) => self.save(&text).await,
+            None => Ok(()),
+        }
     }
 
     async fn save(&self, text: &str) -> Result<(), SessionError> {

@@ -49,25 +49,24 @@ pub enum Storage {
 /// engines read), serves both.
 macro_rules! reading {
     ($storage:expr, $pool:ident => $body:expr) => {
-        match $storage {
-            $crate::storage::Storage::Sqlite(db) => {
-                let $pool = &db.reader;
-                $body
-            }
-            $crate::storage::Storage::Postgres(pool) => {
-                let $pool = pool;
-                $body
-            }
-        }
+        $crate::storage::on_pool!($storage, reader, $pool => $body)
     };
 }
 
 /// [`reading!`] with the pool that writes (SQLite's single writer).
 macro_rules! writing {
     ($storage:expr, $pool:ident => $body:expr) => {
+        $crate::storage::on_pool!($storage, writer, $pool => $body)
+    };
+}
+
+/// `$body` with `$pool` bound to SQLite's `$sqlite` pool or PostgreSQL's
+/// one pool.
+macro_rules! on_pool {
+    ($storage:expr, $sqlite:ident, $pool:ident => $body:expr) => {
         match $storage {
             $crate::storage::Storage::Sqlite(db) => {
-                let $pool = &db.writer;
+                let $pool = &db.$sqlite;
                 $body
             }
             $crate::storage::Storage::Postgres(pool) => {
@@ -95,7 +94,7 @@ macro_rules! transaction {
     };
 }
 
-pub(crate) use {reading, transaction, writing};
+pub(crate) use {on_pool, reading, transaction, writing};
 
 impl Storage {
     /// Whether the database answers a trivial query.
